@@ -1,0 +1,158 @@
+"""AdamW with decoupled weight decay, and a linear learning-rate warm-up.
+
+The update (Loshchilov & Hutter 2017), for one parameter p with gradient g at step t = 1, 2, ...
+
+    p  <- p * (1 - lr * wd)                      decoupled weight decay
+    m  <- b1 * m + (1 - b1) * g                  running mean of g      ("first moment")
+    v  <- b2 * v + (1 - b2) * g**2               running mean of g**2   ("second moment")
+    m^ =  m / (1 - b1**t),   v^ = v / (1 - b2**t)   bias correction: m, v start at 0
+    p  <- p - lr * m^ / (sqrt(v^) + eps)
+
+Why decouple the decay?  Plain Adam with L2 regularisation adds wd * p to the gradient, and
+that term then goes through the same 1 / sqrt(v^) rescaling as the loss gradient: a weight
+with large gradients (large v^) is barely decayed, one with tiny gradients is decayed a lot.
+AdamW instead shrinks every weight by the same factor (1 - lr * wd) per step, outside Adam.
+
+The last line is computed, as PyTorch does, in the arrangement
+
+    p <- p - (lr / (1 - b1**t)) * m / (sqrt(v) / sqrt(1 - b2**t) + eps)
+
+which is the same maths but rounds like ``torch.optim.AdamW``, so results match it closely.
+
+Learning rate: lr_now = lr * warmup_factor(completed_steps, warmup_steps), with the factor
+min(completed / warmup, 1). The first step therefore has lr 0: p does not move, but m, v are
+updated and the step counts, exactly as torch.optim.AdamW driven by a LambdaLR scheduler.
+
+A parameter is any object with ``.data`` (float NumPy array, updated in place) and ``.grad``
+(array of the same shape, or None: the parameter is skipped that step). As in PyTorch, each
+parameter keeps its own update count t for bias correction; warm-up follows the global step.
+"""
+import math
+
+import numpy as np
+
+
+def warmup_factor(completed_steps, warmup_steps):
+    """Learning-rate multiplier after `completed_steps` updates: min(completed / warmup, 1)."""
+    if warmup_steps == 0:
+        return 1.0
+    return min(completed_steps / warmup_steps, 1.0)
+
+
+def _check_hyperparameters(lr, betas, eps, weight_decay, warmup_steps):
+    b1, b2 = betas
+    # Each rule states what must hold, so NaN (every comparison with it is False) fails too.
+    checks = [("lr", lr, lr >= 0, ">= 0"),
+              ("beta1", b1, 0 <= b1 < 1, "in [0, 1)"),
+              ("beta2", b2, 0 <= b2 < 1, "in [0, 1)"),
+              ("eps", eps, eps > 0, "> 0"),
+              ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
+              ("warmup_steps", warmup_steps,
+               isinstance(warmup_steps, (int, np.integer)) and warmup_steps >= 0,
+               "an integer >= 0")]
+    for name, value, ok, rule in checks:
+        if not ok:
+            raise ValueError(f"invalid {name}={value!r}: must be {rule}")
+
+
+class AdamW:
+    """AdamW over a list of parameters; see the module docstring for the maths.
+
+    Attributes students may want to look at: ``step_count`` (completed steps, drives the
+    warm-up), ``param_steps[i]`` (the t of parameter i), ``m[i]`` and ``v[i]`` (its moments).
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.5,
+                 warmup_steps=50):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("AdamW got an empty parameter list")
+        _check_hyperparameters(lr, betas, eps, weight_decay, warmup_steps)
+        self.lr, self.betas, self.eps = lr, tuple(betas), eps
+        self.weight_decay, self.warmup_steps = weight_decay, warmup_steps
+        self.step_count = 0                                   # completed optimizer steps
+        self.param_steps = np.zeros(len(self.params), dtype=np.int64)  # t of each parameter
+        # Buffers are allocated once; step() only ever writes into them.
+        self.m = [np.zeros_like(p.data) for p in self.params]
+        self.v = [np.zeros_like(p.data) for p in self.params]
+        self._scratch = [np.zeros_like(p.data) for p in self.params]
+
+    def current_lr(self):
+        """The learning rate the next call to step() will use."""
+        return self.lr * warmup_factor(self.step_count, self.warmup_steps)
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        """One AdamW update of every parameter that has a gradient, in place."""
+        lr = self.current_lr()
+        b1, b2 = self.betas
+        for i, p in enumerate(self.params):
+            g = p.grad
+            if g is None:
+                continue
+            if g.shape != p.data.shape:
+                raise ValueError(f"parameter {i}: grad shape {g.shape} != data shape "
+                                 f"{p.data.shape}")
+            self.param_steps[i] += 1
+            t = int(self.param_steps[i])
+            # Scalars are computed in Python floats, then cast to the array's dtype, so
+            # float32 stays float32 (a float64 scalar would make NumPy compute in float64).
+            c = p.data.dtype.type
+            m, v, s = self.m[i], self.v[i], self._scratch[i]
+            step_size = lr / (1.0 - b1 ** t)
+            bias_correction2_sqrt = math.sqrt(1.0 - b2 ** t)
+
+            np.multiply(p.data, c(1.0 - lr * self.weight_decay), out=p.data)   # decay
+            np.multiply(m, c(b1), out=m)                                       # m
+            np.multiply(g, c(1.0 - b1), out=s)
+            np.add(m, s, out=m)
+            np.multiply(v, c(b2), out=v)                                       # v
+            np.multiply(g, c(1.0 - b2), out=s)
+            np.multiply(s, g, out=s)
+            np.add(v, s, out=v)
+            np.sqrt(v, out=s)                                                  # denominator
+            np.divide(s, c(bias_correction2_sqrt), out=s)
+            np.add(s, c(self.eps), out=s)
+            np.divide(m, s, out=s)                                             # m / denom
+            np.multiply(s, c(step_size), out=s)
+            np.subtract(p.data, s, out=p.data)
+        self.step_count += 1
+
+    def state_dict(self):
+        """Everything needed to resume, as a flat dict of arrays and numbers (for np.savez)."""
+        d = {"step_count": self.step_count, "param_steps": self.param_steps.copy(),
+             "lr": self.lr, "beta1": self.betas[0], "beta2": self.betas[1], "eps": self.eps,
+             "weight_decay": self.weight_decay, "warmup_steps": self.warmup_steps}
+        for i in range(len(self.params)):
+            d[f"m_{i}"] = self.m[i].copy()
+            d[f"v_{i}"] = self.v[i].copy()
+        return d
+
+    def load_state_dict(self, d):
+        """Restore a state_dict() (or what np.load gives back for it), copying into our buffers."""
+        n = len(self.params)
+        n_saved = sum(1 for k in d if k.startswith("m_"))
+        if n_saved != n:
+            raise ValueError(f"state has {n_saved} parameters, this optimizer has {n}")
+        expected = {"step_count": (), "param_steps": (n,), "lr": (), "beta1": (), "beta2": (),
+                    "eps": (), "weight_decay": (), "warmup_steps": ()}
+        for i in range(n):
+            expected[f"m_{i}"] = expected[f"v_{i}"] = self.m[i].shape
+        for key, shape in expected.items():
+            if key not in d:
+                raise ValueError(f"state is missing {key!r}")
+            if np.shape(d[key]) != shape:
+                raise ValueError(f"{key!r} has shape {np.shape(d[key])}, expected {shape}")
+        hyper = (float(d["lr"]), (float(d["beta1"]), float(d["beta2"])), float(d["eps"]),
+                 float(d["weight_decay"]), int(d["warmup_steps"]))
+        _check_hyperparameters(*hyper)
+        # Only now that everything is checked do we change anything: no half-loaded state.
+        self.lr, self.betas, self.eps, self.weight_decay, self.warmup_steps = hyper
+        for i in range(n):
+            np.copyto(self.m[i], d[f"m_{i}"])
+            np.copyto(self.v[i], d[f"v_{i}"])
+        np.copyto(self.param_steps, d["param_steps"])
+        self.step_count = int(d["step_count"])
