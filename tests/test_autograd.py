@@ -1,0 +1,271 @@
+"""Every autograd op against finite differences (float64), plus the engine's rules."""
+
+import numpy as np
+import pytest
+
+from tinygrok import autograd as ag
+from tinygrok.autograd import Tensor, no_grad
+from tinygrok.gradcheck import GradcheckError, gradcheck
+
+
+def rand(*shape, seed=0, positive=False):
+    values = np.random.default_rng(seed).standard_normal(shape)
+    if positive:
+        values = np.abs(values) + 0.5
+    return Tensor(values, requires_grad=True)
+
+
+# -- every op passes gradcheck --------------------------------------------------------
+
+UNARY_OPS = {
+    "neg": lambda a: -a,
+    "pow_3": lambda a: a ** 3,
+    "pow_half": lambda a: ag.power(a * a + 1.0, 0.5),
+    "exp": ag.exp,
+    "log": lambda a: ag.log(a * a + 0.5),
+    "tanh": ag.tanh,
+    "relu": ag.relu,
+    "gelu": ag.gelu,
+    "sum_all": lambda a: a.sum(),
+    "sum_axis0": lambda a: a.sum(axis=0),
+    "sum_axis_keep": lambda a: a.sum(axis=(0, 2), keepdims=True),
+    "mean_all": lambda a: a.mean(),
+    "mean_axis": lambda a: a.mean(axis=-1, keepdims=True),
+    "max_all": lambda a: a.max(),
+    "max_axis": lambda a: a.max(axis=1),
+    "max_keep": lambda a: a.max(axis=-1, keepdims=True),
+    "reshape": lambda a: a.reshape(4, 15),
+    "transpose": lambda a: a.transpose(),
+    "permute": lambda a: a.permute(1, 2, 0),
+    "getitem_slice": lambda a: a[1:, ::2, 3],
+    "getitem_int_array": lambda a: a[np.array([0, 2, 0, 0]), :, 1],
+    "getitem_negative_step": lambda a: a[::-1, 1],
+    "log_softmax": lambda a: ag.log_softmax(a, axis=-1),
+    "log_softmax_axis1": lambda a: ag.log_softmax(a, axis=1),
+    "split": lambda a: ag.split(a, [1, 3], axis=2)[2] * 2.0 + ag.split(a, 5, axis=2)[0].sum(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNARY_OPS))
+def test_unary_op_gradients(name):
+    x = rand(3, 4, 5, seed=1)
+    assert gradcheck(UNARY_OPS[name], [x])
+
+
+BINARY_SHAPES = [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)), ((1,), (2, 3)), ((), (3, 2))]
+
+
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div"])
+@pytest.mark.parametrize("shapes", BINARY_SHAPES)
+def test_binary_op_gradients_with_broadcasting(op, shapes):
+    a = rand(*shapes[0], seed=2)
+    b = rand(*shapes[1], seed=3, positive=(op == "div"))
+    fn = {"add": ag.add, "sub": ag.sub, "mul": ag.mul, "div": ag.div}[op]
+    assert gradcheck(fn, [a, b])
+    out = fn(a, b)
+    out.backward(np.ones(out.shape))
+    assert a.grad.shape == a.shape and b.grad.shape == b.shape
+
+
+@pytest.mark.parametrize("shapes", [((3, 4), (4, 5)), ((2, 3, 4), (4, 5)), ((2, 3, 4), (2, 4, 5)),
+                                    ((2, 1, 3, 4), (5, 4, 2)), ((3, 4), (2, 4, 5))])
+def test_matmul_gradients_batched_and_broadcast(shapes):
+    a, b = rand(*shapes[0], seed=4), rand(*shapes[1], seed=5)
+    assert gradcheck(ag.matmul, [a, b])
+
+
+def test_scalars_on_either_side():
+    x = rand(3, 2, seed=6, positive=True)
+    assert gradcheck(lambda a: 2.0 - a * 3.0 + 1.5 / a - (a / 4.0) + 0.5 + a, [x])
+
+
+def test_concatenate_gradients():
+    a, b, c = rand(2, 3, seed=7), rand(2, 1, seed=8), rand(2, 4, seed=9)
+    assert gradcheck(lambda *ts: ag.concatenate(ts, axis=1), [a, b, c])
+
+
+def test_embedding_gradient_scatter_adds_repeated_indices():
+    weight = rand(6, 4, seed=10)
+    indices = np.array([[1, 3, 1], [1, 0, 5]])
+    assert gradcheck(lambda w: ag.embedding(w, indices), [weight])
+    weight.grad = None
+    ag.embedding(weight, indices).sum().backward()
+    assert np.allclose(weight.grad[1], 3.0)  # row 1 was looked up three times
+    assert np.allclose(weight.grad[2], 0.0)  # row 2 never
+
+
+def test_layer_norm_gradients():
+    x, w, b = rand(3, 2, 8, seed=11), rand(8, seed=12), rand(8, seed=13)
+    assert gradcheck(lambda *ts: ag.layer_norm(*ts), [x, w, b])
+
+
+def test_layer_norm_matches_definition():
+    x = np.random.default_rng(14).standard_normal((5, 7))
+    w, b = np.linspace(0.5, 2, 7), np.linspace(-1, 1, 7)
+    out = ag.layer_norm(Tensor(x), Tensor(w), Tensor(b)).data
+    expected = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) * w + b
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+
+
+def test_cross_entropy_gradients_and_value():
+    logits = rand(6, 5, seed=15)
+    targets = np.array([0, 4, 2, 2, 1, 3])
+    assert gradcheck(lambda z: ag.cross_entropy(z, targets), [logits])
+    z = logits.data
+    expected = -np.mean(np.log(np.exp(z) / np.exp(z).sum(1, keepdims=True))[np.arange(6), targets])
+    assert ag.cross_entropy(logits, targets).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_softmax_ops_are_stable_for_huge_logits():
+    logits = Tensor(np.array([[1000.0, 0.0, -1000.0]]), requires_grad=True)
+    loss = ag.cross_entropy(logits, np.array([0]))
+    loss.backward()
+    assert np.isfinite(loss.item()) and np.all(np.isfinite(logits.grad))
+    assert np.all(np.isfinite(ag.log_softmax(logits).data[:, :2]))
+
+
+def test_gelu_is_exact_erf_form():
+    import math
+    x = np.linspace(-6, 6, 101)
+    expected = np.array([v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x])
+    np.testing.assert_allclose(ag.gelu(Tensor(x)).data, expected, rtol=1e-14, atol=1e-300)
+
+
+# -- a wrong backward is caught ---------------------------------------------------------
+
+def test_gradcheck_catches_a_wrong_backward():
+    def wrong_square(a):
+        out = ag.new_node(a.data ** 2, (a,), "wrong_square")
+        out._backward = lambda: ag.accumulate_grad(a, out.grad * a.data)  # forgot the 2
+        return out
+
+    x = rand(4, seed=16)
+    with pytest.raises(GradcheckError, match=r"input 0 .* analytic .* numeric"):
+        gradcheck(wrong_square, [x])
+    assert gradcheck(wrong_square, [x], raise_on_failure=False) is False
+
+
+def test_gradcheck_needs_float64_inputs():
+    with pytest.raises(ValueError, match="float64"):
+        gradcheck(ag.exp, [Tensor(np.ones(3, dtype=np.float32), requires_grad=True)])
+
+
+# -- random compositions ---------------------------------------------------------------
+
+def _random_program(rng, x, y):
+    """Apply a seeded random sequence of ops to two (3, 4) tensors."""
+    steps = [
+        lambda a, b: (a + b, b),
+        lambda a, b: (a * b, a),
+        lambda a, b: (ag.tanh(a) - b, b),
+        lambda a, b: (a @ b.transpose() @ b * 0.1, b),
+        lambda a, b: (ag.gelu(a) / (b * b + 1.0), a),
+        lambda a, b: (ag.layer_norm(a, Tensor(np.ones(4)), Tensor(np.zeros(4))) + b, b),
+        lambda a, b: (ag.exp(a * 0.3) - a.mean(axis=0, keepdims=True), b),
+        lambda a, b: (a - ag.log_softmax(b), b),
+        lambda a, b: (ag.concatenate([a[:, :2], b[:, 2:]], axis=1), a),
+    ]
+    a, b = x, y
+    for i in rng.integers(0, len(steps), size=6):
+        a, b = steps[i](a, b)
+    return (a * a).sum() + b.sum()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_compositions_pass_gradcheck(seed):
+    x, y = rand(3, 4, seed=100 + seed), rand(3, 4, seed=200 + seed)
+    assert gradcheck(lambda a, b: _random_program(np.random.default_rng(seed), a, b), [x, y])
+
+
+# -- dtypes -----------------------------------------------------------------------------
+
+def test_float32_forward_agrees_with_float64():
+    rng = np.random.default_rng(17)
+    x64 = rng.standard_normal((8, 16))
+    w64 = rng.standard_normal((16, 16)) * 0.25
+    targets = rng.integers(0, 16, size=8)
+
+    def forward(dtype):
+        x, w = Tensor(x64.astype(dtype)), Tensor(w64.astype(dtype))
+        h = ag.layer_norm(ag.gelu(x @ w) + x, Tensor(np.ones(16, dtype)), Tensor(np.zeros(16, dtype)))
+        return h, ag.cross_entropy(h @ w, targets)
+
+    h32, loss32 = forward(np.float32)
+    h64, loss64 = forward(np.float64)
+    assert h32.dtype == np.float32 and loss32.dtype == np.float32
+    np.testing.assert_allclose(h32.data, h64.data, rtol=1e-5, atol=1e-5)
+    assert loss32.item() == pytest.approx(loss64.item(), rel=1e-5)
+
+
+def test_python_floats_never_upcast_float32():
+    x = Tensor(np.ones((2, 3), dtype=np.float32), requires_grad=True)
+    y = ((x * 0.1 + 2.5) / 3.0 - 1e-3) ** 2.0
+    y = ag.exp(ag.log(y)).mean()
+    y.backward()
+    assert y.dtype == np.float32 and x.grad.dtype == np.float32
+
+
+def test_mixing_dtypes_is_an_error():
+    a = Tensor(np.ones(3, dtype=np.float32))
+    b = Tensor(np.ones(3, dtype=np.float64))
+    with pytest.raises(ValueError, match="float32 and float64"):
+        a + b
+
+
+# -- the engine ---------------------------------------------------------------------------
+
+def test_shape_mismatch_names_both_shapes():
+    with pytest.raises(ValueError, match=r"\(3, 4\) and \(5,\)"):
+        rand(3, 4) + rand(5)
+    with pytest.raises(ValueError, match=r"\(3, 4\) and \(5, 2\)"):
+        rand(3, 4) @ rand(5, 2)
+
+
+def test_backward_from_non_scalar_needs_a_gradient():
+    x = rand(3)
+    with pytest.raises(ValueError, match="scalar"):
+        (x * 2.0).backward()
+    (x * 2.0).backward(np.array([1.0, 0.0, 3.0]))
+    np.testing.assert_allclose(x.grad, [2.0, 0.0, 6.0])
+
+
+def test_gradients_accumulate_until_cleared():
+    x = rand(3)
+    (x * 3.0).sum().backward()
+    (x * 3.0).sum().backward()
+    np.testing.assert_allclose(x.grad, 6.0)
+    x.grad = None
+    (x * 3.0).sum().backward()
+    np.testing.assert_allclose(x.grad, 3.0)
+
+
+def test_shared_gradient_arrays_are_not_corrupted():
+    a, b = rand(3, seed=1), rand(3, seed=2)
+    s = a + b  # backward hands the same array to a and b
+    (s.sum() + (a * 2.0).sum()).backward()
+    np.testing.assert_allclose(a.grad, 3.0)
+    np.testing.assert_allclose(b.grad, 1.0)
+
+
+def test_deep_graph_does_not_hit_the_recursion_limit():
+    x = rand(2)
+    y = x
+    for _ in range(20_000):
+        y = y * 1.0
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, 1.0)
+
+
+def test_no_grad_builds_no_graph():
+    x = rand(3)
+    with no_grad():
+        y = (x * 2.0).sum()
+    assert not y.requires_grad and y._parents == ()
+    assert ag.is_grad_enabled()
+
+
+def test_a_node_used_twice_gets_both_gradients():
+    x = rand(3, seed=3)
+    y = x * x + x  # dy/dx = 2x + 1
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, 2 * x.data + 1)

@@ -1,0 +1,741 @@
+"""Reverse-mode automatic differentiation over NumPy arrays.
+
+A ``Tensor`` wraps a float32 or float64 NumPy array. Every operation on tensors returns a
+new tensor that remembers its inputs (its *parents*) and a small function, ``_backward``,
+that knows the operation's local derivative. ``loss.backward()`` then walks the graph from
+the loss back to the leaves and applies the chain rule one node at a time:
+
+    if  out = f(a, b)  and we already know  dL/dout  (``out.grad``),
+    then  dL/da += dL/dout * df/da   and   dL/db += dL/dout * df/db.
+
+Each operation below is written with its forward and its backward next to each other, so
+the maths of one op can be read in one place. All gradients are whole arrays with the same
+shape and dtype as the tensor they belong to.
+
+Rules worth knowing:
+
+- Gradients *add up*. Calling ``backward()`` twice adds the second gradient to the first
+  in every leaf (a tensor you made yourself, such as a parameter). Clear them by setting
+  ``tensor.grad = None`` (``Module.zero_grad()`` and ``AdamW.zero_grad()`` do exactly
+  that). Intermediate tensors get fresh gradients on every ``backward()``.
+- Treat ``.grad`` arrays as read-only: one gradient array may be shared by several tensors
+  (the backward of ``a + b`` hands the same array to both ``a`` and ``b``). That is also why
+  accumulation writes ``t.grad = t.grad + g`` rather than the in-place ``t.grad += g``: an
+  in-place add would silently change the gradient of a neighbour that shares the array.
+- Broadcasting works as in NumPy; the backward sums the gradient back to each input's own
+  shape (``unbroadcast``).
+- dtypes never change: a float32 tensor times a Python float stays float32. Mixing a
+  float32 and a float64 tensor in one op is an error, so precision never changes silently.
+- Inside ``with no_grad():`` no graph is recorded (evaluation is then as cheap as NumPy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Run a block without recording a graph: results have ``requires_grad=False``."""
+    global _grad_enabled
+    previous = _grad_enabled
+    _grad_enabled = False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+# --------------------------------------------------------------------------------------
+# The Tensor class: data, grad, and how backward() walks the graph
+# --------------------------------------------------------------------------------------
+
+class Tensor:
+    """A NumPy array plus what is needed to differentiate through it.
+
+    Attributes:
+        data: the value, a float32 or float64 ``np.ndarray``.
+        grad: ``dL/d(data)`` after ``backward()``, an array of the same shape and dtype,
+            or None before any gradient arrived.
+        requires_grad: whether gradients should flow into this tensor.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "op", "name")
+    __array_ufunc__ = None  # makes `numpy_array * tensor` call Tensor.__rmul__
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None, name: str | None = None):
+        array = np.asarray(data, dtype=dtype)
+        if array.dtype.kind in "iub":  # integers and booleans become float64
+            array = array.astype(np.float64)
+        if array.dtype not in (np.float32, np.float64):
+            raise ValueError(f"Tensor holds float32 or float64 data, got {array.dtype}")
+        self.data = array
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._parents = ()
+        self._backward = None
+        self.op = "leaf"
+        self.name = name
+
+    # -- basic properties -------------------------------------------------------------
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self):
+        return self.data.size
+
+    def numpy(self) -> np.ndarray:
+        return self.data
+
+    def item(self) -> float:
+        return self.data.item()
+
+    def detach(self) -> "Tensor":
+        """The same data, cut off from the graph."""
+        return Tensor(self.data)
+
+    def __repr__(self):
+        label = f", name={self.name!r}" if self.name else ""
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor(shape={self.shape}, dtype={self.dtype}{grad}{label}, op={self.op!r})"
+
+    # -- backward ---------------------------------------------------------------------
+    def backward(self, grad=None) -> None:
+        """Fill ``.grad`` of every tensor this one depends on.
+
+        From a scalar (one element) the upstream gradient is 1. From any other tensor pass
+        ``grad``, the gradient of some scalar with respect to this tensor (same shape).
+        """
+        if grad is None:
+            if self.data.size != 1:
+                raise ValueError(
+                    f"backward() without a gradient needs a scalar, but this tensor has "
+                    f"shape {self.shape}; pass grad=<array of shape {self.shape}>")
+            grad = np.ones_like(self.data)
+        else:
+            grad = np.asarray(grad, dtype=self.data.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(
+                    f"backward(grad) needs a gradient of shape {self.shape}, got {grad.shape}")
+        order = self.topological_order()
+        for node in order:  # intermediate gradients belong to one backward pass only
+            if node._parents:
+                node.grad = None
+        accumulate_grad(self, grad)
+        for node in reversed(order):  # from the output back towards the leaves
+            if node._backward is not None and node.grad is not None:
+                node._backward()
+
+    def topological_order(self) -> list["Tensor"]:
+        """Every tensor this one depends on, each listed after all of its parents.
+
+        An explicit stack instead of recursion, so a graph thousands of ops deep does not
+        hit Python's recursion limit. A node is written out when it is popped the second
+        time, after all its parents have been written out.
+        """
+        order, visited = [], set()
+        stack = [(self, False)]
+        while stack:
+            node, parents_done = stack.pop()
+            if parents_done:
+                order.append(node)
+                continue
+            if id(node) in visited:
+                continue
+            visited.add(id(node))
+            stack.append((node, True))
+            for parent in node._parents:
+                if id(parent) not in visited:
+                    stack.append((parent, False))
+        return order
+
+    # -- operators: each one is a function defined further down -------------------------
+    def __add__(self, other):
+        return add(self, other)
+
+    def __radd__(self, other):
+        return add(other, self)
+
+    def __sub__(self, other):
+        return sub(self, other)
+
+    def __rsub__(self, other):
+        return sub(other, self)
+
+    def __mul__(self, other):
+        return mul(self, other)
+
+    def __rmul__(self, other):
+        return mul(other, self)
+
+    def __truediv__(self, other):
+        return div(self, other)
+
+    def __rtruediv__(self, other):
+        return div(other, self)
+
+    def __neg__(self):
+        return neg(self)
+
+    def __pow__(self, exponent):
+        return power(self, exponent)
+
+    def __matmul__(self, other):
+        return matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return matmul(other, self)
+
+    def __getitem__(self, index):
+        return getitem(self, index)
+
+    def sum(self, axis=None, keepdims=False):
+        return sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return mean(self, axis, keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return max(self, axis, keepdims)
+
+    def reshape(self, *shape):
+        return reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], tuple) else shape)
+
+    def transpose(self, *axes):
+        return transpose(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else (axes or None))
+
+    permute = transpose
+
+    def exp(self):
+        return exp(self)
+
+    def log(self):
+        return log(self)
+
+    def tanh(self):
+        return tanh(self)
+
+    def relu(self):
+        return relu(self)
+
+    def gelu(self):
+        return gelu(self)
+
+
+# --------------------------------------------------------------------------------------
+# Plumbing shared by every op
+# --------------------------------------------------------------------------------------
+
+def new_node(data: np.ndarray, parents: tuple, op: str) -> Tensor:
+    """The result of an op: a tensor that remembers its parents if a gradient may flow.
+
+    The caller sets ``out._backward`` when ``out.requires_grad`` is true.
+    """
+    out = Tensor.__new__(Tensor)
+    out.data = np.asarray(data)  # a full reduction gives a NumPy scalar; keep an array
+    out.grad = None
+    out.requires_grad = _grad_enabled and any(p.requires_grad for p in parents)
+    out._parents = parents if out.requires_grad else ()
+    out._backward = None
+    out.op = op
+    out.name = None
+    return out
+
+
+def accumulate_grad(tensor: Tensor, grad: np.ndarray) -> None:
+    """Add ``grad`` to ``tensor.grad``, after summing away any broadcast dimensions."""
+    if not tensor.requires_grad:
+        return
+    grad = unbroadcast(grad, tensor.data.shape)
+    if tensor.grad is None:
+        tensor.grad = grad if grad.flags.writeable else grad.copy()
+    else:
+        tensor.grad = tensor.grad + grad  # not +=: see the module docstring
+
+
+def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum ``grad`` down to ``shape``: the backward of NumPy broadcasting.
+
+    Broadcasting copies an input along new leading axes and along axes of length 1, so
+    the input's gradient is the sum of the gradients of all its copies.
+    """
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad
+
+
+def as_tensor(value, dtype) -> Tensor:
+    """Tensors pass through; numbers and arrays become constants of the given dtype."""
+    if isinstance(value, Tensor):
+        return value
+    return Tensor(np.asarray(value, dtype=dtype))
+
+
+def _pair(a, b, op: str) -> tuple[Tensor, Tensor]:
+    """Two operands of a binary op as tensors of one dtype, or a clear error."""
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        raise TypeError(f"{op} needs at least one Tensor")
+    dtype = a.dtype if isinstance(a, Tensor) else b.dtype
+    a, b = as_tensor(a, dtype), as_tensor(b, dtype)
+    if a.dtype != b.dtype:
+        raise ValueError(f"{op}: dtypes differ ({a.dtype} and {b.dtype}); convert one "
+                         f"explicitly, tinygrok never changes precision silently")
+    return a, b
+
+
+def _check_broadcast(a: Tensor, b: Tensor, op: str) -> None:
+    try:
+        np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"{op}: shapes {a.shape} and {b.shape} cannot be broadcast "
+                         f"together") from None
+
+
+# --------------------------------------------------------------------------------------
+# Elementwise arithmetic
+# --------------------------------------------------------------------------------------
+
+def add(a, b) -> Tensor:
+    """a + b.   d/da = 1, d/db = 1."""
+    a, b = _pair(a, b, "add")
+    _check_broadcast(a, b, "add")
+    out = new_node(a.data + b.data, (a, b), "add")
+    if out.requires_grad:
+        def _backward():
+            accumulate_grad(a, out.grad)
+            accumulate_grad(b, out.grad)
+        out._backward = _backward
+    return out
+
+
+def sub(a, b) -> Tensor:
+    """a - b.   d/da = 1, d/db = -1."""
+    a, b = _pair(a, b, "sub")
+    _check_broadcast(a, b, "sub")
+    out = new_node(a.data - b.data, (a, b), "sub")
+    if out.requires_grad:
+        def _backward():
+            accumulate_grad(a, out.grad)
+            if b.requires_grad:
+                accumulate_grad(b, -out.grad)
+        out._backward = _backward
+    return out
+
+
+def mul(a, b) -> Tensor:
+    """a * b.   d/da = b, d/db = a."""
+    a, b = _pair(a, b, "mul")
+    _check_broadcast(a, b, "mul")
+    out = new_node(a.data * b.data, (a, b), "mul")
+    if out.requires_grad:
+        def _backward():
+            if a.requires_grad:
+                accumulate_grad(a, out.grad * b.data)
+            if b.requires_grad:
+                accumulate_grad(b, out.grad * a.data)
+        out._backward = _backward
+    return out
+
+
+def div(a, b) -> Tensor:
+    """a / b.   d/da = 1/b, d/db = -a/b**2."""
+    a, b = _pair(a, b, "div")
+    _check_broadcast(a, b, "div")
+    out = new_node(a.data / b.data, (a, b), "div")
+    if out.requires_grad:
+        def _backward():
+            if a.requires_grad:
+                accumulate_grad(a, out.grad / b.data)
+            if b.requires_grad:
+                accumulate_grad(b, -out.grad * out.data / b.data)
+        out._backward = _backward
+    return out
+
+
+def neg(a: Tensor) -> Tensor:
+    """-a.   d/da = -1."""
+    out = new_node(-a.data, (a,), "neg")
+    if out.requires_grad:
+        out._backward = lambda: accumulate_grad(a, -out.grad)
+    return out
+
+
+def power(a: Tensor, exponent) -> Tensor:
+    """a ** c for a constant number c.   d/da = c * a**(c-1)."""
+    if isinstance(exponent, Tensor) or np.ndim(exponent) != 0:
+        raise ValueError("power: the exponent must be a plain number (a scalar constant)")
+    c = a.dtype.type(exponent)
+    out = new_node(a.data ** c, (a,), "pow")
+    if out.requires_grad:
+        out._backward = lambda: accumulate_grad(a, out.grad * c * a.data ** (c - 1))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Matrix product
+# --------------------------------------------------------------------------------------
+
+def matmul(a, b) -> Tensor:
+    """a @ b for a (..., n, k) and b (..., k, m); leading dimensions broadcast.
+
+    With G = dL/d(a @ b):   dL/da = G @ b^T   and   dL/db = a^T @ G,
+    each then summed over the leading dimensions the input was broadcast along.
+    """
+    a, b = _pair(a, b, "matmul")
+    if a.ndim < 2 or b.ndim < 2:
+        raise ValueError(f"matmul needs operands of at least 2 dimensions, got shapes "
+                         f"{a.shape} and {b.shape}")
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"matmul: inner dimensions differ in shapes {a.shape} and {b.shape}")
+    try:
+        np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError(f"matmul: leading dimensions of shapes {a.shape} and {b.shape} "
+                         f"cannot be broadcast together") from None
+    out = new_node(a.data @ b.data, (a, b), "matmul")
+    if out.requires_grad:
+        def _backward():
+            g = out.grad
+            if a.requires_grad:
+                accumulate_grad(a, g @ np.swapaxes(b.data, -1, -2))
+            if b.requires_grad:
+                if b.ndim == 2:
+                    # A weight shared by every row: one big product instead of a batch of
+                    # small ones summed afterwards (same numbers, far less memory).
+                    k, m = b.shape
+                    accumulate_grad(b, a.data.reshape(-1, k).T @ g.reshape(-1, m))
+                else:
+                    accumulate_grad(b, np.swapaxes(a.data, -1, -2) @ g)
+        out._backward = _backward
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Reductions
+# --------------------------------------------------------------------------------------
+
+def _normalise_axes(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if np.ndim(axis) == 0 else tuple(axis)
+    return tuple(sorted(int(ax) % ndim for ax in axes))
+
+
+def _expand_reduced(grad: np.ndarray, axes: tuple, keepdims: bool) -> np.ndarray:
+    """Put back the reduced axes (as length 1) so the gradient broadcasts to the input."""
+    return grad if keepdims else np.expand_dims(grad, axes)
+
+
+def sum(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 (mirrors numpy)
+    """Sum over ``axis``.   Every input element gets the output's gradient."""
+    axes = _normalise_axes(axis, a.ndim)
+    out = new_node(a.data.sum(axis=axes, keepdims=keepdims), (a,), "sum")
+    if out.requires_grad:
+        def _backward():
+            g = _expand_reduced(out.grad, axes, keepdims)
+            accumulate_grad(a, np.broadcast_to(g, a.shape))
+        out._backward = _backward
+    return out
+
+
+def mean(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
+    """Mean over ``axis``.   Every input element gets the output's gradient / count."""
+    axes = _normalise_axes(axis, a.ndim)
+    count = a.dtype.type(math.prod(a.shape[ax] for ax in axes))
+    out = new_node(a.data.mean(axis=axes, keepdims=keepdims), (a,), "mean")
+    if out.requires_grad:
+        def _backward():
+            g = _expand_reduced(out.grad, axes, keepdims) / count
+            accumulate_grad(a, np.broadcast_to(g, a.shape))
+        out._backward = _backward
+    return out
+
+
+def max(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    """Maximum over ``axis``.   The gradient goes to the maximal element (split evenly
+    between ties, so it still sums to the output's gradient)."""
+    axes = _normalise_axes(axis, a.ndim)
+    peak = a.data.max(axis=axes, keepdims=True)
+    out = new_node(peak if keepdims else np.squeeze(peak, axes), (a,), "max")
+    if out.requires_grad:
+        def _backward():
+            is_max = a.data == peak
+            share = is_max / is_max.sum(axis=axes, keepdims=True).astype(a.dtype)
+            accumulate_grad(a, share * _expand_reduced(out.grad, axes, keepdims))
+        out._backward = _backward
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Shape and indexing
+# --------------------------------------------------------------------------------------
+
+def reshape(a: Tensor, shape) -> Tensor:
+    """Same elements, new shape.   The gradient is reshaped back."""
+    out = new_node(a.data.reshape(shape), (a,), "reshape")
+    if out.requires_grad:
+        out._backward = lambda: accumulate_grad(a, out.grad.reshape(a.shape))
+    return out
+
+
+def transpose(a: Tensor, axes=None) -> Tensor:
+    """Permute the axes (reverse them when ``axes`` is None).   The gradient is permuted
+    back with the inverse permutation."""
+    axes = tuple(range(a.ndim))[::-1] if axes is None else tuple(axes)
+    inverse = tuple(np.argsort(axes))
+    out = new_node(a.data.transpose(axes), (a,), "transpose")
+    if out.requires_grad:
+        out._backward = lambda: accumulate_grad(a, out.grad.transpose(inverse))
+    return out
+
+
+permute = transpose
+
+
+def _has_array_index(index) -> bool:
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(p, (list, np.ndarray)) for p in parts)
+
+
+def getitem(a: Tensor, index) -> Tensor:
+    """a[index] with slices, integers or integer arrays.
+
+    The backward scatters the gradient into a zero array of the input's shape. With integer
+    arrays the same element can be picked twice, so it must receive both gradients:
+    ``np.add.at`` adds at repeated indices, where ``grad[index] += g`` would keep only one.
+    """
+    if isinstance(index, Tensor):
+        raise ValueError("index a Tensor with NumPy integers, slices or integer arrays")
+    out = new_node(a.data[index], (a,), "getitem")
+    if out.requires_grad:
+        def _backward():
+            grad = np.zeros_like(a.data)
+            if _has_array_index(index):
+                np.add.at(grad, index, out.grad)
+            else:
+                grad[index] = out.grad
+            accumulate_grad(a, grad)
+        out._backward = _backward
+    return out
+
+
+def concatenate(tensors, axis: int = 0) -> Tensor:
+    """Join tensors along ``axis``.   Each input gets its own slice of the gradient."""
+    tensors = list(tensors)
+    dtype = tensors[0].dtype
+    if any(t.dtype != dtype for t in tensors):
+        raise ValueError(f"concatenate: dtypes differ: {[str(t.dtype) for t in tensors]}")
+    try:
+        data = np.concatenate([t.data for t in tensors], axis=axis)
+    except ValueError:
+        raise ValueError(f"concatenate: shapes {[t.shape for t in tensors]} do not match "
+                         f"outside axis {axis}") from None
+    out = new_node(data, tuple(tensors), "concatenate")
+    if out.requires_grad:
+        boundaries = np.cumsum([t.shape[axis] for t in tensors])[:-1]
+
+        def _backward():
+            for t, g in zip(tensors, np.split(out.grad, boundaries, axis=axis)):
+                accumulate_grad(t, g)
+        out._backward = _backward
+    return out
+
+
+def split(a: Tensor, sections, axis: int = 0) -> list[Tensor]:
+    """Split into pieces along ``axis``, as ``np.split`` (a count or a list of indices).
+
+    Each piece is a ``getitem`` of a slice, so its gradient lands in its own slice.
+    """
+    axis = axis % a.ndim
+    pieces = np.split(np.arange(a.shape[axis]), sections)
+    results = []
+    for piece in pieces:
+        start, stop = (int(piece[0]), int(piece[-1]) + 1) if len(piece) else (0, 0)
+        index = (slice(None),) * axis + (slice(start, stop),)
+        results.append(getitem(a, index))
+    return results
+
+
+# --------------------------------------------------------------------------------------
+# Elementwise functions
+# --------------------------------------------------------------------------------------
+
+def exp(a: Tensor) -> Tensor:
+    """e^a.   d/da = e^a (the output itself)."""
+    out = new_node(np.exp(a.data), (a,), "exp")
+    if out.requires_grad:
+        out._backward = lambda: accumulate_grad(a, out.grad * out.data)
+    return out
+
+
+def log(a: Tensor) -> Tensor:
+    """ln a.   d/da = 1/a."""
+    out = new_node(np.log(a.data), (a,), "log")
+    if out.requires_grad:
+        out._backward = lambda: accumulate_grad(a, out.grad / a.data)
+    return out
+
+
+def tanh(a: Tensor) -> Tensor:
+    """tanh a.   d/da = 1 - tanh(a)^2."""
+    out = new_node(np.tanh(a.data), (a,), "tanh")
+    if out.requires_grad:
+        out._backward = lambda: accumulate_grad(a, out.grad * (1 - out.data * out.data))
+    return out
+
+
+def relu(a: Tensor) -> Tensor:
+    """max(a, 0).   d/da = 1 where a > 0, else 0."""
+    out = new_node(np.maximum(a.data, 0), (a,), "relu")
+    if out.requires_grad:
+        out._backward = lambda: accumulate_grad(a, out.grad * (a.data > 0))
+    return out
+
+
+def gelu(a: Tensor) -> Tensor:
+    """GELU(a) = a * Phi(a), with Phi the standard normal CDF (the exact erf form).
+
+    Phi(a) = (1 + erf(a / sqrt 2)) / 2.   d/da = Phi(a) + a * phi(a),
+    where phi(a) = exp(-a^2 / 2) / sqrt(2 pi) is the normal density.
+    NumPy has no erf, so both directions run in the Numba kernels of ``gelu_kernels``.
+    """
+    from tinygrok import gelu_kernels  # imported here: numba loads only when first needed
+
+    out = new_node(gelu_kernels.gelu_forward(a.data), (a,), "gelu")
+    if out.requires_grad:
+        out._backward = lambda: accumulate_grad(a, gelu_kernels.gelu_backward(a.data, out.grad))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Neural-network building blocks, each one fused op with an analytic backward
+# --------------------------------------------------------------------------------------
+
+def embedding(weight: Tensor, indices: np.ndarray) -> Tensor:
+    """Row lookup: out[..., :] = weight[indices[...], :].
+
+    The backward adds each output row's gradient into the row it came from. A token that
+    occurs many times in a batch collects the sum of all its gradients (scatter-add).
+    """
+    indices = np.asarray(indices)
+    if indices.dtype.kind not in "iu":
+        raise ValueError(f"embedding: indices must be integers, got {indices.dtype}")
+    if indices.size and (indices.min() < 0 or indices.max() >= weight.shape[0]):
+        raise ValueError(f"embedding: indices must lie in [0, {weight.shape[0]}), got "
+                         f"values from {indices.min()} to {indices.max()}")
+    out = new_node(weight.data[indices], (weight,), "embedding")
+    if out.requires_grad:
+        def _backward():
+            grad = np.zeros_like(weight.data)
+            np.add.at(grad, indices.reshape(-1), out.grad.reshape(-1, weight.shape[1]))
+            accumulate_grad(weight, grad)
+        out._backward = _backward
+    return out
+
+
+def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
+    """Normalise each row (last axis) to mean 0 and variance 1, then scale and shift.
+
+    Forward, over the last axis of length n:
+        mu = mean(x),  var = mean((x - mu)^2),  r = 1 / sqrt(var + eps)
+        xhat = (x - mu) * r,   y = xhat * weight + bias
+    Backward, with g = dL/dy and gh = g * weight (the gradient reaching xhat):
+        dL/dbias = sum of g over rows,   dL/dweight = sum of g * xhat over rows
+        dL/dx = r * (gh - mean(gh) - xhat * mean(gh * xhat))
+    The last line is the chain rule through mu and var done once on paper: shifting x
+    changes nothing (hence "- mean(gh)") and scaling x changes nothing (hence the xhat
+    term), so the gradient has no component along either direction.
+    """
+    n = x.shape[-1]
+    if weight.shape != (n,) or bias.shape != (n,):
+        raise ValueError(f"layer_norm: weight and bias must have shape ({n},), got "
+                         f"{weight.shape} and {bias.shape}")
+    eps = x.dtype.type(eps)
+    centred = x.data - x.data.mean(axis=-1, keepdims=True)
+    rstd = 1 / np.sqrt((centred * centred).mean(axis=-1, keepdims=True) + eps)
+    xhat = centred * rstd
+    out = new_node(xhat * weight.data + bias.data, (x, weight, bias), "layer_norm")
+    if out.requires_grad:
+        def _backward():
+            g = out.grad
+            rows = tuple(range(g.ndim - 1))
+            if bias.requires_grad:
+                accumulate_grad(bias, g.sum(axis=rows))
+            if weight.requires_grad:
+                accumulate_grad(weight, (g * xhat).sum(axis=rows))
+            if x.requires_grad:
+                gh = g * weight.data
+                accumulate_grad(x, rstd * (gh - gh.mean(axis=-1, keepdims=True)
+                                           - xhat * (gh * xhat).mean(axis=-1, keepdims=True)))
+        out._backward = _backward
+    return out
+
+
+def _log_softmax_array(z: np.ndarray, axis: int) -> np.ndarray:
+    """log softmax computed stably: subtracting the max keeps every exp() <= 1."""
+    shifted = z - z.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def log_softmax(a: Tensor, axis: int = -1) -> Tensor:
+    """y = a - log(sum(exp(a))) along ``axis``.
+
+    d/da: with s = softmax(a) = exp(y),   dL/da = g - s * sum(g).
+    """
+    out = new_node(_log_softmax_array(a.data, axis), (a,), "log_softmax")
+    if out.requires_grad:
+        def _backward():
+            g = out.grad
+            accumulate_grad(a, g - np.exp(out.data) * g.sum(axis=axis, keepdims=True))
+        out._backward = _backward
+    return out
+
+
+def cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
+    """Mean over rows of -log softmax(logits)[target]: the classification loss.
+
+    Fused with the softmax because the gradient is then simple and exact:
+        dL/dlogits = (softmax(logits) - onehot(target)) / N.
+    """
+    targets = np.asarray(targets)
+    if logits.ndim != 2 or targets.shape != logits.shape[:1]:
+        raise ValueError(f"cross_entropy: logits must be (N, classes) and targets (N,), got "
+                         f"{logits.shape} and {targets.shape}")
+    if targets.dtype.kind not in "iu":
+        raise ValueError(f"cross_entropy: targets must be integers, got {targets.dtype}")
+    n = logits.shape[0]
+    rows = np.arange(n)
+    log_probs = _log_softmax_array(logits.data, axis=1)
+    out = new_node(-log_probs[rows, targets].mean(), (logits,), "cross_entropy")
+    if out.requires_grad:
+        def _backward():
+            grad = np.exp(log_probs)
+            grad[rows, targets] -= 1
+            accumulate_grad(logits, grad * (out.grad / n))
+        out._backward = _backward
+    return out
