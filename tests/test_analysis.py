@@ -1,0 +1,483 @@
+"""Tests for tinygrok.analysis: hand-built arrays whose answers are known in advance."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from synthetic_run import write_synthetic_run
+
+from tinygrok.analysis import (
+    RunDirectoryError,
+    analyze_run,
+    attention_metrics,
+    claims,
+    clustering,
+    fourier,
+    load_run,
+)
+from tinygrok.analysis.attention_metrics import AttentionTimeline
+from tinygrok.analysis.phases import find_phases, phase_bands
+
+T = 4
+
+
+def causal_uniform(tokens=T):
+    """A (T, T) pattern whose row q spreads evenly over keys 0..q."""
+    return np.tril(np.ones((tokens, tokens))) / np.arange(1, tokens + 1)[:, None]
+
+
+def causal_one_hot(keys):
+    """A (T, T) pattern whose row q puts all its weight on key keys[q] (keys[q] <= q)."""
+    pattern = np.zeros((len(keys), len(keys)))
+    pattern[np.arange(len(keys)), keys] = 1
+    return pattern
+
+
+# ---- entropy -------------------------------------------------------------------------------
+
+
+def test_uniform_row_over_k_keys_has_entropy_ln_k():
+    entropy = attention_metrics.row_entropy(causal_uniform())
+    np.testing.assert_allclose(entropy, np.log([1, 2, 3, 4]))
+
+
+def test_one_hot_rows_have_zero_entropy_and_no_nan():
+    with np.errstate(all="raise"):  # 0 * log 0 must not warn or produce NaN
+        entropy = attention_metrics.row_entropy(causal_one_hot([0, 1, 0, 2]))
+    np.testing.assert_array_equal(entropy, 0)
+
+
+def test_mean_and_last_query_entropy_average_over_probes():
+    probes = np.stack([causal_uniform(), causal_one_hot([0, 0, 0, 0])])  # (N=2, T, T)
+    # Query rows 1..3 of the uniform probe: ln 2, ln 3, ln 4; the one-hot probe: 0.
+    expected_mean = (np.log(2) + np.log(3) + np.log(4)) / 3 / 2
+    assert attention_metrics.mean_query_entropy(probes) == pytest.approx(expected_mean)
+    assert attention_metrics.last_query_entropy(probes) == pytest.approx(np.log(4) / 2)
+
+
+# ---- position score, consistency, emergence ------------------------------------------------
+
+
+def test_position_score_is_one_when_every_probe_has_the_same_pattern():
+    probes = np.stack([causal_uniform()] * 5)
+    assert attention_metrics.position_score(probes) == pytest.approx(1.0)
+
+
+def test_position_score_of_two_opposite_probes_is_one_half():
+    # Two tokens, row 1 only: [1, 0] and [0, 1]. Mean (.5, .5): sum M^2 = .5;
+    # variance (.25, .25): sum V = .5; score = .5 / (.5 + .5).
+    probes = np.stack([causal_one_hot([0, 0]), causal_one_hot([0, 1])])
+    assert attention_metrics.position_score(probes) == pytest.approx(0.5)
+
+
+def test_position_score_drops_below_one_when_patterns_vary():
+    rng = np.random.default_rng(0)
+    probes = np.stack([causal_one_hot([0, rng.integers(2), rng.integers(3), rng.integers(4)])
+                       for _ in range(20)])
+    assert attention_metrics.position_score(probes) < 0.99
+
+
+def test_pattern_vectors_leave_out_the_forced_first_query_row():
+    patterns = np.zeros((3, 2, 5, T, T))  # (S, H, N, T, T)
+    assert attention_metrics.pattern_vectors(patterns).shape == (3, 2, 5 * (T - 1) * T)
+
+
+def test_consistency_of_a_constant_series_is_one():
+    vectors = np.tile(np.array([0.2, 0.5, 0.3]), (6, 1))
+    np.testing.assert_allclose(attention_metrics.consistency(vectors), np.ones(5))
+
+
+def test_consistency_of_alternating_orthogonal_vectors_is_zero():
+    vectors = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    np.testing.assert_allclose(attention_metrics.consistency(vectors), [0, 0])
+
+
+def test_emergence_is_the_first_step_from_which_similarity_stays_above_threshold():
+    similarities = [0.2, 0.95, 0.5, 0.91, 0.93, 1.0]
+    assert attention_metrics.emergence_index(similarities, 0.9) == 3
+    assert attention_metrics.emergence_index(similarities, 0.4) == 1
+    assert attention_metrics.emergence_index(similarities, 0.1) == 0
+
+
+def test_emergence_steps_maps_indices_to_logged_steps_per_head():
+    steps = np.array([0, 10, 20, 30])
+    similarities = np.empty((4, 1, 2))
+    similarities[:, 0, 0] = [0.1, 0.95, 0.97, 1.0]  # settles at step 10
+    similarities[:, 0, 1] = [0.95, 0.2, 0.5, 1.0]  # only at the end
+    result = attention_metrics.emergence_steps(steps, similarities, 0.9)
+    np.testing.assert_array_equal(result, [[10, 30]])
+
+
+def test_timeline_of_a_head_that_sharpens_at_step_30():
+    steps = np.arange(0, 60, 10)
+    target = causal_one_hot([0, 0, 1, 2])
+    patterns = np.empty((len(steps), 1, 1, 3, T, T))  # (S, L, H, N, T, T)
+    for i, step in enumerate(steps):
+        patterns[i, 0, 0] = target if step >= 30 else causal_uniform()
+    timeline = attention_metrics.attention_timeline(steps, patterns, 0.9)
+    assert timeline.emergence_step[0, 0] == 30
+    np.testing.assert_allclose(timeline.entropy_last[:3, 0, 0], np.log(4))
+    np.testing.assert_allclose(timeline.entropy_last[3:, 0, 0], 0, atol=1e-12)
+    np.testing.assert_allclose(timeline.position_score[:, 0, 0], 1)
+    changes = timeline.consistency[:, 0, 0]
+    assert changes[2] < 1 and np.allclose(np.delete(changes, 2), 1)
+
+
+# ---- phases --------------------------------------------------------------------------------
+
+STEPS = np.arange(10, 110, 10)  # 10, 20, ..., 100
+
+
+def test_phases_of_a_run_that_groks():
+    train = [0.5, 0.995, 1, 1, 1, 1, 1, 1, 1, 1]
+    val = [0.01, 0.02, 0.03, 0.2, 0.6, 0.9, 0.995, 1, 1, 1]
+    phases = find_phases(STEPS, train, val)
+    assert phases["memorization"] == {"start": 20, "end": 50}
+    assert phases["transition"] == {"start": 50, "end": 70, "completed": True}
+    assert phases["post_grokking"] == {"start": 70, "end": 100}
+    assert phases["grok_step"] == 70 and phases["grokked"]
+    assert phases["dips"] == [] and phases["notes"] == []
+    assert phase_bands(phases) == [("memorization", 20, 50), ("transition", 50, 70),
+                                   ("post_grokking", 70, 100)]
+
+
+def test_phases_of_a_run_that_never_groks():
+    train = [0.5, 0.995, 1, 1, 1, 1, 1, 1, 1, 1]
+    val = [0.01, 0.1, 0.2, 0.3, 0.34, 0.3, 0.33, 0.34, 0.35, 0.34]
+    phases = find_phases(STEPS, train, val)
+    assert phases["memorization"] == {"start": 20, "end": 100}
+    assert phases["transition"] is None and phases["post_grokking"] is None
+    assert phases["grok_step"] is None and not phases["grokked"]
+    assert any("did not grok" in note for note in phases["notes"])
+
+
+def test_a_transition_that_never_completes_is_marked_so():
+    train = [1] * 10
+    val = [0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.8, 0.8, 0.8, 0.8]
+    phases = find_phases(STEPS, train, val)
+    assert phases["transition"] == {"start": 40, "end": 100, "completed": False}
+    assert phases["post_grokking"] is None
+
+
+def test_dips_after_grokking_recovered_and_not():
+    train = [1] * 10
+    val = [0.1, 0.995, 1, 0.97, 0.95, 0.999, 1, 0.98, 0.9, 0.8]
+    phases = find_phases(STEPS, train, val)
+    assert phases["grok_step"] == 20
+    first, second = phases["dips"]
+    assert first == {"start": 40, "end": 60, "recovered": True, "min_val_acc": 0.95,
+                     "min_step": 50, "depth": pytest.approx(0.05), "duration": 20}
+    assert second["start"] == 80 and second["end"] is None and not second["recovered"]
+    assert second["min_val_acc"] == 0.8 and second["duration"] == 20
+    assert second["depth"] == pytest.approx(0.2)
+
+
+def test_generalising_without_memorising_has_no_memorization_phase():
+    train = [0.5, 0.8, 0.97, 1, 1, 1, 1, 1, 1, 1]
+    val = [0.4, 0.7, 0.995, 1, 1, 1, 1, 1, 1, 1]
+    phases = find_phases(STEPS, train, val)
+    assert phases["grok_step"] == 30
+    assert phases["memorization"] is None and phases["transition"] is None
+    assert phases["post_grokking"] == {"start": 30, "end": 100}
+    assert any("without a memorization phase" in note for note in phases["notes"])
+
+
+def test_training_accuracy_that_never_reaches_99_percent():
+    phases = find_phases(STEPS, np.linspace(0.1, 0.9, 10), np.full(10, 0.05))
+    assert all(phases[name] is None for name in ("memorization", "transition",
+                                                 "post_grokking"))
+    assert phases["grok_step"] is None
+    assert any("train_acc never exceeded" in note for note in phases["notes"])
+
+
+def test_a_jump_past_99_percent_gives_a_transition_of_zero_length():
+    train = [1] * 10
+    val = [0.0, 0.0, 0.1, 0.995, 1, 1, 1, 1, 1, 1]
+    phases = find_phases(STEPS, train, val)
+    assert phases["memorization"] == {"start": 10, "end": 40}
+    assert phases["transition"] == {"start": 40, "end": 40, "completed": True}
+
+
+def test_a_collapse_after_grokking_is_a_dip_not_a_memorization_phase():
+    train = [1] * 10
+    val = [0.6, 0.995, 1, 0.2, 0.1, 1, 1, 1, 1, 1]
+    phases = find_phases(STEPS, train, val)
+    assert phases["memorization"] is None
+    assert phases["dips"][0]["start"] == 40 and phases["dips"][0]["min_val_acc"] == 0.1
+
+
+def test_phases_are_plain_json():
+    phases = find_phases(STEPS, [1] * 10, [0.1] * 5 + [0.995] * 5)
+    assert json.loads(json.dumps(phases, allow_nan=False)) == phases
+
+
+def test_phases_reject_curves_of_different_lengths():
+    with pytest.raises(ValueError, match="same length"):
+        find_phases(STEPS, [1] * 10, [1] * 9)
+
+
+# ---- Fourier and discrete logarithms ---------------------------------------------------------
+
+PRIMES = [2, 3, 5, 7, 11, 13, 17, 23, 41, 97]
+
+
+def brute_force_is_primitive_root(g, p):
+    return sorted(pow(g, j, p) for j in range(1, p)) == list(range(1, p))
+
+
+@pytest.mark.parametrize("p", PRIMES)
+def test_primitive_root_is_the_smallest_generator(p):
+    g = fourier.primitive_root(p)
+    assert brute_force_is_primitive_root(g, p)
+    assert not any(brute_force_is_primitive_root(h, p) for h in range(1, g))
+
+
+def test_primitive_roots_of_known_primes():
+    assert [fourier.primitive_root(p) for p in (3, 7, 23, 41, 97)] == [2, 3, 5, 6, 5]
+
+
+def test_primitive_root_rejects_composites():
+    with pytest.raises(ValueError, match="not prime"):
+        fourier.primitive_root(15)
+
+
+@pytest.mark.parametrize("p", [5, 13, 97])
+def test_discrete_log_turns_division_into_subtraction(p):
+    log = fourier.discrete_log_table(p)
+    g = fourier.primitive_root(p)
+    assert log[0] == -1
+    for x in range(1, p):
+        assert pow(g, int(log[x]), p) == x
+        for y in range(1, p):
+            quotient = x * pow(y, -1, p) % p
+            assert log[quotient] == (log[x] - log[y]) % (p - 1)
+
+
+@pytest.mark.parametrize("n", [7, 8, 96, 97])
+def test_fourier_basis_is_orthonormal(n):
+    basis, frequencies = fourier.fourier_basis(n)
+    np.testing.assert_allclose(basis @ basis.T, np.eye(n), atol=1e-12)
+    assert frequencies.max() == n // 2
+
+
+def test_a_pure_cosine_has_one_key_frequency_and_gini_near_one():
+    p, k = 97, 7
+    x = np.arange(p)
+    embeddings = np.outer(np.cos(2 * np.pi * k * x / p), [1.0, -2.0, 0.5])  # (p, d=3)
+    norms = fourier.frequency_norms(embeddings)
+    assert fourier.key_frequencies(norms) == [k]
+    # |cos|^2 over Z_p is p/2, times the squared length of the direction (1 + 4 + 0.25).
+    assert norms[k] == pytest.approx(np.sqrt(p / 2 * 5.25))
+    assert fourier.gini(norms[1:]) >= 47 / 48 - 1e-9  # (K-1)/K with K = 48 frequencies
+
+
+def test_gini_of_equal_values_is_zero():
+    assert fourier.gini(np.ones(10)) == pytest.approx(0)
+
+
+def test_division_embeddings_are_analysed_in_discrete_log_order():
+    p, k = 13, 2
+    g = next(h for h in range(2, p) if brute_force_is_primitive_root(h, p))
+    log = {pow(g, j, p): j for j in range(p - 1)}
+    token_embeddings = np.zeros((2 + p, 2))
+    token_embeddings[2] = 100.0  # element 0 has no logarithm: it must be left out
+    for x in range(1, p):
+        angle = 2 * np.pi * k * log[x] / (p - 1)
+        token_embeddings[2 + x] = [np.cos(angle), np.sin(angle)]
+    elements = fourier.group_embeddings(token_embeddings, "x_div_y", p)
+    assert elements.shape == (p - 1, 2)
+    assert fourier.key_frequencies(fourier.frequency_norms(elements)) == [k]
+
+
+def test_permutations_have_no_cyclic_spectrum():
+    with pytest.raises(ValueError, match="no cyclic group"):
+        fourier.group_order("permutation", 97)
+
+
+# ---- clustering ----------------------------------------------------------------------------
+
+
+def planted_clusters(seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 10, (3, 6))
+    labels = np.repeat(np.arange(3), 5)
+    return centres[labels] + rng.normal(0, 0.1, (15, 6)), labels
+
+
+def same_partition(a, b):
+    return all((a[i] == a[j]) == (b[i] == b[j]) for i in range(len(a)) for j in range(len(a)))
+
+
+def test_kmeans_recovers_planted_clusters():
+    points, truth = planted_clusters()
+    result = clustering.kmeans(points, 3, seed=1)
+    assert same_partition(result.labels, truth)
+
+
+def test_silhouette_chooses_the_planted_number_of_clusters():
+    points, _ = planted_clusters()
+    k, silhouettes = clustering.choose_k(points, range(2, 8))
+    assert k == 3 and silhouettes[3] > 0.9
+
+
+def test_kmeans_is_reproducible_for_a_seed():
+    points, _ = planted_clusters(seed=3)
+    first = clustering.kmeans(points, 4, seed=7)
+    second = clustering.kmeans(points, 4, seed=7)
+    np.testing.assert_array_equal(first.labels, second.labels)
+
+
+def test_cluster_heads_reports_labels_per_layer_and_a_similarity_matrix():
+    points, _ = planted_clusters()
+    heads = points[:8].reshape(2, 4, 6)  # 2 layers x 4 heads: clusters {0..4}, {5, 6, 7}
+    result = clustering.cluster_heads(heads)
+    similarity = np.array(result["similarity"])
+    assert result["k"] == 2 and result["chosen_by"] == "silhouette"
+    assert same_partition(np.ravel(result["labels"]), [0] * 5 + [1] * 3)
+    np.testing.assert_allclose(similarity, similarity.T)
+    np.testing.assert_allclose(np.diag(similarity), 1, atol=1e-4)
+
+
+# ---- claims --------------------------------------------------------------------------------
+
+
+def hand_timeline(emergence, final_position_score, entropy_last, consistency):
+    """An AttentionTimeline of 4 steps (0, 10, 20, 30) for 2 layers x 2 heads."""
+    shape = (4, 2, 2)
+    position_score = np.ones(shape)
+    position_score[-1] = final_position_score
+    return AttentionTimeline(
+        steps=np.array([0, 10, 20, 30]),
+        entropy_mean=np.zeros(shape),
+        entropy_last=np.broadcast_to(np.reshape(entropy_last, (4, 1, 1)), shape),
+        position_score=position_score,
+        consistency=np.broadcast_to(np.reshape(consistency, (3, 1, 1)), (3, 2, 2)),
+        similarity_to_final=np.ones(shape),
+        emergence_step=np.array(emergence),
+        emergence_threshold=0.9,
+        max_entropy_last=math.log(4),
+    )
+
+
+GROKKED = find_phases([10, 20, 30], [1, 1, 1], [0.1, 0.6, 1.0])  # transition 20 -> 30
+FAILED = find_phases([10, 20, 30], [1, 1, 1], [0.1, 0.2, 0.3])
+
+
+def test_claim_one_holds_when_first_layer_and_positional_heads_settle_first():
+    timeline = hand_timeline([[10, 10], [30, 30]], [[1.0, 0.95], [0.5, 0.4]],
+                             np.zeros(4), np.ones(3))
+    result = claims.position_patterns_first(GROKKED, timeline)
+    assert result["holds"] is True
+    assert result["mean_emergence_step_by_layer"] == [10, 30]
+
+
+def test_claim_one_fails_when_the_deeper_layer_settles_first():
+    timeline = hand_timeline([[30, 30], [10, 10]], [[1.0, 0.95], [0.5, 0.4]],
+                             np.zeros(4), np.ones(3))
+    result = claims.position_patterns_first(GROKKED, timeline)
+    assert result["holds"] is False
+    assert not result["first_layer_earlier"] and not result["most_positional_half_earlier"]
+
+
+def test_claim_two_compares_transition_start_and_end():
+    sharpening = hand_timeline([[0, 0], [0, 0]], np.ones((2, 2)),
+                               [1.3, 1.2, 1.0, 0.1], [0.9, 0.95, 0.999])
+    result = claims.clean_patterns_in_transition(GROKKED, sharpening, window=1)
+    assert result["holds"] is True
+    assert result["at_transition_start"]["entropy_last"] == pytest.approx(1.0)
+    assert result["at_transition_end"]["entropy_last"] == pytest.approx(0.1)
+    blurring = hand_timeline([[0, 0], [0, 0]], np.ones((2, 2)),
+                             [0.1, 0.1, 0.1, 1.0], [0.9, 0.95, 0.999])
+    assert claims.clean_patterns_in_transition(GROKKED, blurring, window=1)["holds"] is False
+
+
+def test_claim_two_does_not_apply_without_a_transition():
+    timeline = hand_timeline([[0, 0], [0, 0]], np.ones((2, 2)), np.zeros(4), np.ones(3))
+    result = claims.clean_patterns_in_transition(FAILED, timeline)
+    assert result["holds"] is None and "no completed transition" in result["reason"]
+
+
+def test_claim_three_only_for_failed_runs_and_uses_stated_thresholds():
+    chaotic = hand_timeline([[30, 30], [30, 30]], np.ones((2, 2)),
+                            np.full(4, 0.9 * math.log(4)), [0.7, 0.7, 0.7])
+    assert claims.failed_run_stays_chaotic(GROKKED, chaotic)["holds"] is None
+    result = claims.failed_run_stays_chaotic(FAILED, chaotic)
+    assert result["holds"] is True
+    assert result["entropy_fraction"] == pytest.approx(0.9)
+    assert result["thresholds"]["chaotic_entropy_fraction"] == 0.5
+    strict = claims.failed_run_stays_chaotic(FAILED, chaotic, chaotic_entropy_fraction=0.95)
+    assert strict["holds"] is False
+    clean = hand_timeline([[0, 0], [0, 0]], np.ones((2, 2)), np.zeros(4), np.ones(3))
+    assert claims.failed_run_stays_chaotic(FAILED, clean)["holds"] is False
+
+
+# ---- run directories -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def grokking_run(tmp_path_factory):
+    return write_synthetic_run(tmp_path_factory.mktemp("runs"), curve="grok")
+
+
+def test_load_run_reads_every_file_as_plain_arrays(grokking_run):
+    run = load_run(grokking_run)
+    assert run.complete and run.name == "x_plus_y-s0"
+    assert run.config["task"] == "x_plus_y"
+    assert run.metrics["step"].dtype == np.int64 and run.metrics["step"][0] == 10
+    assert run.metrics["val_acc"].shape == (100,)
+    assert run.patterns.dtype == np.float32 and run.patterns.shape == (101, 2, 4, 12, T, T)
+    np.testing.assert_allclose(run.patterns.sum(axis=-1), 1, atol=5e-3)
+    assert run.probe_inputs.shape == (12, T) and run.probe_split.dtype == np.int8
+    assert run.token_embeddings.shape == (11, 13, 8)
+    assert run.pattern(500, 1).shape == (4, 12, T, T)
+    assert run.embeddings(300).shape == (13, 8)
+
+
+def test_pattern_at_an_unlogged_step_names_the_nearest_logged_steps(grokking_run):
+    with pytest.raises(ValueError, match="nearest logged steps: 10, 20"):
+        load_run(grokking_run).pattern(15, 0)
+
+
+def test_a_run_without_summary_is_incomplete(tmp_path):
+    directory = write_synthetic_run(tmp_path, complete=False)
+    assert not load_run(directory).complete
+
+
+def test_load_run_errors_are_one_line(tmp_path):
+    with pytest.raises(RunDirectoryError, match="no such run directory"):
+        load_run(tmp_path / "nowhere")
+    directory = write_synthetic_run(tmp_path)
+    (directory / "metrics.csv").unlink()
+    with pytest.raises(RunDirectoryError, match="missing metrics.csv") as error:
+        load_run(directory)
+    assert "\n" not in str(error.value)
+
+
+def test_metrics_without_a_required_column_are_rejected(tmp_path):
+    directory = write_synthetic_run(tmp_path)
+    (directory / "metrics.csv").write_text("step,train_acc\n10,0.5\n")
+    with pytest.raises(RunDirectoryError, match="missing column"):
+        load_run(directory)
+
+
+def test_analysis_of_a_synthetic_run_is_json_and_finds_what_was_planted(grokking_run):
+    report = analyze_run(load_run(grokking_run)).report
+    json.dumps(report, allow_nan=False)
+    assert report["phases"]["grok_step"] == 640
+    assert report["fourier"]["key_frequencies_final"] == [3]
+    attention = report["attention"]
+    assert attention["emergence_step_by_layer_head"][0] < [300] * 4  # layer 0 settles first
+    assert report["claims"]["position_patterns_first"]["holds"] is True
+    assert report["claims"]["failed_run_stays_chaotic"]["holds"] is None
+
+
+def test_analysis_of_a_failed_run_evaluates_claim_three(tmp_path):
+    report = analyze_run(load_run(write_synthetic_run(tmp_path, curve="fail"))).report
+    assert report["claims"]["clean_patterns_in_transition"]["holds"] is None
+    assert report["claims"]["failed_run_stays_chaotic"]["holds"] is True
+
+
+def test_permutation_runs_skip_the_fourier_analysis(tmp_path):
+    report = analyze_run(load_run(write_synthetic_run(tmp_path, task="permutation"))).report
+    assert "not a cyclic group" in report["fourier"]["skipped"]

@@ -1,0 +1,227 @@
+"""Read a run directory into plain NumPy arrays.
+
+A run directory is the only thing the training loop and the analysis share. Analysis never
+imports the model or the training loop: everything it knows about a run is in these files,
+each of which opens in a notebook with ``json``, ``csv`` or ``numpy.load``.
+
+The contract
+------------
+``runs/<task>-s<seed>/``
+
+``config.json``
+    Every setting of the run, for example::
+
+        {"task": "x_div_y", "p": 97, "seed": 0, "steps": 7500, "batch_size": 512,
+         "lr": 0.001, "weight_decay": 0.5, "warmup": 50, "train_frac": 0.5,
+         "d_model": 128, "heads": 4, "layers": 2, "log_every": 10, "probe_size": 64,
+         "embed_every": 100, "checkpoint_every": 500, "threads": 2,
+         "vocab": ["o", "=", "0", "1", ...], "num_classes": 97, "version": "0.1.0"}
+
+``metrics.csv``
+    Header ``step,lr,train_loss,train_acc,val_loss,val_acc,weight_norm,seconds`` and one row
+    per logged step (10, 20, ..., steps). Accuracies are fractions in [0, 1].
+
+``summary.json``
+    Written only when the run completed, so its absence marks an incomplete run:
+    ``final_train_acc``, ``final_val_acc``, ``final_train_loss``, ``final_val_loss``,
+    ``step_val_acc_99`` (first logged step with val_acc > 0.99, else the step budget),
+    ``grokked`` (bool), ``wall_seconds``, ``steps`` and ``phases`` (the dict returned by
+    :func:`tinygrok.analysis.phases.find_phases`).
+
+``attention.npz``
+    ``steps`` (S,) int64: 0, 10, ..., steps (step 0 is the model at initialisation);
+    ``probe_inputs`` (N, T) int64 token ids, T = 4 tokens ``[x, o, y, =]``;
+    ``probe_split`` (N,) int8: 0 = a training example, 1 = a validation example;
+    ``patterns`` (S, L, H, N, T, T) float16: the attention probabilities of every layer and
+    head on every probe; rows are queries, columns keys; causal, so the upper triangle is 0
+    and every row sums to 1.
+
+``embeddings.npz``
+    ``steps`` (E,) int64: 0, 100, 200, ... and the final step;
+    ``token_embeddings`` (E, V, d) float32, V = 2 + number of elements. Token 0 is "o",
+    token 1 is "=", and the element with index i is token 2 + i.
+
+``checkpoint.npz`` (not read here) and ``figures/`` (the PNGs analysis writes).
+
+What :func:`load_run` gives back
+--------------------------------
+A :class:`Run` of plain arrays. The attention patterns are converted once from float16 to
+float32 (float16 keeps about 3 significant digits, enough to store but too few to sum
+thousands of terms in), so every metric is computed in at least float32.
+``attention.npz`` and ``embeddings.npz`` are optional: when a file is missing the matching
+attributes are None and the analyses that need them are skipped.
+"""
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+METRIC_COLUMNS = (
+    "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm", "seconds",
+)
+
+
+class RunDirectoryError(ValueError):
+    """A run directory that is missing, incomplete or not in the format above."""
+
+
+@dataclass
+class Run:
+    """Everything a run directory holds, as plain Python and NumPy objects."""
+
+    path: Path
+    config: dict
+    metrics: dict  # column name -> (M,) array; "step" is int64, the rest float64
+    summary: Optional[dict]  # None while the run is incomplete
+    attention_steps: Optional[np.ndarray] = None  # (S,) int64
+    probe_inputs: Optional[np.ndarray] = None  # (N, T) int64
+    probe_split: Optional[np.ndarray] = None  # (N,) int8, 0 = train, 1 = val
+    patterns: Optional[np.ndarray] = None  # (S, L, H, N, T, T) float32
+    embedding_steps: Optional[np.ndarray] = None  # (E,) int64
+    token_embeddings: Optional[np.ndarray] = None  # (E, V, d) float32
+
+    @property
+    def name(self):
+        return self.path.name
+
+    @property
+    def complete(self):
+        """True once the training loop wrote summary.json."""
+        return self.summary is not None
+
+    @property
+    def has_attention(self):
+        return self.patterns is not None
+
+    @property
+    def has_embeddings(self):
+        return self.token_embeddings is not None
+
+    def pattern(self, step, layer):
+        """The (H, N, T, T) attention patterns of one layer at one logged step."""
+        if not self.has_attention:
+            raise RunDirectoryError(f"{self.path}: no attention.npz")
+        return self.patterns[exact_index(self.attention_steps, step, "attention"), layer]
+
+    def embeddings(self, step):
+        """The (V, d) token-embedding matrix at one snapshot step."""
+        if not self.has_embeddings:
+            raise RunDirectoryError(f"{self.path}: no embeddings.npz")
+        return self.token_embeddings[exact_index(self.embedding_steps, step, "embedding")]
+
+
+def exact_index(steps, step, what="logged"):
+    """The position of ``step`` in ``steps``; a ValueError naming the nearest steps if absent."""
+    steps = np.asarray(steps, dtype=np.int64)
+    matches = np.flatnonzero(steps == step)
+    if matches.size:
+        return int(matches[0])
+    if steps.size == 0:
+        raise ValueError(f"step {step}: there are no {what} steps")
+    nearest = sorted(int(s) for s in steps[np.argsort(np.abs(steps - step))[:2]])
+    raise ValueError(
+        f"step {step} has no {what} snapshot; nearest logged steps: "
+        + ", ".join(str(s) for s in nearest)
+    )
+
+
+def nearest_index(steps, step):
+    """The position in ``steps`` of the logged step closest to ``step`` (earlier on a tie)."""
+    return int(np.argmin(np.abs(np.asarray(steps, dtype=np.int64) - int(step))))
+
+
+def load_run(path):
+    """Read the run directory at ``path`` (see the module docstring for the format)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunDirectoryError(f"{path}: no such run directory")
+    config = _read_json(path / "config.json", required=True)
+    metrics = read_metrics(path / "metrics.csv")
+    summary = _read_json(path / "summary.json", required=False)
+    run = Run(path=path, config=config, metrics=metrics, summary=summary)
+    _read_attention(run, path / "attention.npz")
+    _read_embeddings(run, path / "embeddings.npz")
+    return run
+
+
+def read_metrics(csv_path):
+    """metrics.csv as {column: array}; every column of METRIC_COLUMNS must be present."""
+    if not csv_path.is_file():
+        raise RunDirectoryError(f"{csv_path.parent}: missing {csv_path.name}")
+    with open(csv_path, newline="") as f:
+        rows = [row for row in csv.reader(f) if row]
+    if not rows:
+        raise RunDirectoryError(f"{csv_path}: empty file (no header)")
+    header, body = rows[0], rows[1:]
+    missing = [c for c in METRIC_COLUMNS if c not in header]
+    if missing:
+        raise RunDirectoryError(f"{csv_path}: missing column(s) {', '.join(missing)}")
+    bad = [i + 2 for i, row in enumerate(body) if len(row) != len(header)]
+    if bad:
+        raise RunDirectoryError(f"{csv_path}: line {bad[0]} has the wrong number of fields")
+    try:
+        table = np.array(body, dtype=np.float64).reshape(len(body), len(header))
+    except ValueError as error:
+        raise RunDirectoryError(f"{csv_path}: a value is not a number ({error})") from None
+    metrics = {name: table[:, i] for i, name in enumerate(header)}
+    metrics["step"] = metrics["step"].astype(np.int64)
+    return metrics
+
+
+def _read_json(json_path, required):
+    if not json_path.is_file():
+        if required:
+            raise RunDirectoryError(f"{json_path.parent}: missing {json_path.name}")
+        return None
+    try:
+        with open(json_path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as error:
+        raise RunDirectoryError(f"{json_path}: not valid JSON ({error})") from None
+
+
+def _read_npz(npz_path, names):
+    """The named arrays of an .npz file, or None if the file does not exist."""
+    if not npz_path.is_file():
+        return None
+    with np.load(npz_path, allow_pickle=False) as archive:
+        missing = [n for n in names if n not in archive.files]
+        if missing:
+            raise RunDirectoryError(f"{npz_path}: missing array(s) {', '.join(missing)}")
+        return {n: archive[n] for n in names}
+
+
+def _read_attention(run, npz_path):
+    arrays = _read_npz(npz_path, ("steps", "probe_inputs", "probe_split", "patterns"))
+    if arrays is None:
+        return
+    patterns = arrays["patterns"]
+    steps = arrays["steps"].astype(np.int64)
+    if patterns.ndim != 6 or patterns.shape[0] != len(steps):
+        raise RunDirectoryError(
+            f"{npz_path}: patterns has shape {patterns.shape}, expected "
+            f"(S={len(steps)}, L, H, N, T, T)"
+        )
+    if patterns.shape[3] != len(arrays["probe_inputs"]):
+        raise RunDirectoryError(f"{npz_path}: patterns and probe_inputs disagree on N")
+    run.attention_steps = steps
+    run.probe_inputs = arrays["probe_inputs"].astype(np.int64)
+    run.probe_split = arrays["probe_split"].astype(np.int8)
+    run.patterns = patterns.astype(np.float32)
+
+
+def _read_embeddings(run, npz_path):
+    arrays = _read_npz(npz_path, ("steps", "token_embeddings"))
+    if arrays is None:
+        return
+    embeddings = arrays["token_embeddings"]
+    if embeddings.ndim != 3 or embeddings.shape[0] != len(arrays["steps"]):
+        raise RunDirectoryError(
+            f"{npz_path}: token_embeddings has shape {embeddings.shape}, expected (E, V, d)"
+        )
+    run.embedding_steps = arrays["steps"].astype(np.int64)
+    run.token_embeddings = embeddings.astype(np.float32)
