@@ -43,13 +43,15 @@ def accuracy_curves(steps, curve):
 
 def write_metrics(directory, steps, curve):
     train, val = accuracy_curves(steps, curve)
-    lines = ["step,lr,train_loss,train_acc,val_loss,val_acc,weight_norm,seconds"]
+    lines = ["step,lr,train_loss,train_acc,val_loss,val_acc,weight_norm"]
     for s, t, v in zip(steps, train, val):
         lr = 1e-3 * min(s / 50, 1)
         weight_norm = 20 + 30 * np.exp(-s / 400)
         lines.append(f"{s},{lr},{2.4 * (1 - t) + 0.01},{t},{2.4 * (1 - v) + 0.01},{v},"
-                     f"{weight_norm},{s * 0.01}")
+                     f"{weight_norm}")
     (directory / "metrics.csv").write_text("\n".join(lines) + "\n")
+    timing = ["step,seconds"] + [f"{s},{s * 0.01}" for s in steps]
+    (directory / "timing.csv").write_text("\n".join(timing) + "\n")
 
 
 def causal_softmax(logits):

@@ -434,6 +434,17 @@ def test_load_run_reads_every_file_as_plain_arrays(grokking_run):
     assert run.embeddings(300).shape == (13, 8)
 
 
+def test_wall_clock_comes_from_timing_csv_or_from_metrics_csv(tmp_path):
+    directory = write_synthetic_run(tmp_path)
+    np.testing.assert_allclose(load_run(directory).metrics["seconds"][:2], [0.1, 0.2])
+    (directory / "timing.csv").unlink()
+    with open(directory / "metrics.csv") as f:
+        rows = f.read().splitlines()
+    with_seconds = [rows[0] + ",seconds"] + [row + ",7.5" for row in rows[1:]]
+    (directory / "metrics.csv").write_text("\n".join(with_seconds) + "\n")
+    np.testing.assert_array_equal(load_run(directory).metrics["seconds"], 7.5)
+
+
 def test_pattern_at_an_unlogged_step_names_the_nearest_logged_steps(grokking_run):
     with pytest.raises(ValueError, match="nearest logged steps: 10, 20"):
         load_run(grokking_run).pattern(15, 0)

@@ -18,8 +18,13 @@ The contract
          "vocab": ["o", "=", "0", "1", ...], "num_classes": 97, "version": "0.1.0"}
 
 ``metrics.csv``
-    Header ``step,lr,train_loss,train_acc,val_loss,val_acc,weight_norm,seconds`` and one row
-    per logged step (10, 20, ..., steps). Accuracies are fractions in [0, 1].
+    Header ``step,lr,train_loss,train_acc,val_loss,val_acc,weight_norm`` and one row per
+    logged step (10, 20, ..., steps). Accuracies are fractions in [0, 1]. It may also hold
+    a ``seconds`` column (wall clock since the start).
+
+``timing.csv`` (optional)
+    ``step,seconds``: the wall clock, kept apart so that metrics.csv depends only on the
+    seed. Its ``seconds`` column is merged into the metrics when metrics.csv has none.
 
 ``summary.json``
     Written only when the run completed, so its absence marks an incomplete run:
@@ -60,9 +65,7 @@ from typing import Optional
 
 import numpy as np
 
-METRIC_COLUMNS = (
-    "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm", "seconds",
-)
+METRIC_COLUMNS = ("step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm")
 
 
 class RunDirectoryError(ValueError):
@@ -141,6 +144,8 @@ def load_run(path):
         raise RunDirectoryError(f"{path}: no such run directory")
     config = _read_json(path / "config.json", required=True)
     metrics = read_metrics(path / "metrics.csv")
+    if "seconds" not in metrics:
+        _merge_timing(metrics, path / "timing.csv")
     summary = _read_json(path / "summary.json", required=False)
     run = Run(path=path, config=config, metrics=metrics, summary=summary)
     _read_attention(run, path / "attention.npz")
@@ -148,8 +153,8 @@ def load_run(path):
     return run
 
 
-def read_metrics(csv_path):
-    """metrics.csv as {column: array}; every column of METRIC_COLUMNS must be present."""
+def read_metrics(csv_path, required=METRIC_COLUMNS):
+    """A CSV file of numbers as {column: array} ("step" as int64); ``required`` must be there."""
     if not csv_path.is_file():
         raise RunDirectoryError(f"{csv_path.parent}: missing {csv_path.name}")
     with open(csv_path, newline="") as f:
@@ -157,7 +162,7 @@ def read_metrics(csv_path):
     if not rows:
         raise RunDirectoryError(f"{csv_path}: empty file (no header)")
     header, body = rows[0], rows[1:]
-    missing = [c for c in METRIC_COLUMNS if c not in header]
+    missing = [c for c in required if c not in header]
     if missing:
         raise RunDirectoryError(f"{csv_path}: missing column(s) {', '.join(missing)}")
     bad = [i + 2 for i, row in enumerate(body) if len(row) != len(header)]
@@ -170,6 +175,15 @@ def read_metrics(csv_path):
     metrics = {name: table[:, i] for i, name in enumerate(header)}
     metrics["step"] = metrics["step"].astype(np.int64)
     return metrics
+
+
+def _merge_timing(metrics, csv_path):
+    """Add timing.csv's seconds to the metrics, matched by step (NaN where a step is absent)."""
+    if not csv_path.is_file():
+        return
+    timing = read_metrics(csv_path, required=("step", "seconds"))
+    seconds = dict(zip(timing["step"].tolist(), timing["seconds"].tolist()))
+    metrics["seconds"] = np.array([seconds.get(s, np.nan) for s in metrics["step"].tolist()])
 
 
 def _read_json(json_path, required):
