@@ -1,0 +1,158 @@
+"""The paper's transformer: exact shortcut, gradients, attention, causality, state dicts."""
+
+import numpy as np
+import pytest
+
+from tinygrok import autograd as ag
+from tinygrok.autograd import Tensor, no_grad
+from tinygrok.gradcheck import gradcheck
+from tinygrok.model import Transformer
+
+SMALL = dict(vocab_size=7, num_classes=5, d_model=8, heads=2, layers=2)
+
+
+def small_model(dtype=np.float64, seed=0, **overrides):
+    return Transformer(**{**SMALL, **overrides}, seed=seed, dtype=dtype)
+
+
+def tokens_for(batch, vocab=7, seed=1):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(2, vocab, size=(batch, 4))
+    tokens[:, 1], tokens[:, 3] = 0, 1
+    return tokens
+
+
+def test_default_model_matches_the_paper():
+    model = Transformer(vocab_size=99, num_classes=97)
+    state = model.state_dict()
+    assert state["token_embeddings.weight"].shape == (99, 128)
+    assert state["position_embeddings.weight"].shape == (5, 128)
+    assert state["blocks.1.attn.in_proj_weight"].shape == (384, 128)
+    assert state["blocks.0.mlp.fc1.weight"].shape == (512, 128)
+    assert state["head.weight"].shape == (97, 128)
+    assert "blocks.2.attn.in_proj_bias" not in state
+    assert all(a.dtype == np.float32 for a in state.values())
+
+
+def test_parameter_names_are_pytorchs():
+    names = list(small_model(layers=1).state_dict())
+    assert names == [
+        "token_embeddings.weight", "position_embeddings.weight",
+        "blocks.0.attn.in_proj_weight", "blocks.0.attn.in_proj_bias",
+        "blocks.0.attn.out_proj.weight", "blocks.0.attn.out_proj.bias",
+        "blocks.0.attn_norm.weight", "blocks.0.attn_norm.bias",
+        "blocks.0.mlp.fc1.weight", "blocks.0.mlp.fc1.bias",
+        "blocks.0.mlp.fc2.weight", "blocks.0.mlp.fc2.bias",
+        "blocks.0.mlp_norm.weight", "blocks.0.mlp_norm.bias",
+        "norm.weight", "norm.bias", "head.weight", "head.bias"]
+
+
+def test_initialisation_follows_pytorch_defaults():
+    model = Transformer(vocab_size=99, num_classes=97, seed=3)
+    s = model.state_dict()
+    assert abs(s["token_embeddings.weight"].std() - 1) < 0.05  # N(0, 1)
+    bound = np.sqrt(6 / (128 + 384))  # Xavier-uniform of a (384, 128) matrix
+    w = s["blocks.0.attn.in_proj_weight"]
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.95 * bound
+    assert not s["blocks.0.attn.in_proj_bias"].any() and not s["blocks.0.attn.out_proj.bias"].any()
+    fc2 = s["blocks.0.mlp.fc2.weight"]  # U(-1/sqrt(512), 1/sqrt(512))
+    assert np.abs(fc2).max() <= 1 / np.sqrt(512) and np.abs(fc2).max() > 0.95 / np.sqrt(512)
+    assert np.all(s["norm.weight"] == 1) and not s["norm.bias"].any()
+
+
+def test_last_position_shortcut_is_exact():
+    model = small_model(seed=4)
+    tokens = tokens_for(6)
+    with no_grad():
+        fast = model(tokens).data
+        full, patterns = model(tokens, return_attention=True)
+    np.testing.assert_allclose(fast, full.data, rtol=1e-12, atol=1e-14)
+    assert [p.shape for p in patterns] == [(6, 2, 4, 4), (6, 2, 4, 4)]
+
+
+def test_shortcut_is_exact_in_float32_default_model():
+    model = Transformer(vocab_size=99, num_classes=97, seed=5)
+    tokens = tokens_for(32, vocab=99)
+    with no_grad():
+        fast = model(tokens).data
+        full, _ = model(tokens, return_attention=True)
+    np.testing.assert_allclose(fast, full.data, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("return_attention", [False, True])
+def test_loss_gradient_wrt_every_parameter(return_attention):
+    model = small_model(seed=6)
+    tokens, labels = tokens_for(3), np.array([0, 3, 4])
+    params = model.parameters()
+
+    def loss(*_):
+        logits = model(tokens, return_attention=return_attention)
+        logits = logits[0] if return_attention else logits
+        return ag.cross_entropy(logits, labels)
+
+    assert gradcheck(loss, params, atol=1e-7, rtol=1e-5)
+    model.zero_grad()
+    loss().backward()
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in params)
+
+
+def test_attention_rows_sum_to_one_and_are_causal():
+    model = small_model(seed=7)
+    with no_grad():
+        _, patterns = model(tokens_for(5), return_attention=True)
+    for p in patterns:
+        np.testing.assert_allclose(p.sum(axis=-1), 1.0, rtol=1e-12)
+        assert np.all(p[..., np.triu_indices(4, k=1)[0], np.triu_indices(4, k=1)[1]] == 0)
+
+
+def _activations(model, tokens):
+    """Every block's output (B, T, d) and attention, computed through the full path."""
+    x = model.token_embeddings(tokens) + model.position_embeddings(np.arange(tokens.shape[1]))
+    outputs = []
+    for block in model.blocks:
+        x, probs = block(x)
+        outputs.append((x.data, probs))
+    return outputs
+
+
+def test_changing_a_later_token_never_changes_earlier_positions():
+    model = small_model(seed=8)
+    tokens = tokens_for(4)
+    with no_grad():
+        for position in range(1, 4):
+            changed = tokens.copy()
+            changed[:, position] = (changed[:, position] + 1) % 7
+            for (x, p), (x2, p2) in zip(_activations(model, tokens), _activations(model, changed)):
+                np.testing.assert_array_equal(x[:, :position], x2[:, :position])
+                np.testing.assert_array_equal(p[:, :, :position], p2[:, :, :position])
+                assert not np.array_equal(x[:, position:], x2[:, position:])
+
+
+def test_state_dict_round_trip_and_refusals():
+    a, b = small_model(seed=9), small_model(seed=10)
+    tokens = tokens_for(3)
+    b.load_state_dict(a.state_dict())
+    with no_grad():
+        np.testing.assert_array_equal(a(tokens).data, b(tokens).data)
+    state = a.state_dict()
+    with pytest.raises(ValueError, match="missing: head.bias"):
+        b.load_state_dict({k: v for k, v in state.items() if k != "head.bias"})
+    with pytest.raises(ValueError, match="unknown: extra.weight"):
+        b.load_state_dict({**state, "extra.weight": np.zeros(3)})
+    with pytest.raises(ValueError, match=r"wrong shape: norm.bias \(expected \(8,\), got \(9,\)\)"):
+        b.load_state_dict({**state, "norm.bias": np.zeros(9)})
+
+
+def test_float32_model_stays_float32():
+    model = small_model(dtype=np.float32, seed=11)
+    loss, logits = model.loss(tokens_for(4), np.array([0, 1, 2, 3]))
+    loss.backward()
+    assert loss.dtype == np.float32 and logits.dtype == np.float32
+    assert all(p.grad.dtype == np.float32 for p in model.parameters())
+
+
+def test_bad_configuration_and_input_are_refused():
+    with pytest.raises(ValueError, match="divisible"):
+        Transformer(vocab_size=7, num_classes=5, d_model=10, heads=4)
+    with pytest.raises(ValueError, match="shape"):
+        small_model()(np.zeros((2, 6), dtype=int))
