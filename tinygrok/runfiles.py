@@ -1,0 +1,77 @@
+"""Writing a run directory so that an interruption never leaves a broken or misleading file.
+
+Every file is written whole to a temporary name in the same folder, then renamed over the
+real name. A rename within one filesystem is atomic: a reader (or a resumed run) sees either
+the old complete file or the new complete file, never half of one.
+
+The files (the contract with ``tinygrok.analysis``, which only reads them):
+
+    config.json      every setting, the package version
+    metrics.csv      step, lr, train_loss, train_acc, val_loss, val_acc, weight_norm
+    timing.csv       step, seconds (wall clock since the run started)
+    attention.npz    steps (S,), probe_inputs (N, T), probe_split (N,),
+                     patterns (S, L, H, N, T, T) float16
+    embeddings.npz   steps (E,), token_embeddings (E, V, d)
+    checkpoint.npz   parameters, AdamW state, RNG state, step: everything to resume
+    summary.json     written last, only when the run finished: its presence means "complete"
+
+metrics.csv holds only numbers that the seed determines, so two runs with the same seed and
+thread count give byte-identical files; wall-clock times go to timing.csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+METRIC_COLUMNS = ("step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm")
+TIMING_COLUMNS = ("step", "seconds")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and a rename."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+
+
+def write_json(path: Path, obj) -> None:
+    write_atomically(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def write_csv(path: Path, columns, rows) -> None:
+    """Rows of numbers; floats written with ``repr`` so they read back bit-exactly."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([repr(float(row[c])) if isinstance(row[c], float) else row[c]
+                         for c in columns])
+    write_atomically(path, text.getvalue().encode())
+
+
+def read_csv(path: Path) -> list[dict]:
+    """The rows of a file written by ``write_csv``: step as int, the rest as float."""
+    with open(path, newline="") as f:
+        return [{k: int(v) if k == "step" else float(v) for k, v in row.items()}
+                for row in csv.DictReader(f)]
+
+
+def write_npz(path: Path, **arrays) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomically(path, buffer.getvalue())
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
