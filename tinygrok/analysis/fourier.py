@@ -119,13 +119,10 @@ def gini(values):
 def group_order(task, p):
     """The element positions that make the task's operation cyclic, and a description."""
     if task in ADDITIVE_TASKS:
-        return np.arange(p), f"Z_{p}: elements 0..{p - 1} in order"
+        return np.arange(p), f"Z_{p}"
     if task in MULTIPLICATIVE_TASKS:
         g = primitive_root(p)
-        return powers_of_primitive_root(p), (
-            f"Z_{p - 1}: nonzero elements ordered by discrete log base {g} "
-            f"(position j holds {g}^j mod {p}); element 0 dropped"
-        )
+        return powers_of_primitive_root(p), f"Z_{p - 1} (position j = element {g}^j, 0 dropped)"
     raise ValueError(f"task {task!r} has no cyclic group structure for a Fourier analysis")
 
 

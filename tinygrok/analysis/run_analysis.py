@@ -167,6 +167,7 @@ def _attention_report(run, phases, timeline, settings):
             vectors[i], settings.clusters, seed=settings.seed)}
     return {
         "logged_steps": len(timeline.steps),
+        "last_logged_step": timeline.steps[-1],
         "layers": timeline.layers,
         "heads": timeline.heads,
         "probes": run.patterns.shape[3],

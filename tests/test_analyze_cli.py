@@ -1,0 +1,91 @@
+"""Tests for ``python -m tinygrok.analyze``: errors are one line, a run gets its analysis."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from synthetic_run import write_synthetic_run
+
+from tinygrok.analyze import main
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_one_line_usage_error(result, text):
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0 and text in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_missing_directory_is_a_one_line_error(tmp_path):
+    assert_one_line_usage_error(invoke(tmp_path / "nowhere"), "no such run directory")
+
+
+def test_an_incomplete_run_is_a_one_line_error(tmp_path):
+    directory = write_synthetic_run(tmp_path, complete=False)
+    assert_one_line_usage_error(invoke(directory), "incomplete run")
+
+
+def test_a_run_without_metrics_is_a_one_line_error(tmp_path):
+    directory = write_synthetic_run(tmp_path)
+    (directory / "metrics.csv").unlink()
+    assert_one_line_usage_error(invoke(directory), "missing metrics.csv")
+
+
+def test_python_dash_m_reports_a_missing_directory_on_stderr(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "DISPLAY")}
+    process = subprocess.run([sys.executable, "-m", "tinygrok.analyze", str(tmp_path / "x")],
+                             capture_output=True, text=True, env=env)
+    assert process.returncode == 2
+    assert process.stderr.strip().startswith("Error:") and process.stderr.count("\n") == 1
+    assert process.stdout == ""
+
+
+@pytest.fixture(scope="module")
+def analysed_run(tmp_path_factory):
+    directory = write_synthetic_run(tmp_path_factory.mktemp("runs"), curve="dip")
+    return directory, invoke(directory)
+
+
+def test_the_command_writes_analysis_json_and_figures(analysed_run):
+    directory, result = analysed_run
+    assert result.exit_code == 0, result.output
+    report = json.loads((directory / "analysis.json").read_text())
+    assert report["phases"]["grok_step"] == 640
+    assert report["phases"]["dips"][0]["start"] == 800
+    assert report["settings"]["emergence_similarity"] == 0.9
+    assert set(report["claims"]) == {"position_patterns_first",
+                                     "clean_patterns_in_transition",
+                                     "failed_run_stays_chaotic"}
+    assert len(list((directory / "figures").glob("*.png"))) == 8
+
+
+def test_the_summary_names_phases_dips_heads_frequencies_and_claims(analysed_run):
+    output = analysed_run[1].output
+    assert "phases: memorization 130-500, transition 500-640, post-grokking 640-1000" in output
+    assert "dips after grokking: 800-830" in output
+    assert "layer 0: 120 170 220 270" in output
+    assert "key frequencies of the final embeddings over Z_11: 3" in output
+    assert "1. position patterns emerge first: true" in output
+    assert "3. a failed run keeps chaotic attention: n/a" in output
+
+
+def test_options_change_the_threshold_and_skip_figures(tmp_path):
+    directory = write_synthetic_run(tmp_path, curve="fail")
+    result = invoke(directory, "--no-figures", "--threshold", "0.5", "--clusters", "2")
+    assert result.exit_code == 0, result.output
+    assert not (directory / "figures").exists()
+    report = json.loads((directory / "analysis.json").read_text())
+    assert report["settings"]["emergence_similarity"] == 0.5
+    assert report["attention"]["clusters_at_phase_ends"]["memorization"]["k"] == 2
+    assert report["claims"]["failed_run_stays_chaotic"]["holds"] is True
+
+
+def test_a_threshold_outside_zero_one_is_rejected(tmp_path):
+    result = invoke(write_synthetic_run(tmp_path), "--threshold", "1.5")
+    assert result.exit_code == 2 and "--threshold" in result.output

@@ -1,0 +1,149 @@
+"""``python -m tinygrok.analyze RUN_DIR``: analyse one finished run.
+
+Reads the run directory (never the model), writes ``RUN_DIR/analysis.json`` (every number
+and every threshold, see ``tinygrok.analysis.run_analysis``) and the PNGs of
+``tinygrok.plots`` into ``RUN_DIR/figures/``, and prints a short summary: the phases, dips
+after grokking, the emergence step of every head, the key Fourier frequencies and the
+verdict on each of the paper's three claims with the numbers behind it.
+
+A missing or incomplete run directory is a usage error: one line on stderr, exit status 2.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from tinygrok.analysis import RunDirectoryError, Settings, analyze_run, load_run
+from tinygrok.analysis.attention_metrics import EMERGENCE_SIMILARITY
+
+CLAIM_TITLES = {
+    "position_patterns_first": "position patterns emerge first",
+    "clean_patterns_in_transition": "clean patterns form during the transition",
+    "failed_run_stays_chaotic": "a failed run keeps chaotic attention",
+}
+
+
+class RunDirectoryUsageError(click.ClickException):
+    """A run directory that cannot be analysed: printed as one 'Error: ...' line, exit 2.
+
+    (click.UsageError would also print the usage text; one line is easier to read.)
+    """
+
+    exit_code = 2
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--no-figures", is_flag=True, help="Write analysis.json only, no PNGs.")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True),
+              default=EMERGENCE_SIMILARITY, show_default=True,
+              help="Cosine similarity to its final pattern above which a head has emerged.")
+@click.option("--clusters", type=click.IntRange(min=1), default=None,
+              help="Number of head clusters (default: chosen by silhouette).")
+def main(run_dir, no_figures, threshold, clusters):
+    """Analyse the finished run in RUN_DIR: analysis.json, figures/ and a summary."""
+    try:
+        run = load_run(run_dir)
+    except RunDirectoryError as error:
+        raise RunDirectoryUsageError(str(error)) from None
+    if not run.complete:
+        raise RunDirectoryUsageError(
+            f"{run_dir}: incomplete run (no summary.json); let it finish or resume it first"
+        )
+    analysis = analyze_run(run, Settings(emergence_similarity=threshold, clusters=clusters))
+    json_path = write_json(run.path / "analysis.json", analysis.report)
+    figures = []
+    if not no_figures:
+        from tinygrok.plots import make_figures  # matplotlib only when figures are wanted
+
+        figures = make_figures(run, analysis)
+    click.echo(summary_text(analysis.report))
+    where = f" and {len(figures)} figures in {run.path / 'figures'}" if figures else ""
+    click.echo(f"wrote {json_path}{where}")
+
+
+def write_json(path, report):
+    """Write to a temporary name, then rename: a reader never sees half a file."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    os.replace(temporary, path)
+    return path
+
+
+# ---- the printed summary -------------------------------------------------------------------
+
+
+def summary_text(report):
+    lines = [_run_line(report), _final_line(report), _phases_line(report["phases"]),
+             _dips_line(report["phases"]["dips"])]
+    lines += _emergence_lines(report["attention"])
+    lines.append(_fourier_line(report["fourier"]))
+    lines.append("claims:")
+    for number, (name, title) in enumerate(CLAIM_TITLES.items(), start=1):
+        claim = report["claims"][name]
+        verdict = {True: "true", False: "false", None: "n/a"}[claim["holds"]]
+        lines.append(f"  {number}. {title}: {verdict} ({claim['reason']})")
+    lines += [f"note: {note}" for note in report["phases"]["notes"]]
+    return "\n".join(lines)
+
+
+def _run_line(report):
+    run = report["run"]
+    state = "complete" if run["complete"] else "incomplete"
+    return f"{run['name']}: {run['task']}, p={run['p']}, seed {run['seed']}, " \
+           f"{run['steps']} steps ({state})"
+
+
+def _final_line(report):
+    final = report["final"]
+    if "skipped" in final:
+        return f"final: {final['skipped']}"
+    return (f"final (step {final['step']}): train acc {final['train_acc']:.4f}, "
+            f"val acc {final['val_acc']:.4f}; step_val_acc_99 = {final['step_val_acc_99']}")
+
+
+def _phases_line(phases):
+    parts = []
+    for name in ("memorization", "transition", "post_grokking"):
+        phase = phases[name]
+        label = name.replace("_", "-")
+        if phase is None:
+            parts.append(f"{label} none")
+        else:
+            unfinished = "" if phase.get("completed", True) else " (not completed)"
+            parts.append(f"{label} {phase['start']}-{phase['end']}{unfinished}")
+    return "phases: " + ", ".join(parts)
+
+
+def _dips_line(dips):
+    if not dips:
+        return "dips after grokking: none"
+    parts = [f"{d['start']}-{d['end'] if d['recovered'] else 'end (not recovered)'} "
+             f"(min val acc {d['min_val_acc']:.3f} at {d['min_step']})" for d in dips]
+    return "dips after grokking: " + "; ".join(parts)
+
+
+def _emergence_lines(attention):
+    if "skipped" in attention:
+        return [f"attention: {attention['skipped']}"]
+    last = attention["last_logged_step"]
+    lines = [f"emergence step per head (cosine to final pattern >= "
+             f"{attention['emergence_threshold']}; * = not before the last logged step):"]
+    for layer, steps in enumerate(attention["emergence_step_by_layer_head"]):
+        marked = [f"{step}*" if step == last else str(step) for step in steps]
+        lines.append(f"  layer {layer}: " + " ".join(marked))
+    return lines
+
+
+def _fourier_line(fourier):
+    if "skipped" in fourier:
+        return f"Fourier: skipped ({fourier['skipped']})"
+    keys = ", ".join(str(k) for k in fourier["key_frequencies_final"]) or "none"
+    return (f"key frequencies of the final embeddings over {fourier['group']}: {keys} "
+            f"(Gini {fourier['gini_first']:.2f} -> {fourier['gini_final']:.2f})")
+
+
+if __name__ == "__main__":
+    main()

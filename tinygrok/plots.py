@@ -1,0 +1,281 @@
+"""The figures of one run, drawn from the arrays that ``tinygrok.analysis`` computes.
+
+Every ``*_figure`` function takes plain arrays and returns a ``matplotlib.figure.Figure``
+(display it in a notebook, or save it); :func:`make_figures` draws them all for a run and
+writes PNGs into its ``figures/`` folder:
+
+- ``accuracy.png``   train and val accuracy on a log step axis, the grokking step dashed,
+                     phases shaded, dips marked
+- ``loss.png``       train and val loss, log-log
+- ``weight_norm.png``the parameters' L2 norm (weight decay at work)
+- ``attention_<phase>.png`` layers x heads heatmaps at the end of each phase: one probe
+                     example on top, the mean over all probes below
+- ``attention_metrics.png`` per-head entropy of the "=" row, position score and
+                     consistency over time
+- ``fourier.png``    the embedding spectrum at the start, mid-transition and end, and its
+                     Gini coefficient over time (modular tasks only)
+
+Figures are built as ``Figure`` objects, not through pyplot, so no window or backend is ever
+involved (this module never calls ``matplotlib.use()``) and nothing is kept alive by pyplot's
+figure manager: memory does not grow when many runs are drawn. Margins are set by hand
+rather than by matplotlib's constrained layout, which measures every text repeatedly and
+made the heatmaps several times slower to save.
+"""
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+from tinygrok.analysis.phases import phase_bands
+from tinygrok.analysis.run_analysis import fourier_snapshot_indices, phase_end_steps
+from tinygrok.analysis.rundir import nearest_index
+
+PHASE_COLORS = {"memorization": "tab:red", "transition": "tab:orange",
+                "post_grokking": "tab:green"}
+TOKEN_LABELS = ("x", "o", "y", "=")
+DPI = 100
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+
+def shade_phases(ax, phases):
+    """Shade the phases that happened, each in its colour, with a legend label."""
+    for name, start, end in phase_bands(phases):
+        ax.axvspan(start, max(end, start + 1), color=PHASE_COLORS[name], alpha=0.12,
+                   label=name.replace("_", "-"))
+
+
+def log_steps_axis(ax):
+    """Steps on a log scale, labelled 10, 100, 1000 (plain numbers are quicker to read)."""
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("step (log scale)")
+
+
+def save_figure(figure, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=DPI)
+    return path
+
+
+def token_labels(tokens):
+    """Axis labels for a sequence: x, o, y, = (numbered beyond four tokens)."""
+    return [TOKEN_LABELS[i] if i < len(TOKEN_LABELS) else str(i) for i in range(tokens)]
+
+
+# ---- training curves -----------------------------------------------------------------------
+
+
+def single_axes(height=4.0):
+    """A 7-inch-wide figure with one axes and room for its labels."""
+    figure = Figure(figsize=(7, height))
+    figure.subplots_adjust(left=0.1, right=0.97, bottom=0.13, top=0.9)
+    return figure, figure.add_subplot()
+
+
+def accuracy_figure(metrics, phases, step_val_acc_99=None):
+    figure, ax = single_axes()
+    shade_phases(ax, phases)
+    steps = metrics["step"]
+    ax.plot(steps, metrics["train_acc"], label="train", color="tab:blue")
+    ax.plot(steps, metrics["val_acc"], label="validation", color="tab:purple")
+    if step_val_acc_99 is not None:
+        ax.axvline(step_val_acc_99, color="black", linestyle="--", linewidth=1,
+                   label=f"val acc > 0.99 at step {step_val_acc_99}")
+    for dip in phases.get("dips", []):
+        ax.plot(dip["min_step"], dip["min_val_acc"], "v", color="tab:red")
+    title = "Accuracy" if step_val_acc_99 is not None else "Accuracy (val acc never > 0.99)"
+    log_steps_axis(ax)
+    ax.set(ylim=(0, 1.02), ylabel="accuracy", title=title)
+    ax.legend(loc="center left", fontsize=8)
+    return figure
+
+
+def loss_figure(metrics, phases):
+    figure, ax = single_axes()
+    shade_phases(ax, phases)
+    ax.plot(metrics["step"], metrics["train_loss"], label="train", color="tab:blue")
+    ax.plot(metrics["step"], metrics["val_loss"], label="validation", color="tab:purple")
+    log_steps_axis(ax)
+    ax.set(yscale="log", ylabel="cross-entropy loss", title="Loss")
+    ax.legend(fontsize=8)
+    return figure
+
+
+def weight_norm_figure(metrics, phases):
+    figure, ax = single_axes(3.5)
+    shade_phases(ax, phases)
+    ax.plot(metrics["step"], metrics["weight_norm"], color="black")
+    log_steps_axis(ax)
+    ax.set(ylabel="L2 norm of all parameters", title="Weight norm")
+    ax.legend(fontsize=8)
+    return figure
+
+
+# ---- attention -----------------------------------------------------------------------------
+
+
+def pattern_mosaic(patterns):
+    """(L, H, T, T) patterns as one image: layers down, heads across, a blank line between.
+
+    Future keys (above the diagonal, masked by causality) and the gaps are NaN, drawn blank.
+    One image in one Axes draws many times faster than L*H separate Axes.
+    """
+    layers, heads, tokens, _ = patterns.shape
+    size = tokens + 1  # a block and its gap
+    image = np.full((layers * size - 1, heads * size - 1), np.nan)
+    future = np.triu(np.ones((tokens, tokens), dtype=bool), 1)
+    for layer in range(layers):
+        for head in range(heads):
+            block = np.where(future, np.nan, patterns[layer, head])
+            image[layer * size:layer * size + tokens, head * size:head * size + tokens] = block
+    return image
+
+
+def draw_patterns(ax, patterns, title):
+    """Heatmaps of (L, H, T, T) patterns with their values written in; returns the image."""
+    layers, heads, tokens, _ = patterns.shape
+    size = tokens + 1
+    cmap = colormaps["viridis"].with_extremes(bad="white")
+    image = ax.imshow(pattern_mosaic(patterns), vmin=0, vmax=1, cmap=cmap)
+    for layer in range(layers):
+        for head in range(heads):
+            for q in range(tokens):
+                for k in range(q + 1):
+                    value = patterns[layer, head, q, k]
+                    ax.text(head * size + k, layer * size + q, f"{value:.2f}", fontsize=6,
+                            ha="center", va="center", color="black" if value > 0.6 else "white")
+        ax.text(-1.6, layer * size + (tokens - 1) / 2, f"layer {layer}", rotation=90,
+                va="center", fontsize=8)
+    for head in range(heads):
+        ax.text(head * size + (tokens - 1) / 2, -0.9, f"head {head}", ha="center", fontsize=8)
+    labels = token_labels(tokens)
+    ax.set_xticks([h * size + k for h in range(heads) for k in range(tokens)],
+                  labels * heads, fontsize=7)
+    ax.set_yticks([l * size + q for l in range(layers) for q in range(tokens)],
+                  labels * layers, fontsize=7)
+    ax.tick_params(length=0)
+    ax.spines[:].set_visible(False)
+    ax.set_title(title, fontsize=9, pad=20)
+    return image
+
+
+def attention_heatmaps_figure(layer_patterns, probe, probe_text, title):
+    """(L, H, N, T, T) patterns at one step: one probe on top, the mean over probes below.
+
+    In each heatmap rows are queries and columns keys, labelled x, o, y, =.
+    """
+    layers, heads = layer_patterns.shape[:2]
+    figure = Figure(figsize=(1.3 * heads + 2, 2 * (1.3 * layers + 0.6) + 0.5))
+    figure.subplots_adjust(left=0.08, right=0.84, bottom=0.03, top=0.88, hspace=0.25)
+    top, bottom = figure.subplots(2, 1)
+    image = draw_patterns(top, layer_patterns[:, :, probe], f"one probe: {probe_text}")
+    draw_patterns(bottom, layer_patterns.mean(axis=2), "mean over all probes")
+    colorbar_axes = figure.add_axes([0.87, 0.25, 0.025, 0.5])
+    figure.colorbar(image, cax=colorbar_axes, label="attention weight (row: query)")
+    figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def attention_metrics_figure(timeline, phases):
+    """Rows: entropy of the "=" row, position score, consistency; columns: layers."""
+    rows = [
+        ("entropy of '=' row (nats)", timeline.steps, timeline.entropy_last),
+        ("position score", timeline.steps, timeline.position_score),
+        ("consistency (cos to previous)", timeline.steps[1:], timeline.consistency),
+    ]
+    figure = Figure(figsize=(4.5 * timeline.layers, 7.5))
+    figure.subplots_adjust(left=0.1, right=0.97, bottom=0.07, top=0.95, hspace=0.15,
+                           wspace=0.25)
+    axes = figure.subplots(len(rows), timeline.layers, squeeze=False, sharex=True)
+    for r, (label, steps, values) in enumerate(rows):
+        for layer in range(timeline.layers):
+            ax = axes[r, layer]
+            shade_phases(ax, phases)
+            for head in range(timeline.heads):
+                ax.plot(steps, values[:, layer, head], linewidth=1, label=f"head {head}")
+            ax.set_ylabel(label, fontsize=8)
+            axes[0, layer].set_title(f"layer {layer}")
+    for ax in axes[0]:  # the entropy of a uniform "=" row, ln T
+        ax.axhline(timeline.max_entropy_last, color="grey", linestyle=":", linewidth=1)
+    axes[0, -1].legend(fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("step")
+    return figure
+
+
+# ---- Fourier -------------------------------------------------------------------------------
+
+
+def fourier_figure(spectrum, phases):
+    """Left: norm of each frequency at chosen snapshots; right: Gini over time."""
+    snapshots = fourier_snapshot_indices(spectrum, phases)
+    figure = Figure(figsize=(10, 2.4 * len(snapshots) + 0.8))
+    grid = figure.add_gridspec(len(snapshots), 2, width_ratios=(3, 2), left=0.07, right=0.98,
+                               bottom=0.1, top=0.88, hspace=0.6, wspace=0.18)
+    frequencies = spectrum.frequencies[1:]
+    for row, (label, i) in enumerate(snapshots):
+        ax = figure.add_subplot(grid[row, 0])
+        norms = spectrum.norms[i, 1:]
+        keys = spectrum.key_frequencies(i)
+        colors = ["tab:red" if k in keys else "tab:blue" for k in frequencies]
+        ax.bar(frequencies, norms, color=colors, width=0.8)
+        ax.axhline(spectrum.key_ratio * norms.max(), color="grey", linestyle=":", linewidth=1)
+        ax.set_title(f"{label}: step {spectrum.steps[i]}, key frequencies {keys}", fontsize=9)
+        ax.set_ylabel("norm")
+    ax.set_xlabel("frequency k")
+    ax = figure.add_subplot(grid[:, 1])
+    shade_phases(ax, phases)
+    ax.plot(spectrum.steps, spectrum.gini, marker=".", color="black")
+    ax.set(ylim=(0, 1), xlabel="step", ylabel="Gini of frequency norms",
+           title="Sparsity of the spectrum")
+    ax.legend(fontsize=7)
+    figure.suptitle(f"Embedding spectrum over {spectrum.group}", fontsize=10)
+    return figure
+
+
+# ---- all figures of a run -------------------------------------------------------------------
+
+
+def probe_description(run, probe):
+    """E.g. '12 o 5 = (val)' for one probe, using the run's vocabulary when it has one."""
+    vocab = run.config.get("vocab")
+    tokens = run.probe_inputs[probe]
+    words = [vocab[t] if vocab and t < len(vocab) else str(t) for t in tokens]
+    split = "val" if run.probe_split[probe] == 1 else "train"
+    return f"{' '.join(words)} ({split})"
+
+
+def example_probe(run):
+    """The first validation probe (the model never trained on it), else probe 0."""
+    validation = np.flatnonzero(run.probe_split == 1)
+    return int(validation[0]) if validation.size else 0
+
+
+def make_figures(run, analysis, out_dir=None):
+    """Draw every figure of a run into ``out_dir`` (default: its figures/); return the paths."""
+    out_dir = Path(out_dir) if out_dir is not None else run.path / "figures"
+    phases = analysis.phases
+    grok_step = phases["grok_step"]
+    drawn = {
+        "accuracy": accuracy_figure(run.metrics, phases, grok_step),
+        "loss": loss_figure(run.metrics, phases),
+        "weight_norm": weight_norm_figure(run.metrics, phases),
+    }
+    if analysis.timeline is not None:
+        probe = example_probe(run)
+        for label, step in phase_end_steps(phases):
+            i = nearest_index(run.attention_steps, step)
+            title = f"Attention at step {run.attention_steps[i]} (end of {label})"
+            drawn[f"attention_{label}"] = attention_heatmaps_figure(
+                run.patterns[i], probe, probe_description(run, probe), title)
+        drawn["attention_metrics"] = attention_metrics_figure(analysis.timeline, phases)
+    if analysis.fourier is not None:
+        drawn["fourier"] = fourier_figure(analysis.fourier, phases)
+    return [save_figure(figure, out_dir / f"{name}.png") for name, figure in drawn.items()]
