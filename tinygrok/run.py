@@ -1,0 +1,214 @@
+"""``python -m tinygrok.run``: train one grokking run and write its run directory.
+
+    python -m tinygrok.run --task x_div_y                 # the paper's main experiment
+    python -m tinygrok.run --task x_plus_y --seed 1 --steps 3000
+    python -m tinygrok.run --out runs/x_div_y-s0 --resume # carry on after Ctrl-C
+
+Every option is checked before anything is written; a bad one gets a one-line error and
+exit code 2. Ctrl-C saves a checkpoint and exits with code 130; a loss that turns NaN
+stops the run with code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from tinygrok.tasks import TASK_NAMES, is_prime
+
+DEFAULTS = dict(task="x_div_y", seed=0, steps=7500, batch_size=512, lr=1e-3, weight_decay=0.5,
+                warmup=50, train_frac=0.5, p=97, d_model=128, heads=4, layers=2, log_every=10,
+                probe_size=64)
+POSITIVE = click.IntRange(min=1)
+
+
+def set_threads(threads: int | None) -> int:
+    """Use ``threads`` threads for BLAS (NumPy's matrix products) and for Numba kernels."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    threads = threads or numba.config.NUMBA_NUM_THREADS
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        raise click.BadParameter(f"at most {numba.config.NUMBA_NUM_THREADS} on this machine "
+                                 f"(got {threads})", param_hint="--threads")
+    threadpool_limits(limits=threads, user_api="blas")
+    numba.set_num_threads(threads)
+    return threads
+
+
+def check_writable(out: Path) -> None:
+    """The output folder must be creatable and writable: refuse before writing anything."""
+    if out.exists() and not out.is_dir():
+        raise click.BadParameter(f"{out} exists and is not a folder", param_hint="--out")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    try:  # os.access says yes to root everywhere; only a real write tells
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise click.BadParameter(f"cannot write into {existing} ({error.strerror})",
+                                 param_hint="--out") from None
+
+
+def remove_run_files(out: Path) -> None:
+    """--force: delete a previous run's files, summary first so it never looks complete."""
+    from tinygrok.train import CHECKPOINT, SUMMARY
+
+    for name in (SUMMARY, CHECKPOINT, "metrics.csv", "timing.csv", "attention.npz",
+                 "embeddings.npz", "config.json", "analysis.json"):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "figures", ignore_errors=True)
+
+
+def resolve_resume(ctx: click.Context, out: Path, options: dict) -> dict:
+    """With --resume, settings come from the run's config.json; options given on the
+    command line must agree with it."""
+    from tinygrok.train import run_state
+
+    state = run_state(out)
+    if state == "complete":
+        raise click.UsageError(f"{out} is already complete (summary.json exists); nothing to resume")
+    if state != "resumable":
+        raise click.UsageError(f"{out} has no checkpoint to resume from; start it without --resume")
+    saved = json.loads((out / "config.json").read_text())
+    for name, value in options.items():
+        given = ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+        if given and name in saved and saved[name] != value:
+            raise click.UsageError(f"--{name.replace('_', '-')} {value} differs from the run "
+                                   f"being resumed ({saved[name]}); leave it out to resume")
+    return {name: saved.get(name, value) for name, value in options.items()}
+
+
+class Progress:
+    """A progress bar on a terminal; otherwise one line every ``every`` steps."""
+
+    def __init__(self, total: int, every: int = 500):
+        self.total, self.every = total, every
+        self.last_step, self.last_time = None, time.perf_counter()
+        self.rate = 0.0
+        self.bar = None
+        if sys.stdout.isatty():
+            self.bar = click.progressbar(length=total, label="training", show_pos=True,
+                                         item_show_func=lambda text: text)
+            self.bar.__enter__()
+
+    def __call__(self, run, row) -> None:
+        now = time.perf_counter()
+        if self.last_step is None:  # the first row (after a resume, not at step 0)
+            self.last_step = row["step"] - run.config.log_every
+            if self.bar is not None:
+                self.bar.update(self.last_step)
+        elif now > self.last_time:
+            self.rate = (row["step"] - self.last_step) / (now - self.last_time)
+        text = (f"train acc {row['train_acc']:.3f}  val acc {row['val_acc']:.3f}  "
+                f"{self.rate:.0f} steps/s")
+        if self.bar is not None:
+            self.bar.update(row["step"] - self.last_step, text)
+        elif row["step"] % self.every == 0 or row["step"] == self.total:
+            click.echo(f"step {row['step']:>6}/{self.total}  {text}")
+        self.last_step, self.last_time = row["step"], now
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--task", type=click.Choice(TASK_NAMES), default=DEFAULTS["task"], help="What to learn.")
+@click.option("--seed", type=click.IntRange(min=0), default=DEFAULTS["seed"],
+              help="Seeds the split, the initial weights and the batches.")
+@click.option("--steps", type=POSITIVE, default=DEFAULTS["steps"], help="Optimisation steps.")
+@click.option("--batch-size", type=POSITIVE, default=DEFAULTS["batch_size"],
+              help="Train pairs per step, drawn with replacement.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS["lr"],
+              help="Peak learning rate of AdamW.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=DEFAULTS["weight_decay"],
+              help="AdamW's decoupled weight decay, on every parameter.")
+@click.option("--warmup", type=click.IntRange(min=0), default=DEFAULTS["warmup"],
+              help="Steps of linear learning-rate warm-up.")
+@click.option("--train-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=DEFAULTS["train_frac"], help="Share of all pairs used for training.")
+@click.option("--p", "p", type=click.IntRange(min=2), default=DEFAULTS["p"],
+              help="Modulus of the arithmetic tasks (prime for x_div_y).")
+@click.option("--d-model", type=POSITIVE, default=DEFAULTS["d_model"], help="Width of the model.")
+@click.option("--heads", type=POSITIVE, default=DEFAULTS["heads"], help="Attention heads per layer.")
+@click.option("--layers", type=POSITIVE, default=DEFAULTS["layers"], help="Transformer blocks.")
+@click.option("--log-every", type=POSITIVE, default=DEFAULTS["log_every"],
+              help="Steps between metrics rows (whole validation split) and attention logs.")
+@click.option("--probe-size", type=POSITIVE, default=DEFAULTS["probe_size"],
+              help="Examples from each split whose attention is logged.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run directory.  [default: runs/<task>-s<seed>]")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option("--force", is_flag=True, help="Overwrite a complete or started run in --out.")
+@click.option("--threads", type=POSITIVE, default=None,
+              help="Threads for matrix products and kernels.  [default: all cores]")
+@click.pass_context
+def main(ctx, out, resume, force, threads, **options):
+    """Train the paper's transformer on one task until it groks (or the steps run out)."""
+    out = out or Path("runs") / f"{options['task']}-s{options['seed']}"
+    if options["task"] == "x_div_y" and not is_prime(options["p"]):
+        raise click.BadParameter(f"x_div_y needs a prime modulus (got {options['p']}): "
+                                 f"division mod p is only defined for every y != 0 when p is prime",
+                                 param_hint="--p")
+    if options["d_model"] % options["heads"]:
+        raise click.BadParameter(f"{options['heads']} heads do not divide d-model "
+                                 f"{options['d_model']}", param_hint="--heads")
+    if resume and force:
+        raise click.UsageError("--resume and --force contradict each other; choose one")
+    check_writable(out)
+
+    from tinygrok.train import (Interrupted, NonFiniteLoss, TrainConfig, run_state, train,
+                                warm_up_kernels)
+
+    if resume:
+        options = resolve_resume(ctx, out, options)
+    else:
+        state = run_state(out)
+        if state == "complete" and not force:
+            raise click.UsageError(f"{out} already holds a complete run; use --force to "
+                                   f"overwrite it or --out for another folder")
+        if state in ("resumable", "started") and not force:
+            raise click.UsageError(f"{out} holds an unfinished run; continue it with --resume "
+                                   f"or overwrite it with --force")
+        if force and out.exists():
+            remove_run_files(out)
+    config = TrainConfig(**options)
+    used_threads = set_threads(threads)
+
+    click.echo(f"tinygrok: {config.task} (p={config.p}), seed {config.seed}, {config.steps} "
+               f"steps, {used_threads} threads -> {out}")
+    click.echo("preparing the Numba kernels (compiled once, then loaded from cache)...")
+    warm_up_kernels()
+    progress = Progress(config.steps)
+    try:
+        summary = train(config, out, resume=resume, on_log=progress)
+    except Interrupted as stop:
+        progress.close()
+        click.echo(f"\ninterrupted at step {stop.step}; checkpoint saved. Continue with:\n"
+                   f"  python -m tinygrok.run --out {out} --resume", err=True)
+        sys.exit(130)
+    except NonFiniteLoss as failure:
+        progress.close()
+        click.echo(f"\nerror: {failure}", err=True)
+        sys.exit(1)
+    progress.close()
+    grok = summary["step_val_acc_99"]
+    grokked = f"step {grok}" if summary["grokked"] else f"never (budget {config.steps})"
+    click.echo(f"done in {summary['wall_seconds']:.0f} s.  val acc > 0.99 at: {grokked}")
+    click.echo(f"final train acc {summary['final_train_acc']:.4f}, val acc "
+               f"{summary['final_val_acc']:.4f}")
+    click.echo(f"run directory: {out}/ (metrics.csv, attention.npz, embeddings.npz, "
+               f"checkpoint.npz, summary.json)")
+    click.echo(f"analyse it with: python -m tinygrok.analyze {out}")
+
+
+if __name__ == "__main__":
+    main()
