@@ -159,7 +159,8 @@ class Run:
         with no_grad():
             _, patterns = self.model(self.task.inputs[self.probe_idx], return_attention=True)
         self.attention_steps.append(self.step)
-        self.patterns.append(np.stack(patterns).astype(np.float16))  # (L, H, N, T, T)
+        # each layer gives (N, H, T, T); the file keeps (L, H, N, T, T) per step
+        self.patterns.append(np.stack(patterns).transpose(0, 2, 1, 3, 4).astype(np.float16))
 
     def log_embeddings(self) -> None:
         self.embedding_steps.append(self.step)

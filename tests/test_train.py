@@ -1,0 +1,203 @@
+"""The training loop: determinism, checkpoint and resume, NaN handling, the command line."""
+
+import json
+import os
+import re
+import signal
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tinygrok import runfiles
+from tinygrok.run import main as run_command
+from tinygrok.train import (Interrupted, NonFiniteLoss, TrainConfig, run_state,
+                            step_val_acc_99, train)
+
+TINY = dict(task="x_plus_y", p=7, steps=40, batch_size=16, d_model=8, heads=2, layers=2,
+            log_every=5, probe_size=3, embed_every=10, checkpoint_every=15)
+TINY_CLI = ["--task", "x_plus_y", "--p", "7", "--steps", "20", "--batch-size", "16",
+            "--d-model", "8", "--heads", "2", "--log-every", "5", "--probe-size", "3"]
+
+
+def tiny(**overrides):
+    return TrainConfig(**{**TINY, **overrides})
+
+
+def read_bytes(path):
+    return path.read_bytes()
+
+
+def final_parameters(out):
+    saved = runfiles.read_npz(out / "checkpoint.npz")
+    return {k: v for k, v in saved.items() if k.startswith(("param/", "adamw/"))}
+
+
+def assert_same_run(a, b):
+    assert read_bytes(a / "metrics.csv") == read_bytes(b / "metrics.csv")
+    pa, pb = final_parameters(a), final_parameters(b)
+    assert pa.keys() == pb.keys()
+    for k in pa:
+        np.testing.assert_array_equal(pa[k], pb[k], err_msg=k)
+    for name in ("attention.npz", "embeddings.npz"):
+        fa, fb = runfiles.read_npz(a / name), runfiles.read_npz(b / name)
+        for k in fa:
+            np.testing.assert_array_equal(fa[k], fb[k], err_msg=f"{name}:{k}")
+
+
+def test_run_directory_is_complete_and_well_formed(tmp_path):
+    summary = train(tiny(), tmp_path)
+    assert run_state(tmp_path) == "complete"
+    rows = runfiles.read_csv(tmp_path / "metrics.csv")
+    assert [r["step"] for r in rows] == list(range(5, 41, 5))
+    assert all(0 <= r["val_acc"] <= 1 and r["weight_norm"] > 0 for r in rows)
+    attention = runfiles.read_npz(tmp_path / "attention.npz")
+    assert list(attention["steps"]) == list(range(0, 41, 5))
+    assert attention["patterns"].shape == (9, 2, 2, 6, 4, 4)  # (S, L, H, N, T, T)
+    assert attention["patterns"].dtype == np.float16
+    np.testing.assert_allclose(attention["patterns"].astype(np.float32).sum(-1), 1, atol=3e-3)
+    assert list(attention["probe_split"]) == [0, 0, 0, 1, 1, 1]
+    embeddings = runfiles.read_npz(tmp_path / "embeddings.npz")
+    assert list(embeddings["steps"]) == [0, 10, 20, 30, 40]
+    assert embeddings["token_embeddings"].shape == (5, 9, 8)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["task"] == "x_plus_y" and config["vocab"][:3] == ["o", "=", "0"]
+    assert summary["steps"] == 40 and "phases" in summary
+    assert summary["step_val_acc_99"] == step_val_acc_99([r["step"] for r in rows],
+                                                         [r["val_acc"] for r in rows], 40)
+
+
+def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path):
+    train(tiny(), tmp_path / "a")
+    train(tiny(), tmp_path / "b")
+    train(tiny(seed=1), tmp_path / "c")
+    assert_same_run(tmp_path / "a", tmp_path / "b")
+    assert read_bytes(tmp_path / "a" / "metrics.csv") != read_bytes(tmp_path / "c" / "metrics.csv")
+
+
+def test_ctrl_c_then_resume_is_bit_identical(tmp_path, monkeypatch):
+    from tinygrok.adamw import AdamW
+
+    train(tiny(), tmp_path / "straight")
+    real_step = AdamW.step
+
+    def step_then_ctrl_c(self):
+        real_step(self)
+        if self.step_count == 23:  # in the middle of a log window, mid-update
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(AdamW, "step", step_then_ctrl_c)
+    with pytest.raises(Interrupted) as stop:
+        train(tiny(), tmp_path / "stopped")
+    monkeypatch.setattr(AdamW, "step", real_step)
+    assert stop.value.step == 23  # the step running when Ctrl-C came was finished first
+    assert run_state(tmp_path / "stopped") == "resumable"
+    train(tiny(), tmp_path / "stopped", resume=True)
+    assert_same_run(tmp_path / "straight", tmp_path / "stopped")
+
+
+def test_crash_resumes_from_the_last_periodic_checkpoint(tmp_path):
+    train(tiny(), tmp_path / "straight")
+
+    def crash(run, row):
+        if row["step"] == 35:  # checkpoints were written at 15 and 30
+            raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError):
+        train(tiny(), tmp_path / "crashed", on_log=crash)
+    assert int(runfiles.read_npz(tmp_path / "crashed" / "checkpoint.npz")["step"]) == 30
+    train(tiny(), tmp_path / "crashed", resume=True)
+    assert_same_run(tmp_path / "straight", tmp_path / "crashed")
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    with pytest.raises(RuntimeError):
+        train(tiny(), tmp_path, on_log=lambda run, row: (_ for _ in ()).throw(RuntimeError()))
+    with pytest.raises(ValueError, match="different settings"):
+        train(tiny(lr=0.01), tmp_path, resume=True)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from tinygrok.model import Transformer
+
+    real_loss = Transformer.loss
+    calls = []
+
+    def loss_that_blows_up(self, tokens, labels):
+        loss, logits = real_loss(self, tokens, labels)
+        if len(labels) == 16:  # training batches only
+            calls.append(1)
+            if len(calls) == 18:
+                loss.data = np.array(np.nan, dtype=loss.dtype)
+        return loss, logits
+
+    monkeypatch.setattr(Transformer, "loss", loss_that_blows_up)
+    with pytest.raises(NonFiniteLoss, match="step 18") as failure:
+        train(tiny(), tmp_path)
+    assert failure.value.step == 18
+    assert int(runfiles.read_npz(tmp_path / "checkpoint.npz")["step"]) == 15
+    assert run_state(tmp_path) == "resumable"
+
+
+# -- the command line ---------------------------------------------------------------------
+
+def invoke(*args):
+    return CliRunner().invoke(run_command, list(args))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "x_times_y"], "x_times_y"),
+    (["--task", "x_div_y", "--p", "91"], "prime"),
+    (["--train-frac", "1.0"], "train-frac"),
+    (["--train-frac", "0"], "train-frac"),
+    (["--batch-size", "0"], "batch-size"),
+    (["--steps", "-5"], "steps"),
+    (["--heads", "3"], "heads"),
+    (["--lr", "0"], "lr"),
+])
+def test_bad_options_exit_2_and_write_nothing(tmp_path, args, message):
+    out = tmp_path / "run"
+    result = invoke(*args, "--out", str(out))
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = invoke("--out", str(blocker / "run"))
+    assert result.exit_code == 2 and "cannot write" in result.output
+
+
+def test_command_trains_refuses_to_overwrite_and_forces(tmp_path):
+    out = tmp_path / "run"
+    result = invoke(*TINY_CLI, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert re.search(r"step +20/20 +train acc", result.output)  # not a terminal: plain lines
+    assert "val acc > 0.99 at" in result.output
+    assert run_state(out) == "complete"
+    again = invoke(*TINY_CLI, "--out", str(out))
+    assert again.exit_code == 2 and "--force" in again.output
+    forced = invoke(*TINY_CLI, "--out", str(out), "--force", "--seed", "1")
+    assert forced.exit_code == 0
+    assert json.loads((out / "config.json").read_text())["seed"] == 1
+
+
+def test_command_suggests_resume_for_an_unfinished_run(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError):
+        train(tiny(steps=20), out, on_log=lambda run, row: (_ for _ in ()).throw(RuntimeError()))
+    result = invoke(*TINY_CLI, "--out", str(out))
+    assert result.exit_code == 2 and "--resume" in result.output
+    mismatch = invoke("--out", str(out), "--resume", "--seed", "3")
+    assert mismatch.exit_code == 2 and "--seed" in mismatch.output
+    resumed = invoke("--out", str(out), "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert run_state(out) == "complete"
+
+
+def test_resume_without_a_checkpoint_is_refused(tmp_path):
+    result = invoke("--out", str(tmp_path / "nothing"), "--resume")
+    assert result.exit_code == 2 and "no checkpoint" in result.output
