@@ -68,9 +68,9 @@ def remove_run_files(out: Path) -> None:
 
 
 def resolve_resume(ctx: click.Context, out: Path, options: dict) -> dict:
-    """With --resume, settings come from the run's config.json; options given on the
-    command line must agree with it."""
-    from tinygrok.train import run_state
+    """With --resume, every setting comes from the run's config.json; options given on
+    the command line must agree with it."""
+    from tinygrok.train import TrainConfig, run_state
 
     state = run_state(out)
     if state == "complete":
@@ -83,7 +83,8 @@ def resolve_resume(ctx: click.Context, out: Path, options: dict) -> dict:
         if given and name in saved and saved[name] != value:
             raise click.UsageError(f"--{name.replace('_', '-')} {value} differs from the run "
                                    f"being resumed ({saved[name]}); leave it out to resume")
-    return {name: saved.get(name, value) for name, value in options.items()}
+    fields = TrainConfig.__dataclass_fields__
+    return {name: saved[name] for name in fields if name in saved}
 
 
 class Progress:
