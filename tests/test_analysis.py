@@ -492,3 +492,15 @@ def test_analysis_of_a_failed_run_evaluates_claim_three(tmp_path):
 def test_permutation_runs_skip_the_fourier_analysis(tmp_path):
     report = analyze_run(load_run(write_synthetic_run(tmp_path, task="permutation"))).report
     assert "not a cyclic group" in report["fourier"]["skipped"]
+
+
+def test_a_run_without_attention_or_embeddings_still_gets_phases(tmp_path):
+    directory = write_synthetic_run(tmp_path)
+    (directory / "attention.npz").unlink()
+    (directory / "embeddings.npz").unlink()
+    run = load_run(directory)
+    assert not run.has_attention and not run.has_embeddings
+    report = analyze_run(run).report
+    assert report["phases"]["grok_step"] == 640
+    assert "skipped" in report["attention"] and "skipped" in report["fourier"]
+    assert all(claim["holds"] is None for claim in report["claims"].values())
