@@ -1,0 +1,173 @@
+"""Small fused Numba kernels behind three autograd ops: GELU, LayerNorm and the
+embedding's scatter-add. Each one does in a single pass what NumPy would do in many.
+
+The maths of each op is written (and explained) next to its autograd op in
+``tinygrok/autograd.py``; here is only how it is computed fast. Conventions:
+
+- Kernels take their output arrays as arguments (allocated by the Python wrapper).
+- ``prange`` runs over independent rows or elements, so no two threads write the same place.
+- Constants come typed from the data (``x.dtype.type(...)``) or as float32 arrays, so a
+  float32 computation never silently becomes float64.
+- No ``fastmath``: these kernels are inside every gradient check.
+
+GELU needs erf. float64 uses the exact ``math.erf``. float32 uses a rational polynomial,
+``erf(x) ~ x P(x^2) / Q(x^2)`` for |x| <= 4 (and +-1 beyond, where erf differs from 1 by
+less than 2e-8), whose coefficients ``tools/fit_erf.py`` fits and checks: its largest error
+against float64 ``math.erf`` is 3.7e-7 (tests/test_kernels.py checks < 5e-7). ``math.erf``
+is a scalar library call the compiler cannot vectorise: over a (2048, 512) activation it
+costs milliseconds per training step, the polynomial a small fraction of that.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+ERF_LIMIT = np.float32(4.0)
+ERF_P = np.array([1.1283788681030273, 0.20614925026893616, 0.051390696316957474,
+                  0.0039670588448643684, 0.00014825277321506292, -1.9774629436142277e-06,
+                  1.9664213368741912e-08], dtype=np.float32)
+ERF_Q = np.array([1.0, 0.5160241723060608, 0.11756803840398788, 0.01488365139812231,
+                  0.0010208024177700281], dtype=np.float32)
+
+
+@njit(cache=True, inline="always")
+def erf_float32(x):
+    """erf of a float32 by the rational polynomial above (Horner's rule, in float32)."""
+    x = min(max(x, -ERF_LIMIT), ERF_LIMIT)
+    s = x * x
+    numerator = ERF_P[6]
+    for i in range(5, -1, -1):
+        numerator = numerator * s + ERF_P[i]
+    denominator = ERF_Q[4]
+    for i in range(3, -1, -1):
+        denominator = denominator * s + ERF_Q[i]
+    return x * numerator / denominator
+
+
+# -- GELU -------------------------------------------------------------------------------
+
+@njit(cache=True, parallel=True)
+def _gelu_forward_float32(x, out):
+    half, inv_sqrt2 = np.float32(0.5), np.float32(1 / math.sqrt(2))
+    for i in prange(x.size):
+        out[i] = half * x[i] * (np.float32(1) + erf_float32(x[i] * inv_sqrt2))
+
+
+@njit(cache=True, parallel=True)
+def _gelu_backward_float32(x, grad_out, grad_in):
+    half, inv_sqrt2 = np.float32(0.5), np.float32(1 / math.sqrt(2))
+    inv_sqrt_2pi = np.float32(1 / math.sqrt(2 * math.pi))
+    for i in prange(x.size):
+        v = x[i]
+        cdf = half * (np.float32(1) + erf_float32(v * inv_sqrt2))
+        density = inv_sqrt_2pi * np.exp(-half * v * v)
+        grad_in[i] = grad_out[i] * (cdf + v * density)
+
+
+@njit(cache=True, parallel=True)
+def _gelu_forward_float64(x, out):
+    for i in prange(x.size):
+        out[i] = 0.5 * x[i] * (1.0 + math.erf(x[i] / math.sqrt(2.0)))
+
+
+@njit(cache=True, parallel=True)
+def _gelu_backward_float64(x, grad_out, grad_in):
+    for i in prange(x.size):
+        v = x[i]
+        cdf = 0.5 * (1.0 + math.erf(v / math.sqrt(2.0)))
+        density = math.exp(-0.5 * v * v) / math.sqrt(2.0 * math.pi)
+        grad_in[i] = grad_out[i] * (cdf + v * density)
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a).reshape(-1)
+
+
+def gelu_forward(x: np.ndarray) -> np.ndarray:
+    out = np.empty(x.shape, dtype=x.dtype)
+    kernel = _gelu_forward_float32 if x.dtype == np.float32 else _gelu_forward_float64
+    kernel(_flat(x), out.reshape(-1))
+    return out
+
+
+def gelu_backward(x: np.ndarray, grad_out: np.ndarray) -> np.ndarray:
+    grad_in = np.empty(x.shape, dtype=x.dtype)
+    kernel = _gelu_backward_float32 if x.dtype == np.float32 else _gelu_backward_float64
+    kernel(_flat(x), _flat(grad_out), grad_in.reshape(-1))
+    return grad_in
+
+
+# -- LayerNorm over the last axis ----------------------------------------------------------
+
+@njit(cache=True, parallel=True)
+def _layer_norm_forward(x, weight, bias, eps, out, xhat, rstd):
+    rows, n = x.shape
+    for r in prange(rows):
+        mean = x[r, 0] * 0
+        for j in range(n):
+            mean += x[r, j]
+        mean /= n
+        var = mean * 0
+        for j in range(n):
+            var += (x[r, j] - mean) ** 2
+        inv = 1 / np.sqrt(var / n + eps)
+        rstd[r] = inv
+        for j in range(n):
+            xhat[r, j] = (x[r, j] - mean) * inv
+            out[r, j] = xhat[r, j] * weight[j] + bias[j]
+
+
+@njit(cache=True, parallel=True)
+def _layer_norm_backward_input(grad_out, weight, xhat, rstd, grad_in):
+    rows, n = grad_out.shape
+    for r in prange(rows):
+        mean_gh = rstd[r] * 0
+        mean_gh_xhat = rstd[r] * 0
+        for j in range(n):
+            gh = grad_out[r, j] * weight[j]
+            mean_gh += gh
+            mean_gh_xhat += gh * xhat[r, j]
+        mean_gh /= n
+        mean_gh_xhat /= n
+        for j in range(n):
+            gh = grad_out[r, j] * weight[j]
+            grad_in[r, j] = rstd[r] * (gh - mean_gh - xhat[r, j] * mean_gh_xhat)
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a).reshape(-1, a.shape[-1])
+
+
+def layer_norm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float):
+    """Returns (y, xhat, rstd): the output and what the backward needs."""
+    rows = _rows(x)
+    out, xhat = np.empty_like(rows), np.empty_like(rows)
+    rstd = np.empty(rows.shape[0], dtype=x.dtype)
+    _layer_norm_forward(rows, weight, bias, x.dtype.type(eps), out, xhat, rstd)
+    return out.reshape(x.shape), xhat.reshape(x.shape), rstd.reshape(*x.shape[:-1], 1)
+
+
+def layer_norm_backward_input(grad_out: np.ndarray, weight: np.ndarray, xhat: np.ndarray,
+                              rstd: np.ndarray) -> np.ndarray:
+    g = _rows(grad_out)
+    grad_in = np.empty_like(g)
+    _layer_norm_backward_input(g, weight, _rows(xhat), rstd.reshape(-1), grad_in)
+    return grad_in.reshape(grad_out.shape)
+
+
+# -- Embedding backward: add each row's gradient into the row it was looked up from ---------
+
+@njit(cache=True)
+def _scatter_add_rows(indices, rows, out):
+    # Serial on purpose: two positions with the same token add into the same row.
+    for i in range(indices.size):
+        out[indices[i]] += rows[i]
+
+
+def scatter_add_rows(indices: np.ndarray, rows: np.ndarray, num_rows: int) -> np.ndarray:
+    """out[indices[i]] += rows[i] for every i, repeated indices adding up (np.add.at)."""
+    out = np.zeros((num_rows, rows.shape[-1]), dtype=rows.dtype)
+    _scatter_add_rows(np.ascontiguousarray(indices).reshape(-1).astype(np.int64),
+                      _rows(rows), out)
+    return out
