@@ -1,0 +1,195 @@
+"""The sweep: many tiny runs end to end, skipping, failures, Ctrl-C, options, dask.
+
+Every run here is tiny (p = 5, width 8, 20 steps: about 3 s including start-up) so the whole
+file takes well under a minute on two cores.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tinygrok import sweep as sweep_module
+from tinygrok.sweep import (THREAD_VARIABLES, main as sweep, parse_seeds, parse_tasks,
+                            plan_job, share_cores, thread_environment)
+from tinygrok.train import run_state
+
+TINY = ["--p", "5", "--steps", "20", "--d-model", "8", "--heads", "2", "--log-every", "5",
+        "--probe-size", "2", "--batch-size", "8"]
+
+
+def run_sweep(*args):
+    return CliRunner().invoke(sweep, [*args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """2 tasks x 2 seeds, two at a time, with a weight decay passed through to every run."""
+    out = tmp_path_factory.mktemp("sweep")
+    result = run_sweep("--tasks", "x_plus_y,x_minus_y", "--seeds", "0,1", "--jobs", "2",
+                       "--out", str(out), *TINY, "--weight-decay", "0.7")
+    return out, result
+
+
+# ---- small pieces --------------------------------------------------------------------------
+
+
+def test_seeds_take_lists_and_ranges():
+    assert parse_seeds("0,1,2") == [0, 1, 2]
+    assert parse_seeds("0-2,7,1") == [0, 1, 2, 7]
+
+
+def test_tasks_are_checked_against_the_registry():
+    assert parse_tasks("x_div_y, permutation") == ["x_div_y", "permutation"]
+
+
+@pytest.mark.parametrize("jobs, cores, expected", [
+    (2, 2, (2, 1)), (1, 2, (1, 2)), (4, 2, (2, 1)), (3, 8, (3, 2)), (1, 16, (1, 16))])
+def test_jobs_times_threads_never_exceeds_the_cores(jobs, cores, expected):
+    parallel, threads = share_cores(jobs, cores)
+    assert (parallel, threads) == expected
+    assert parallel * threads <= cores
+
+
+def test_every_thread_pool_gets_the_same_count():
+    environment = thread_environment(3)
+    assert all(environment[name] == "3" for name in THREAD_VARIABLES)
+
+
+def test_a_run_without_checkpoint_is_restarted_with_force(tmp_path):
+    (tmp_path / "x_plus_y-s0").mkdir()
+    (tmp_path / "x_plus_y-s0" / "metrics.csv").write_text("step\n")
+    assert plan_job(tmp_path, "x_plus_y", 0, TINY).action == "restart"
+    result = run_sweep("--tasks", "x_plus_y", "--seeds", "0", "--out", str(tmp_path),
+                       "--dry-run", *TINY)
+    assert result.exit_code == 0
+    assert "restart x_plus_y-s0" in result.output and "--force" in result.output
+
+
+# ---- bad usage: one line, exit 2, nothing written ------------------------------------------
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tasks", "x_plus_y,x_times_y"], "unknown task 'x_times_y'"),
+    (["--seeds", "0,one"], "'one' is not a seed"),
+    (["--wieght-decay", "1.0"], "No such option"),
+    (["--tasks", "x_div_y", "--p", "6"], "prime"),
+    (["--seed", "3"], "--seed is set by the sweep"),
+])
+def test_bad_usage_is_one_line_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "never"
+    result = CliRunner().invoke(sweep, ["--out", str(out), *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+# ---- end to end ----------------------------------------------------------------------------
+
+
+def test_every_run_completes_with_the_options_passed_through(swept):
+    out, result = swept
+    assert result.exit_code == 0, result.output
+    names = ["x_plus_y-s0", "x_plus_y-s1", "x_minus_y-s0", "x_minus_y-s1"]
+    for name in names:
+        assert run_state(out / name) == "complete"
+        config = json.loads((out / name / "config.json").read_text())
+        assert config["weight_decay"] == 0.7 and config["steps"] == 20
+        assert (out / name / "analysis.json").is_file()
+        assert (out / "logs" / f"{name}.log").is_file()
+        assert f"{name} done in" in result.output
+    assert "[4/4]" in result.output and "step_val_acc_99 = 20" in result.output
+
+
+def test_a_second_sweep_skips_the_complete_runs(swept):
+    out, _ = swept
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    started = time.perf_counter()
+    result = run_sweep("--tasks", "x_plus_y,x_minus_y", "--seeds", "0,1", "--out", str(out),
+                       *TINY, "--weight-decay", "0.7")
+    assert result.exit_code == 0, result.output
+    assert "skipped 4 complete run(s)" in result.output and "nothing to run" in result.output
+    assert time.perf_counter() - started < 10
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_a_run_with_other_settings_is_left_alone(swept):
+    out, _ = swept
+    config = (out / "x_plus_y-s0" / "config.json").read_text()
+    result = run_sweep("--tasks", "x_plus_y", "--seeds", "0", "--out", str(out), *TINY,
+                       "--weight-decay", "1.0")
+    assert result.exit_code == 1
+    assert "weight_decay 0.7 (not 1.0)" in result.output
+    assert (out / "x_plus_y-s0" / "config.json").read_text() == config
+
+
+def test_a_failing_run_does_not_stop_the_others(tmp_path):
+    (tmp_path / "x_plus_y-s1").write_text("a file where the run directory should go")
+    result = run_sweep("--tasks", "x_plus_y", "--seeds", "0,1", "--jobs", "2",
+                       "--out", str(tmp_path), "--no-analyze", *TINY)
+    assert result.exit_code == 1
+    assert run_state(tmp_path / "x_plus_y-s0") == "complete"
+    log = tmp_path / "logs" / "x_plus_y-s1.log"
+    assert "x_plus_y-s1 FAILED" in result.output and "exit 2" in result.output
+    assert "did not complete" in result.output and str(log) in result.output
+    assert "is not a folder" in log.read_text()
+
+
+def test_ctrl_c_stops_every_run_with_a_checkpoint_and_a_rerun_resumes(tmp_path):
+    options = ["--tasks", "x_plus_y", "--seeds", "0,1", "--jobs", "2", "--out", str(tmp_path),
+               *TINY, "--steps", "800", "--log-every", "50", "--no-analyze"]
+    sweep_process = subprocess.Popen([sys.executable, "-m", "tinygrok.sweep", *options],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    logs = [tmp_path / "logs" / f"x_plus_y-s{seed}.log" for seed in (0, 1)]
+    deadline = time.monotonic() + 60
+    while not all(log.is_file() and "step    500/" in log.read_text() for log in logs):
+        assert sweep_process.poll() is None, sweep_process.communicate()[0]
+        assert time.monotonic() < deadline, [log.read_text() for log in logs if log.is_file()]
+        time.sleep(0.2)  # both runs are inside their training loops
+    sweep_process.send_signal(signal.SIGINT)
+    output, _ = sweep_process.communicate(timeout=60)
+    assert sweep_process.returncode == 130, output
+    assert "run the same command again to resume" in output
+    states = [run_state(tmp_path / f"x_plus_y-s{seed}") for seed in (0, 1)]
+    # A run that raced to its end on a busy machine may be complete; none may be lost.
+    assert "resumable" in states and set(states) <= {"resumable", "complete"}, (states, output)
+    result = run_sweep(*options)
+    assert result.exit_code == 0, (result.output, [log.read_text() for log in logs])
+    assert result.output.count("done in") == states.count("resumable")
+    for log, state in zip(logs, states):
+        assert run_state(log.parent.parent / log.stem) == "complete"
+        assert ("--resume" in log.read_text()) == (state == "resumable")
+
+
+# ---- a dask.distributed cluster ------------------------------------------------------------
+
+
+def test_runs_on_a_local_dask_cluster_come_back_complete(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                  dashboard_address=":0") as cluster:
+        result = run_sweep("--tasks", "x_plus_y", "--seeds", "0,1", "--out", str(tmp_path),
+                           "--scheduler", cluster.scheduler_address, *TINY)
+    assert result.exit_code == 0, result.output
+    for name in ("x_plus_y-s0", "x_plus_y-s1"):
+        directory = tmp_path / name
+        assert run_state(directory) == "complete"
+        for file in ("config.json", "metrics.csv", "attention.npz", "embeddings.npz",
+                     "checkpoint.npz", "summary.json", "analysis.json"):
+            assert (directory / file).is_file(), file
+        assert "on the dask worker" in (tmp_path / "logs" / f"{name}.log").read_text()
+
+
+def test_an_unreachable_scheduler_is_a_usage_error(tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    monkeypatch.setattr(sweep_module, "CONNECT_TIMEOUT", "1s")
+    result = CliRunner().invoke(sweep, ["--out", str(tmp_path / "never"),
+                                        "--scheduler", "tcp://127.0.0.1:1"])
+    assert result.exit_code == 2 and "cannot reach" in result.output
+    assert not (tmp_path / "never").exists()

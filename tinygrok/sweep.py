@@ -1,0 +1,637 @@
+"""``python -m tinygrok.sweep``: many runs (tasks x seeds) in parallel, safe to re-run.
+
+    python -m tinygrok.sweep --tasks x_plus_y,x_minus_y,x_div_y,permutation --seeds 0,1,2 \\
+        --jobs 2 --out runs/paper                       # the paper's Table 1: 12 runs
+    python -m tinygrok.sweep --tasks x_div_y --seeds 0-4 --out runs/wd1 --weight-decay 1.0
+    python -m tinygrok.report runs/paper                # Table 1 and Figure 1
+
+Each (task, seed) is an ordinary run directory ``<out>/<task>-s<seed>``, trained by its own
+``python -m tinygrok.run`` process; what that process prints goes to
+``<out>/logs/<task>-s<seed>.log``. Running the same command again is always safe: complete
+runs are skipped, interrupted runs resume from their checkpoint (``--resume``), and a run
+that died before its first checkpoint starts again (``--force``). A run whose folder holds
+different settings (say, another weight decay) is left alone and reported.
+
+Options the sweep does not know are handed to every run unchanged, so a hyperparameter can
+be swept by giving each value its own ``--out``. They are checked (by the run command's own
+option parser and ``TrainConfig.validate``) before anything is written.
+
+Why separate processes, started fresh
+    Each run is a new Python interpreter (``subprocess.Popen``), not a fork of this one:
+    Numba's OpenMP thread pool is not fork-safe, and a fresh process also gives every run
+    its own thread settings and its own log. A small loop keeps at most ``--jobs`` of them
+    running.
+
+Why the cores are divided
+    A run uses threads for NumPy's matrix products (BLAS) and for Numba kernels. Two runs
+    that each think they own the machine fight over the cores and both slow down. With J
+    jobs on C cores each run gets K = max(1, C // J) threads, set through
+    ``--threads K`` and the environment (OPENBLAS/OMP/MKL/NUMBA_NUM_THREADS = K, which must
+    be set before NumPy and Numba are imported), so J x K never exceeds C. More jobs than
+    cores are capped at one per core.
+
+Ctrl-C
+    The runs are started in their own session, so the terminal's Ctrl-C reaches only the
+    sweep, which passes one SIGINT to every running run: each saves a checkpoint and stops.
+    The sweep then exits with code 130; the same command resumes everything.
+
+A dask.distributed cluster (``--scheduler tcp://HOST:PORT``)
+    Needs the optional extra (``pip install -e ".[dask]"``) and tinygrok installed on every
+    worker. Each run becomes one dask task. The task trains in a temporary folder on the
+    worker and sends back the run directory's files as ``{file name: bytes}``; the sweep
+    writes them into ``<out>/<name>/`` (summary.json last, so a run never looks complete
+    before all its files are there). So no filesystem has to be shared between the
+    machines; when one is shared, nothing changes. To resume, the sweep sends the
+    checkpoint and logs the other way. Each run uses the cores of its worker's machine
+    divided by the number of runs that machine's workers can hold at once (start workers
+    with ``--nthreads 1``). On Ctrl-C the workers stop their runs, which save a checkpoint
+    and are sent back like a finished run.
+
+Exit codes: 0 all runs complete; 1 a run failed (the others still finish; failures are
+listed at the end with their log); 2 bad usage (one line, nothing written); 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from tinygrok.tasks import TASK_NAMES
+
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                    "NUMBA_NUM_THREADS")
+SET_BY_SWEEP = ("--task", "--seed", "--out", "--resume", "--force", "--threads")
+STOP_WAIT_SECONDS = 120  # how long a stopped run may take to save its checkpoint
+CONNECT_TIMEOUT = "10s"  # to reach a dask scheduler
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class SweepUsageError(click.ClickException):
+    """A bad option: one 'Error: ...' line and exit code 2, before anything is written."""
+
+    exit_code = EXIT_USAGE
+
+
+@dataclasses.dataclass
+class Job:
+    """One (task, seed) of the sweep and what to do about it."""
+
+    task: str
+    seed: int
+    directory: Path
+    action: str  # "skip" (complete), "start", "resume", "restart", or "conflict"
+    note: str = ""  # why, for a conflict
+
+    @property
+    def name(self) -> str:
+        return self.directory.name
+
+    @property
+    def log(self) -> Path:
+        return self.directory.parent / "logs" / f"{self.name}.log"
+
+
+@dataclasses.dataclass
+class Outcome:
+    """How one job ended."""
+
+    job: Job
+    ok: bool
+    seconds: float = 0.0
+    message: str = ""  # for a failure: the exit code and the log's last line
+
+
+# ---- reading the options -------------------------------------------------------------------
+
+
+def parse_tasks(text: str) -> list[str]:
+    """"x_plus_y,x_div_y" -> ["x_plus_y", "x_div_y"]; an unknown name is a usage error."""
+    tasks = unique([t.strip() for t in text.split(",") if t.strip()])
+    unknown = [t for t in tasks if t not in TASK_NAMES]
+    if unknown or not tasks:
+        raise SweepUsageError(f"--tasks: unknown task {', '.join(map(repr, unknown)) or '(none)'};"
+                              f" choose from {','.join(TASK_NAMES)}")
+    return tasks
+
+
+def parse_seeds(text: str) -> list[int]:
+    """"0,1,2" or "0-2" (or a mix, "0-2,7") -> [0, 1, 2]; seeds are integers >= 0."""
+    seeds = []
+    for part in (p.strip() for p in text.split(",")):
+        first, dash, last = part.partition("-")
+        try:
+            low = int(first)
+            high = int(last) if dash else low
+        except ValueError:
+            raise SweepUsageError(f"--seeds: {part!r} is not a seed (give integers >= 0, "
+                                  f"like 0,1,2 or 0-4)") from None
+        if high < low:
+            raise SweepUsageError(f"--seeds: the range {part!r} is empty")
+        seeds.extend(range(low, high + 1))
+    return unique(seeds)
+
+
+def unique(items: list) -> list:
+    """The items in order, each once."""
+    return list(dict.fromkeys(items))
+
+
+def run_settings(task: str, seed: int, extra: list[str]) -> dict:
+    """The settings ``python -m tinygrok.run --task T --seed S EXTRA`` would train with.
+
+    The run command's own parser reads the extra options (so a typo or a bad value is caught
+    here, with click's message), then TrainConfig.validate checks what only the whole
+    combination can show, such as x_div_y with a modulus that is not prime.
+    """
+    from tinygrok.run import DEFAULTS, main as run_main
+    from tinygrok.train import TrainConfig
+
+    given = [arg for arg in extra if arg.split("=")[0] in SET_BY_SWEEP]
+    if given:
+        raise SweepUsageError(f"{given[0].split('=')[0]} is set by the sweep for each run; "
+                              f"leave it out of the options passed to the runs")
+    try:
+        context = run_main.make_context("tinygrok.run",
+                                        ["--task", task, "--seed", str(seed), *extra])
+    except click.ClickException as error:
+        raise SweepUsageError(f"in the options passed to each run: "
+                              f"{error.format_message()}") from None
+    settings = {name: context.params[name] for name in DEFAULTS}
+    try:
+        TrainConfig(**settings).validate()
+    except ValueError as error:
+        raise SweepUsageError(f"{task}: {error}") from None
+    return settings
+
+
+# ---- sharing the cores ---------------------------------------------------------------------
+
+
+def machine_cores() -> int:
+    """The cores this process may run on (fewer than the machine's under a CPU limit)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def share_cores(jobs: int, cores: int) -> tuple[int, int]:
+    """(runs at once, threads per run) so that their product never exceeds ``cores``."""
+    jobs = max(1, min(jobs, cores))
+    return jobs, max(1, cores // jobs)
+
+
+def thread_environment(threads: int) -> dict[str, str]:
+    """This process's environment with every thread-count variable set to ``threads``.
+
+    The variables must be set before the run imports NumPy and Numba, which is why they go
+    into the environment of a new process. PYTHONUNBUFFERED makes the log file follow the
+    run line by line (``tail -f`` works).
+    """
+    return {**os.environ, **{name: str(threads) for name in THREAD_VARIABLES},
+            "PYTHONUNBUFFERED": "1"}
+
+
+# ---- what each run needs -------------------------------------------------------------------
+
+
+def directory_state(directory: Path) -> str:
+    """train.run_state, plus 'blocked' for a path that exists but is not a folder."""
+    from tinygrok.train import run_state
+
+    if directory.exists() and not directory.is_dir():
+        return "blocked"
+    return run_state(directory)
+
+
+def settings_differ(directory: Path, expected: dict) -> list[str]:
+    """The settings in which the run in ``directory`` differs from ``expected``."""
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        return []
+    saved = json.loads(config_path.read_text())
+    return [f"{name} {saved[name]} (not {value})" for name, value in expected.items()
+            if name in saved and saved[name] != value]
+
+
+def plan_job(out: Path, task: str, seed: int, extra: list[str]) -> Job:
+    """Decide, from its folder, whether a run is skipped, started, resumed or restarted."""
+    directory = out / f"{task}-s{seed}"
+    state = directory_state(directory)
+    if state in ("complete", "resumable"):
+        differ = settings_differ(directory, run_settings(task, seed, extra))
+        if differ:
+            return Job(task, seed, directory, "conflict",
+                       f"{directory} holds a run with {', '.join(differ)}; use another --out")
+    action = {"complete": "skip", "resumable": "resume", "started": "restart"}.get(state, "start")
+    return Job(task, seed, directory, action)
+
+
+def run_command(job: Job, threads: int, extra: list[str], directory: Path | None = None) -> list[str]:
+    """The ``python -m tinygrok.run`` command line of one job (into ``directory`` if given)."""
+    command = [sys.executable, "-m", "tinygrok.run", "--task", job.task, "--seed", str(job.seed),
+               "--out", str(directory or job.directory), "--threads", str(threads), *extra]
+    if job.action == "resume":
+        command.append("--resume")
+    elif job.action == "restart":
+        command.append("--force")
+    return command
+
+
+def read_summary(directory: Path) -> dict | None:
+    try:
+        return json.loads((directory / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def last_line(path: Path) -> str:
+    """The last non-empty line of a text file ('' if there is none): usually the error."""
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
+
+
+def finished_line(count: str, outcome: Outcome) -> str:
+    """'[3/12] x_div_y-s1 done in 170 s: step_val_acc_99 = 3480 (grokked)' or a failure."""
+    job = outcome.job
+    if not outcome.ok:
+        return f"{count} {job.name} FAILED after {outcome.seconds:.0f} s: {outcome.message}"
+    summary = read_summary(job.directory) or {}
+    grokked = "grokked" if summary.get("grokked") else "did not grok"
+    return (f"{count} {job.name} done in {outcome.seconds:.0f} s: step_val_acc_99 = "
+            f"{summary.get('step_val_acc_99')} ({grokked})")
+
+
+# ---- running on this machine ---------------------------------------------------------------
+
+
+class Running:
+    """One run's process, its log file and when it started."""
+
+    def __init__(self, job: Job, threads: int, extra: list[str]):
+        self.job = job
+        job.log.parent.mkdir(parents=True, exist_ok=True)
+        command = run_command(job, threads, extra)
+        self.log_file = open(job.log, "a")
+        self.log_file.write(f"# {datetime.datetime.now():%Y-%m-%d %H:%M:%S} "
+                            f"{shlex.join(command)}\n")
+        self.log_file.flush()
+        self.started = time.perf_counter()
+        # A new session: the terminal's Ctrl-C goes to the sweep only, which forwards it once.
+        self.process = subprocess.Popen(command, stdout=self.log_file, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, env=thread_environment(threads),
+                                        start_new_session=True)
+
+    def outcome(self) -> Outcome:
+        """How the finished process ended (call once ``process.poll()`` is not None)."""
+        self.log_file.close()
+        seconds = time.perf_counter() - self.started
+        code = self.process.returncode
+        if code == 0:
+            return Outcome(self.job, True, seconds)
+        message = f"exit {code}: {last_line(self.job.log)} (log: {self.job.log})"
+        return Outcome(self.job, False, seconds, message)
+
+    def stop(self) -> None:
+        """Ask the run to save a checkpoint and stop, as Ctrl-C would."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+
+
+def run_locally(jobs: list[Job], parallel: int, threads: int, extra: list[str]) -> list[Outcome]:
+    """Run the jobs, at most ``parallel`` at a time, printing a line as each one ends."""
+    waiting, running, outcomes = list(jobs), [], []
+    try:
+        while waiting or running:
+            while waiting and len(running) < parallel:
+                running.append(Running(waiting.pop(0), threads, extra))
+            time.sleep(0.2)
+            for entry in [r for r in running if r.process.poll() is not None]:
+                running.remove(entry)
+                outcomes.append(entry.outcome())
+                click.echo(finished_line(f"[{len(outcomes)}/{len(jobs)}]", outcomes[-1]))
+    except KeyboardInterrupt:
+        stop_all(running)
+        raise
+    return outcomes
+
+
+def stop_all(running: list[Running]) -> None:
+    """SIGINT to every run, then wait for them to save their checkpoints."""
+    if running:
+        click.echo(f"\nstopping {len(running)} running run(s); each saves a checkpoint...",
+                   err=True)
+    for entry in running:
+        entry.stop()
+    deadline = time.monotonic() + STOP_WAIT_SECONDS
+    for entry in running:
+        try:
+            entry.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            entry.process.kill()
+            entry.process.wait()
+            click.echo(f"{entry.job.name} did not stop in time and was killed", err=True)
+        entry.log_file.close()
+
+
+def interrupt_on_sigterm(*_) -> None:
+    """SIGTERM (a job scheduler, `kill`) stops the runs like Ctrl-C: no orphaned trainings."""
+    raise KeyboardInterrupt
+
+
+# ---- running on a dask.distributed cluster -------------------------------------------------
+
+
+def read_run_files(directory: Path) -> dict[str, bytes]:
+    """The run directory's files as {name: bytes} (top level only; no temporary files)."""
+    if not directory.is_dir():
+        return {}
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())
+            if path.is_file() and not path.name.startswith(".")}
+
+
+def write_run_files(directory: Path, files: dict[str, bytes]) -> None:
+    """Write {name: bytes} into ``directory``, each file atomically, summary.json last."""
+    from tinygrok.runfiles import write_atomically
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in sorted(files, key=lambda name: name == "summary.json"):
+        write_atomically(directory / name, files[name])
+
+
+def train_on_worker(job: Job, extra: list[str], files: dict[str, bytes], stop_name: str,
+                    threads_by_worker: dict[str, int]) -> dict:
+    """A dask task: train one run in a temporary folder and return its files.
+
+    ``files`` are the run's current files (a checkpoint, to resume). The run is stopped
+    (SIGINT, so it saves a checkpoint) when the client sets the dask Event ``stop_name``.
+    Returns {"code": exit code or None if never started, "seconds", "files", "log"}.
+    """
+    from distributed import Event, get_worker
+
+    stop = Event(stop_name)
+    if stop.is_set():
+        return {"code": None, "seconds": 0.0, "files": {}, "log": ""}
+    worker = get_worker().address
+    threads = threads_by_worker.get(worker, 1)
+    with tempfile.TemporaryDirectory(prefix="tinygrok-sweep-") as temporary:
+        directory = Path(temporary) / job.name
+        write_run_files(directory, files)
+        log_path = Path(temporary) / "run.log"
+        command = run_command(job, threads, extra, directory)
+        started = time.perf_counter()
+        with open(log_path, "w") as log:
+            log.write(f"on the dask worker {worker}: {shlex.join(command)}\n")
+            log.flush()
+            process = subprocess.Popen(command, stdout=log,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       env=thread_environment(threads), start_new_session=True)
+            while process.poll() is None:
+                if stop.wait(timeout=1):
+                    process.send_signal(signal.SIGINT)
+                    process.wait(timeout=STOP_WAIT_SECONDS)
+        return {"code": process.returncode, "seconds": time.perf_counter() - started,
+                "files": read_run_files(directory), "log": log_path.read_text(errors="replace")}
+
+
+def threads_per_worker(client) -> dict[str, int]:
+    """{worker address: threads per run}: each machine's cores shared among all the runs its
+    workers can hold at once (the sum of their dask threads)."""
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    cores = client.run(machine_cores)
+    slots = Counter()
+    for info in workers.values():
+        slots[info["host"]] += info["nthreads"]
+    return {address: max(1, cores[address] // slots[info["host"]])
+            for address, info in workers.items()}
+
+
+def connect(address: str):
+    """A dask Client for ``address``; a one-line usage error without dask or a scheduler."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise SweepUsageError('--scheduler needs dask.distributed: pip install -e ".[dask]"') \
+            from None
+    try:
+        return Client(address, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError, ValueError) as error:
+        raise SweepUsageError(f"--scheduler: cannot reach {address} ({error})") from None
+
+
+def receive(job: Job, result: dict) -> Outcome:
+    """Write what a worker sent back into the run directory and the log."""
+    from tinygrok.run import remove_run_files
+
+    job.log.parent.mkdir(parents=True, exist_ok=True)
+    with open(job.log, "a") as log:
+        log.write(f"# {datetime.datetime.now():%Y-%m-%d %H:%M:%S} {result['log']}")
+    if job.action == "restart":
+        remove_run_files(job.directory)  # the worker started afresh: drop the stale files
+    write_run_files(job.directory, result["files"])
+    if result["code"] == 0:
+        return Outcome(job, True, result["seconds"])
+    return Outcome(job, False, result["seconds"],
+                   f"exit {result['code']}: {last_line(job.log)} (log: {job.log})")
+
+
+def run_on_cluster(client, jobs: list[Job], extra: list[str]) -> list[Outcome]:
+    """Submit one dask task per job; write each run's files as its task returns."""
+    from distributed import Event, as_completed
+
+    stop_name = f"tinygrok-sweep-stop-{uuid.uuid4().hex}"
+    stop = Event(stop_name, client=client)
+    threads = threads_per_worker(client)
+    click.echo(f"cluster: {len(threads)} worker(s); threads per run: "
+               f"{sorted(set(threads.values())) or 'none yet'}")
+    futures = {}
+    for job in jobs:
+        # Only a run to resume needs its files; a restart starts from an empty folder.
+        files = read_run_files(job.directory) if job.action == "resume" else {}
+        future = client.submit(train_on_worker, job, extra, files, stop_name, threads,
+                               key=f"tinygrok-{job.name}-{uuid.uuid4().hex[:8]}", pure=False)
+        futures[future] = job
+    outcomes = []
+    try:
+        for future in as_completed(futures):
+            outcomes.append(collect(futures[future], future))
+            click.echo(finished_line(f"[{len(outcomes)}/{len(jobs)}]", outcomes[-1]))
+    except KeyboardInterrupt:
+        click.echo("\nstopping the runs on the cluster; each saves a checkpoint...", err=True)
+        stop.set()
+        done = {future for future in futures if future.done()}
+        for future in as_completed([f for f in futures if f not in done],
+                                   timeout=STOP_WAIT_SECONDS):
+            collect(futures[future], future)
+        raise
+    return outcomes
+
+
+def collect(job: Job, future) -> Outcome:
+    """The Outcome of a finished dask task (a task that raised is a failed run)."""
+    try:
+        result = future.result()
+    except Exception as error:  # the worker could not even start the run
+        return Outcome(job, False, 0.0, f"the dask task failed: {type(error).__name__}: {error}")
+    if result["code"] is None:
+        return Outcome(job, False, 0.0, "not started (the sweep was stopped)")
+    try:
+        return receive(job, result)
+    except OSError as error:
+        return Outcome(job, False, result["seconds"], f"cannot write the run's files: {error}")
+
+
+# ---- after the runs: analysis --------------------------------------------------------------
+
+
+def needs_analysis(directory: Path) -> bool:
+    """A complete run whose analysis.json is missing or older than its summary.json."""
+    summary, analysis = directory / "summary.json", directory / "analysis.json"
+    if not summary.is_file():
+        return False
+    return not analysis.is_file() or analysis.stat().st_mtime < summary.stat().st_mtime
+
+
+def analyse(jobs: list[Job]) -> list[Outcome]:
+    """Write analysis.json into every complete run that lacks one (no figures: the report
+    draws its own, and per-run figures are one ``python -m tinygrok.analyze DIR`` away)."""
+    from tinygrok.analysis import analyze_run, load_run
+    from tinygrok.analyze import write_json
+
+    failures, count = [], 0
+    for job in jobs:
+        if not job.directory.is_dir() or not needs_analysis(job.directory):
+            continue
+        try:
+            write_json(job.directory / "analysis.json", analyze_run(load_run(job.directory)).report)
+            count += 1
+        except Exception as error:  # report it, analyse the others
+            failures.append(Outcome(job, False, 0.0, f"analysis failed: {type(error).__name__}: "
+                                                     f"{error}"))
+    if count:
+        click.echo(f"analysed {count} run(s): analysis.json in each run directory")
+    return failures
+
+
+# ---- the command ---------------------------------------------------------------------------
+
+
+def report_failures(failures: list[Outcome]) -> None:
+    click.echo(f"\n{len(failures)} run(s) did not complete:", err=True)
+    for outcome in failures:
+        click.echo(f"  {outcome.job.name}: {outcome.job.note or outcome.message}", err=True)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True,
+                                "ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--tasks", default=",".join(TASK_NAMES),
+              help=f"Comma-separated tasks, from {','.join(TASK_NAMES)}.")
+@click.option("--seeds", default="0,1,2", help='Comma-separated seeds, or ranges: "0-4,7".')
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs"),
+              help="Folder for the run directories <task>-s<seed> and logs/.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Runs at once on this machine.  [default: one per core]")
+@click.option("--cores", type=click.IntRange(min=1), default=None,
+              help="Cores the sweep may use (jobs x threads per run never exceeds it).  "
+                   "[default: all of this machine's]")
+@click.option("--analyze/--no-analyze", default=True,
+              help="Write analysis.json into every complete run at the end.")
+@click.option("--scheduler", metavar="tcp://HOST:PORT", default=None,
+              help="Run on a dask.distributed cluster instead (pip install -e \".[dask]\"): "
+                   "each run trains in a temporary folder on a worker and its files are sent "
+                   "back into --out, so no shared filesystem is needed. --jobs and --cores "
+                   "do not apply.")
+@click.option("--dry-run", is_flag=True, help="Print what would run, run nothing.")
+@click.pass_context
+def main(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_run):
+    """Train every (task, seed) as its own run directory, several at a time.
+
+    \b
+      python -m tinygrok.sweep --tasks x_plus_y,x_minus_y,x_div_y,permutation \\
+          --seeds 0,1,2 --jobs 2 --out runs/paper
+      python -m tinygrok.sweep --tasks x_div_y --seeds 0-4 --out runs/wd1 --weight-decay 1
+      python -m tinygrok.report runs/paper
+
+    Other options (after the sweep's own, optionally after --) go to every run, e.g.
+    --steps 3000 --weight-decay 1.0; see python -m tinygrok.run --help. Re-running the same
+    command skips complete runs and resumes interrupted ones. Exit code 1 if a run failed
+    (the others still run), 2 for bad usage, 130 after Ctrl-C.
+    """
+    extra = [arg for arg in ctx.args if arg != "--"]
+    tasks, seeds = parse_tasks(tasks), parse_seeds(seeds)
+    for task in tasks:  # every option is checked before anything is written
+        run_settings(task, seeds[0], extra)
+    cores = cores or machine_cores()
+    parallel, threads = share_cores(jobs or cores, cores)
+    if scheduler is None and jobs and jobs > parallel:
+        click.echo(f"--jobs {jobs} is more than the {cores} cores: running {parallel} at a time")
+
+    plan = [plan_job(out, task, seed, extra) for task in tasks for seed in seeds]
+    todo, failures = announce(plan)
+    if dry_run:
+        for job in todo:
+            click.echo(f"{job.action:>8} {job.name}: {shlex.join(run_command(job, threads, extra))}")
+        return
+    if todo:
+        client = connect(scheduler) if scheduler else None
+        where = f"on {scheduler}" if client else f"{parallel} at a time, {threads} thread(s) each"
+        click.echo(f"running {len(todo)} run(s) into {out}/ ({where}); logs in {out / 'logs'}/")
+        outcomes = run_all(todo, client, parallel, threads, extra)
+        failures += [outcome for outcome in outcomes if not outcome.ok]
+    elif not failures:
+        click.echo("nothing to run")
+    if analyze:
+        failures += analyse(plan)
+    if failures:
+        report_failures(failures)
+        sys.exit(EXIT_FAILED)
+    click.echo(f"all {len(plan)} run(s) complete. Report: python -m tinygrok.report {out}")
+
+
+def announce(plan: list[Job]) -> tuple[list[Job], list[Outcome]]:
+    """Say which runs are skipped or left alone; return the jobs to run and the conflicts."""
+    skipped = [job.name for job in plan if job.action == "skip"]
+    if skipped:
+        click.echo(f"skipped {len(skipped)} complete run(s): {', '.join(skipped)}")
+    conflicts = [Outcome(job, False) for job in plan if job.action == "conflict"]
+    for outcome in conflicts:
+        click.echo(f"left alone: {outcome.job.note}", err=True)
+    return [job for job in plan if job.action not in ("skip", "conflict")], conflicts
+
+
+def run_all(todo: list[Job], client, parallel: int, threads: int, extra: list[str]):
+    """Run the jobs here or on the cluster; Ctrl-C or SIGTERM stops them all (exit 130)."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:  # signal handlers can only be set there
+        previous = signal.signal(signal.SIGTERM, interrupt_on_sigterm)
+    try:
+        if client is not None:
+            return run_on_cluster(client, todo, extra)
+        return run_locally(todo, parallel, threads, extra)
+    except KeyboardInterrupt:
+        click.echo("interrupted: run the same command again to resume", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+        if client is not None:
+            client.close()
+
+if __name__ == "__main__":
+    main()
