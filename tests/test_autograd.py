@@ -136,7 +136,7 @@ def test_gelu_is_exact_erf_form():
 def test_gradcheck_catches_a_wrong_backward():
     def wrong_square(a):
         out = ag.new_node(a.data ** 2, (a,), "wrong_square")
-        out._backward = lambda: ag.accumulate_grad(a, out.grad * a.data)  # forgot the 2
+        out._backward = lambda g: ag.accumulate_grad(a, g * a.data)  # forgot the 2
         return out
 
     x = rand(4, seed=16)

@@ -158,19 +158,18 @@ def _row_dots(x, rows, cols, n, out):
 
     - a dot product per key, each a chain of additions into one variable. The compiler
       cannot split that chain across SIMD lanes (that would reorder the additions), so
-      this runs one multiply-add at a time; it is the fastest order for a few keys.
+      this runs one multiply-add at a time; it is the faster order for a few keys.
     - with ``cols``: all n sums at once, one c at a time, out[:n] += x[c] * cols[c, :n],
       a loop over adjacent elements that runs in SIMD: far faster for long rows.
 
     Both add the same products in the same order (c = 0, 1, ...), so they agree exactly.
     """
     zero = x.dtype.type(0)
-    d = x.shape[0]
     if cols.shape[1] == 0:
         for j in range(n):
             row = rows[j]
             total = zero
-            for c in range(d):
+            for c in range(x.shape[0]):
                 total += x[c] * row[c]
             out[j] = total
     else:
@@ -182,103 +181,131 @@ def _row_dots(x, rows, cols, n, out):
                 out[j] += xc * cols[c, j]
 
 
+@njit(cache=True)
+def _attend_pair(Q, K, V, scale, causal, O, P, v_rows, k_cols):
+    """One (batch, head) pair: P = softmax(scale Q K^T, masked) and O = P V.
+
+    Q (Tq, d), K and V (Tk, d): any strides. O (Tq, d), P (Tq, Tk): outputs. v_rows
+    (Tk, d) and k_cols (d, Tk), or (d, 0) for short rows: scratch for contiguous copies.
+    """
+    Tq, d = Q.shape
+    Tk = K.shape[0]
+    zero = Q.dtype.type(0)
+    for j in range(Tk):
+        for c in range(d):
+            v_rows[j, c] = V[j, c]
+    for j in range(k_cols.shape[1]):
+        for c in range(d):
+            k_cols[c, j] = K[j, c]
+
+    for i in range(Tq):
+        seen = Tk - Tq + i + 1 if causal else Tk  # keys 0 .. seen-1 are visible
+        row = P[i]
+        # Scores: row[j] = Q[i] . K[j] (scaled below); masked keys are never computed.
+        _row_dots(Q[i], K, k_cols, seen, row)
+        # Stable softmax: subtracting the row maximum keeps every exp() <= 1.
+        peak = row[0]
+        for j in range(1, seen):
+            peak = max(peak, row[j])
+        total = zero
+        for j in range(seen):
+            row[j] = math.exp(scale * (row[j] - peak))
+            total += row[j]
+        for j in range(seen):
+            row[j] /= total
+        for j in range(seen, Tk):
+            row[j] = zero  # masked keys: exact zeros
+        # Output: O[i] = sum_j P[i, j] V[j].
+        for c in range(d):
+            O[i, c] = zero
+        for j in range(seen):
+            p = row[j]
+            for c in range(d):
+                O[i, c] += p * v_rows[j, c]
+
+
+@njit(cache=True)
+def _backprop_pair(Q, K, V, P, dO, scale, causal, dQ, dK, dV, k_rows, v_cols, q_row, g_row,
+                   dS):
+    """One (batch, head) pair: dQ, dK, dV from dO and the saved P (module docstring).
+
+    Q, K, V, P, dO: any strides. dQ, dK, dV: outputs. k_rows (Tk, d), v_cols (d, Tk) or
+    (d, 0), q_row and g_row (d,), dS (Tk,): scratch.
+    """
+    Tq, d = Q.shape
+    Tk = K.shape[0]
+    zero = Q.dtype.type(0)
+    for j in range(Tk):
+        for c in range(d):
+            k_rows[j, c] = K[j, c]
+            dK[j, c] = zero
+            dV[j, c] = zero
+    for j in range(v_cols.shape[1]):
+        for c in range(d):
+            v_cols[c, j] = V[j, c]
+
+    for i in range(Tq):
+        seen = Tk - Tq + i + 1 if causal else Tk
+        for c in range(d):
+            q_row[c] = Q[i, c]
+            g_row[c] = dO[i, c]
+        # dV = P^T dO: query i adds P[i, j] dO[i] to every value it saw.
+        for j in range(seen):
+            p = P[i, j]
+            for c in range(d):
+                dV[j, c] += p * g_row[c]
+        # dP[i, j] = dO[i] . V[j], then dS = P * (dP - rowsum(dP * P)), times the scale
+        # of S (so that dQ and dK below need no scale). dS[j] holds dP first.
+        _row_dots(g_row, V, v_cols, seen, dS)
+        row_dot = zero
+        for j in range(seen):
+            row_dot += dS[j] * P[i, j]
+        for j in range(seen):
+            dS[j] = scale * (P[i, j] * (dS[j] - row_dot))
+        # dQ[i] = sum_j dS[i, j] K[j]  and  dK[j] += dS[i, j] Q[i].
+        for c in range(d):
+            dQ[i, c] = zero
+        for j in range(seen):
+            s = dS[j]
+            for c in range(d):
+                dQ[i, c] += s * k_rows[j, c]
+            for c in range(d):
+                dK[j, c] += s * q_row[c]
+
+
+# The two kernels: a prange over the B*H pairs, flattened into one loop so both threads
+# get an even share even when B or H is small. The scratch arrays are allocated inside
+# the loop, but Numba hoists loop-invariant allocations out of it: each thread allocates
+# them once and reuses them for all its pairs (no malloc per pair).
+
 def _forward_kernel(q, k, v, scale, causal, out, probs):
-    """out = softmax(scale q k^T, masked) v, and probs = the softmax, for every pair."""
+    """out = softmax(scale q k^T, masked) v and probs = the softmax, for every pair."""
     B, H, Tq, d = q.shape
     Tk = k.shape[2]
-    offset = Tk - Tq  # absolute position of query 0
-    zero = q.dtype.type(0)
+    long_rows = Tk if Tk >= _LONG_ROW else 0
     for pair in prange(B * H):
         b, h = pair // H, pair % H
-        Q, K, V, O, P = q[b, h], k[b, h], v[b, h], out[b, h], probs[b, h]
-
-        v_rows = np.empty((Tk, d), q.dtype)                           # V, contiguous
-        k_cols = np.empty((d, Tk if Tk >= _LONG_ROW else 0), q.dtype)  # K^T, long rows only
-        for j in range(Tk):
-            for c in range(d):
-                v_rows[j, c] = V[j, c]
-        for j in range(k_cols.shape[1]):
-            for c in range(d):
-                k_cols[c, j] = K[j, c]
-
-        for i in range(Tq):
-            seen = offset + i + 1 if causal else Tk  # keys 0 .. seen-1 are visible
-            row = P[i]
-            # Scores: row[j] = scale * Q[i] . K[j]; masked keys are never computed.
-            _row_dots(Q[i], K, k_cols, seen, row)
-            # Stable softmax: subtracting the row maximum keeps every exp() <= 1.
-            peak = row[0]
-            for j in range(1, seen):
-                peak = max(peak, row[j])
-            total = zero
-            for j in range(seen):
-                row[j] = math.exp(scale * (row[j] - peak))
-                total += row[j]
-            for j in range(seen):
-                row[j] /= total
-            for j in range(seen, Tk):
-                row[j] = zero  # masked keys: exact zeros
-            # Output: O[i] = sum_j P[i, j] V[j].
-            for c in range(d):
-                O[i, c] = zero
-            for j in range(seen):
-                p = row[j]
-                for c in range(d):
-                    O[i, c] += p * v_rows[j, c]
+        v_rows = np.empty((Tk, d), q.dtype)
+        k_cols = np.empty((d, long_rows), q.dtype)
+        _attend_pair(q[b, h], k[b, h], v[b, h], scale, causal, out[b, h], probs[b, h],
+                     v_rows, k_cols)
 
 
 def _backward_kernel(q, k, v, probs, grad_out, scale, causal, grad_q, grad_k, grad_v):
-    """dQ, dK, dV from dO and the saved probabilities (the module docstring's formulas)."""
+    """grad_q, grad_k, grad_v from grad_out = dL/dout and the saved probs, for every pair."""
     B, H, Tq, d = q.shape
     Tk = k.shape[2]
-    offset = Tk - Tq
-    zero = q.dtype.type(0)
+    long_rows = Tk if Tk >= _LONG_ROW else 0
     for pair in prange(B * H):
         b, h = pair // H, pair % H
-        Q, K, V, P, dO = q[b, h], k[b, h], v[b, h], probs[b, h], grad_out[b, h]
-        dQ, dK, dV = grad_q[b, h], grad_k[b, h], grad_v[b, h]
-
-        k_rows = np.empty((Tk, d), q.dtype)                           # K, contiguous
-        v_cols = np.empty((d, Tk if Tk >= _LONG_ROW else 0), q.dtype)  # V^T, long rows only
-        q_row = np.empty(d, q.dtype)                                  # Q[i], dO[i]
+        k_rows = np.empty((Tk, d), q.dtype)
+        v_cols = np.empty((d, long_rows), q.dtype)
+        q_row = np.empty(d, q.dtype)
         g_row = np.empty(d, q.dtype)
-        dS = np.empty(Tk, q.dtype)                                    # row i of dP, then dS
-        for j in range(Tk):
-            for c in range(d):
-                k_rows[j, c] = K[j, c]
-                dK[j, c] = zero
-                dV[j, c] = zero
-        for j in range(v_cols.shape[1]):
-            for c in range(d):
-                v_cols[c, j] = V[j, c]
-
-        for i in range(Tq):
-            seen = offset + i + 1 if causal else Tk
-            for c in range(d):
-                q_row[c] = Q[i, c]
-                g_row[c] = dO[i, c]
-            # dV = P^T dO: query i adds P[i, j] dO[i] to every value it saw.
-            for j in range(seen):
-                p = P[i, j]
-                for c in range(d):
-                    dV[j, c] += p * g_row[c]
-            # dP[i, j] = dO[i] . V[j], then dS = P * (dP - rowsum(dP * P)), times the
-            # scale of S (so that dQ and dK below need no scale).
-            _row_dots(g_row, V, v_cols, seen, dS)
-            row_dot = zero
-            for j in range(seen):
-                row_dot += dS[j] * P[i, j]
-            for j in range(seen):
-                dS[j] = scale * (P[i, j] * (dS[j] - row_dot))
-            # dQ[i] = sum_j dS[i, j] K[j]  and  dK[j] += dS[i, j] Q[i].
-            for c in range(d):
-                dQ[i, c] = zero
-            for j in range(seen):
-                s = dS[j]
-                for c in range(d):
-                    dQ[i, c] += s * k_rows[j, c]
-                for c in range(d):
-                    dK[j, c] += s * q_row[c]
+        dS = np.empty(Tk, q.dtype)
+        _backprop_pair(q[b, h], k[b, h], v[b, h], probs[b, h], grad_out[b, h], scale, causal,
+                       grad_q[b, h], grad_k[b, h], grad_v[b, h], k_rows, v_cols, q_row,
+                       g_row, dS)
 
 
 @functools.cache
@@ -336,9 +363,9 @@ def attention(q, k, v, causal: bool = True):
 
     node = new_node(out, (q, k, v), "attention")
     if node.requires_grad:
-        def _backward():
+        def _backward(grad_out):
             grads = [np.empty(t.shape, dtype) for t in (q, k, v)]
-            grad_out = np.asarray(node.grad, dtype)
+            grad_out = np.asarray(grad_out, dtype)
             backward_kernel(q.data, k.data, v.data, probs, grad_out, scale, causal, *grads)
             for tensor, grad in zip((q, k, v), grads):
                 accumulate_grad(tensor, grad)

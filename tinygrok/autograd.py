@@ -10,7 +10,10 @@ the loss back to the leaves and applies the chain rule one node at a time:
 
 Each operation below is written with its forward and its backward next to each other, so
 the maths of one op can be read in one place. All gradients are whole arrays with the same
-shape and dtype as the tensor they belong to.
+shape and dtype as the tensor they belong to. An op's ``_backward(grad_out)`` receives
+dL/dout as an argument and never refers to ``out`` itself: the graph then holds no
+reference cycle, so NumPy frees every activation the moment the loss is dropped (a cycle
+would keep each step's graph alive until Python's garbage collector happened to run).
 
 Rules worth knowing:
 
@@ -145,7 +148,7 @@ class Tensor:
         accumulate_grad(self, grad)
         for node in reversed(order):  # from the output back towards the leaves
             if node._backward is not None and node.grad is not None:
-                node._backward()
+                node._backward(node.grad)
 
     def topological_order(self) -> list["Tensor"]:
         """Every tensor this one depends on, each listed after all of its parents.
@@ -328,9 +331,9 @@ def add(a, b) -> Tensor:
     _check_broadcast(a, b, "add")
     out = new_node(a.data + b.data, (a, b), "add")
     if out.requires_grad:
-        def _backward():
-            accumulate_grad(a, out.grad)
-            accumulate_grad(b, out.grad)
+        def _backward(grad_out):
+            accumulate_grad(a, grad_out)
+            accumulate_grad(b, grad_out)
         out._backward = _backward
     return out
 
@@ -341,10 +344,10 @@ def sub(a, b) -> Tensor:
     _check_broadcast(a, b, "sub")
     out = new_node(a.data - b.data, (a, b), "sub")
     if out.requires_grad:
-        def _backward():
-            accumulate_grad(a, out.grad)
+        def _backward(grad_out):
+            accumulate_grad(a, grad_out)
             if b.requires_grad:
-                accumulate_grad(b, -out.grad)
+                accumulate_grad(b, -grad_out)
         out._backward = _backward
     return out
 
@@ -355,11 +358,11 @@ def mul(a, b) -> Tensor:
     _check_broadcast(a, b, "mul")
     out = new_node(a.data * b.data, (a, b), "mul")
     if out.requires_grad:
-        def _backward():
+        def _backward(grad_out):
             if a.requires_grad:
-                accumulate_grad(a, out.grad * b.data)
+                accumulate_grad(a, grad_out * b.data)
             if b.requires_grad:
-                accumulate_grad(b, out.grad * a.data)
+                accumulate_grad(b, grad_out * a.data)
         out._backward = _backward
     return out
 
@@ -368,13 +371,14 @@ def div(a, b) -> Tensor:
     """a / b.   d/da = 1/b, d/db = -a/b**2."""
     a, b = _pair(a, b, "div")
     _check_broadcast(a, b, "div")
-    out = new_node(a.data / b.data, (a, b), "div")
+    quotient = a.data / b.data
+    out = new_node(quotient, (a, b), "div")
     if out.requires_grad:
-        def _backward():
+        def _backward(grad_out):
             if a.requires_grad:
-                accumulate_grad(a, out.grad / b.data)
+                accumulate_grad(a, grad_out / b.data)
             if b.requires_grad:
-                accumulate_grad(b, -out.grad * out.data / b.data)
+                accumulate_grad(b, -grad_out * quotient / b.data)
         out._backward = _backward
     return out
 
@@ -383,7 +387,7 @@ def neg(a: Tensor) -> Tensor:
     """-a.   d/da = -1."""
     out = new_node(-a.data, (a,), "neg")
     if out.requires_grad:
-        out._backward = lambda: accumulate_grad(a, -out.grad)
+        out._backward = lambda grad_out: accumulate_grad(a, -grad_out)
     return out
 
 
@@ -394,7 +398,7 @@ def power(a: Tensor, exponent) -> Tensor:
     c = a.dtype.type(exponent)
     out = new_node(a.data ** c, (a,), "pow")
     if out.requires_grad:
-        out._backward = lambda: accumulate_grad(a, out.grad * c * a.data ** (c - 1))
+        out._backward = lambda grad_out: accumulate_grad(a, grad_out * c * a.data ** (c - 1))
     return out
 
 
@@ -421,8 +425,7 @@ def matmul(a, b) -> Tensor:
                          f"cannot be broadcast together") from None
     out = new_node(_matmul_arrays(a.data, b.data), (a, b), "matmul")
     if out.requires_grad:
-        def _backward():
-            g = out.grad
+        def _backward(g):
             if a.requires_grad:
                 accumulate_grad(a, _matmul_arrays(g, np.swapaxes(b.data, -1, -2)))
             if b.requires_grad:
@@ -470,8 +473,8 @@ def sum(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 (
     axes = _normalise_axes(axis, a.ndim)
     out = new_node(a.data.sum(axis=axes, keepdims=keepdims), (a,), "sum")
     if out.requires_grad:
-        def _backward():
-            g = _expand_reduced(out.grad, axes, keepdims)
+        def _backward(grad_out):
+            g = _expand_reduced(grad_out, axes, keepdims)
             accumulate_grad(a, np.broadcast_to(g, a.shape))
         out._backward = _backward
     return out
@@ -483,8 +486,8 @@ def mean(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     count = a.dtype.type(math.prod(a.shape[ax] for ax in axes))
     out = new_node(a.data.mean(axis=axes, keepdims=keepdims), (a,), "mean")
     if out.requires_grad:
-        def _backward():
-            g = _expand_reduced(out.grad, axes, keepdims) / count
+        def _backward(grad_out):
+            g = _expand_reduced(grad_out, axes, keepdims) / count
             accumulate_grad(a, np.broadcast_to(g, a.shape))
         out._backward = _backward
     return out
@@ -497,10 +500,10 @@ def max(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
     peak = a.data.max(axis=axes, keepdims=True)
     out = new_node(peak if keepdims else np.squeeze(peak, axes), (a,), "max")
     if out.requires_grad:
-        def _backward():
+        def _backward(grad_out):
             is_max = a.data == peak
             share = is_max / is_max.sum(axis=axes, keepdims=True).astype(a.dtype)
-            accumulate_grad(a, share * _expand_reduced(out.grad, axes, keepdims))
+            accumulate_grad(a, share * _expand_reduced(grad_out, axes, keepdims))
         out._backward = _backward
     return out
 
@@ -513,7 +516,7 @@ def reshape(a: Tensor, shape) -> Tensor:
     """Same elements, new shape.   The gradient is reshaped back."""
     out = new_node(a.data.reshape(shape), (a,), "reshape")
     if out.requires_grad:
-        out._backward = lambda: accumulate_grad(a, out.grad.reshape(a.shape))
+        out._backward = lambda grad_out: accumulate_grad(a, grad_out.reshape(a.shape))
     return out
 
 
@@ -524,7 +527,7 @@ def transpose(a: Tensor, axes=None) -> Tensor:
     inverse = tuple(np.argsort(axes))
     out = new_node(a.data.transpose(axes), (a,), "transpose")
     if out.requires_grad:
-        out._backward = lambda: accumulate_grad(a, out.grad.transpose(inverse))
+        out._backward = lambda grad_out: accumulate_grad(a, grad_out.transpose(inverse))
     return out
 
 
@@ -547,12 +550,12 @@ def getitem(a: Tensor, index) -> Tensor:
         raise ValueError("index a Tensor with NumPy integers, slices or integer arrays")
     out = new_node(a.data[index], (a,), "getitem")
     if out.requires_grad:
-        def _backward():
+        def _backward(grad_out):
             grad = np.zeros_like(a.data)
             if _has_array_index(index):
-                np.add.at(grad, index, out.grad)
+                np.add.at(grad, index, grad_out)
             else:
-                grad[index] = out.grad
+                grad[index] = grad_out
             accumulate_grad(a, grad)
         out._backward = _backward
     return out
@@ -573,8 +576,8 @@ def concatenate(tensors, axis: int = 0) -> Tensor:
     if out.requires_grad:
         boundaries = np.cumsum([t.shape[axis] for t in tensors])[:-1]
 
-        def _backward():
-            for t, g in zip(tensors, np.split(out.grad, boundaries, axis=axis)):
+        def _backward(grad_out):
+            for t, g in zip(tensors, np.split(grad_out, boundaries, axis=axis)):
                 accumulate_grad(t, g)
         out._backward = _backward
     return out
@@ -601,9 +604,10 @@ def split(a: Tensor, sections, axis: int = 0) -> list[Tensor]:
 
 def exp(a: Tensor) -> Tensor:
     """e^a.   d/da = e^a (the output itself)."""
-    out = new_node(np.exp(a.data), (a,), "exp")
+    result = np.exp(a.data)
+    out = new_node(result, (a,), "exp")
     if out.requires_grad:
-        out._backward = lambda: accumulate_grad(a, out.grad * out.data)
+        out._backward = lambda grad_out: accumulate_grad(a, grad_out * result)
     return out
 
 
@@ -611,15 +615,16 @@ def log(a: Tensor) -> Tensor:
     """ln a.   d/da = 1/a."""
     out = new_node(np.log(a.data), (a,), "log")
     if out.requires_grad:
-        out._backward = lambda: accumulate_grad(a, out.grad / a.data)
+        out._backward = lambda grad_out: accumulate_grad(a, grad_out / a.data)
     return out
 
 
 def tanh(a: Tensor) -> Tensor:
     """tanh a.   d/da = 1 - tanh(a)^2."""
-    out = new_node(np.tanh(a.data), (a,), "tanh")
+    result = np.tanh(a.data)
+    out = new_node(result, (a,), "tanh")
     if out.requires_grad:
-        out._backward = lambda: accumulate_grad(a, out.grad * (1 - out.data * out.data))
+        out._backward = lambda grad_out: accumulate_grad(a, grad_out * (1 - result * result))
     return out
 
 
@@ -627,7 +632,7 @@ def relu(a: Tensor) -> Tensor:
     """max(a, 0).   d/da = 1 where a > 0, else 0."""
     out = new_node(np.maximum(a.data, 0), (a,), "relu")
     if out.requires_grad:
-        out._backward = lambda: accumulate_grad(a, out.grad * (a.data > 0))
+        out._backward = lambda grad_out: accumulate_grad(a, grad_out * (a.data > 0))
     return out
 
 
@@ -641,7 +646,7 @@ def gelu(a: Tensor) -> Tensor:
     """
     out = new_node(kernels.gelu_forward(a.data), (a,), "gelu")
     if out.requires_grad:
-        out._backward = lambda: accumulate_grad(a, kernels.gelu_backward(a.data, out.grad))
+        out._backward = lambda grad_out: accumulate_grad(a, kernels.gelu_backward(a.data, grad_out))
     return out
 
 
@@ -664,8 +669,8 @@ def embedding(weight: Tensor, indices: np.ndarray) -> Tensor:
                          f"values from {indices.min()} to {indices.max()}")
     out = new_node(weight.data[indices], (weight,), "embedding")
     if out.requires_grad:
-        def _backward():
-            accumulate_grad(weight, kernels.scatter_add_rows(indices, out.grad, weight.shape[0]))
+        def _backward(grad_out):
+            accumulate_grad(weight, kernels.scatter_add_rows(indices, grad_out, weight.shape[0]))
         out._backward = _backward
     return out
 
@@ -692,8 +697,7 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Te
     y, xhat, rstd = kernels.layer_norm_forward(x.data, weight.data, bias.data, eps)
     out = new_node(y, (x, weight, bias), "layer_norm")
     if out.requires_grad:
-        def _backward():
-            g = out.grad
+        def _backward(g):
             rows = tuple(range(g.ndim - 1))
             if bias.requires_grad:
                 accumulate_grad(bias, g.sum(axis=rows))
@@ -716,11 +720,11 @@ def log_softmax(a: Tensor, axis: int = -1) -> Tensor:
 
     d/da: with s = softmax(a) = exp(y),   dL/da = g - s * sum(g).
     """
-    out = new_node(_log_softmax_array(a.data, axis), (a,), "log_softmax")
+    result = _log_softmax_array(a.data, axis)
+    out = new_node(result, (a,), "log_softmax")
     if out.requires_grad:
-        def _backward():
-            g = out.grad
-            accumulate_grad(a, g - np.exp(out.data) * g.sum(axis=axis, keepdims=True))
+        def _backward(grad_out):
+            accumulate_grad(a, grad_out - np.exp(result) * grad_out.sum(axis=axis, keepdims=True))
         out._backward = _backward
     return out
 
@@ -742,9 +746,9 @@ def cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
     log_probs = _log_softmax_array(logits.data, axis=1)
     out = new_node(-log_probs[rows, targets].mean(), (logits,), "cross_entropy")
     if out.requires_grad:
-        def _backward():
+        def _backward(grad_out):
             grad = np.exp(log_probs)
             grad[rows, targets] -= 1
-            accumulate_grad(logits, grad * (out.grad / n))
+            accumulate_grad(logits, grad * (grad_out / n))
         out._backward = _backward
     return out
