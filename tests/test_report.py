@@ -1,0 +1,198 @@
+"""The report: statistics checked by hand, Table 1, Figure 1, claims and incomplete runs.
+
+The run directories are synthetic (tests/synthetic_run.py) with summary.json rewritten to
+numbers chosen here, so every entry of Table 1 is known in advance.
+"""
+
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+import synthetic_run
+from tinygrok.report import (PAPER_TABLE_1, differing_settings, format_mean_and_error,
+                             grokked_count, main as report, mean_and_standard_error,
+                             write_report)
+
+# x_plus_y: three complete seeds (the third never reaches 99% and counts its budget, 1700),
+# one incomplete seed; permutation: one seed that failed.
+X_PLUS_Y = {0: dict(final_train_acc=1.0, final_val_acc=0.995, step_val_acc_99=1000, grokked=True),
+            1: dict(final_train_acc=1.0, final_val_acc=1.0, step_val_acc_99=1200, grokked=True),
+            2: dict(final_train_acc=0.97, final_val_acc=0.5, step_val_acc_99=1700, grokked=False)}
+PERMUTATION = dict(final_train_acc=0.99, final_val_acc=0.3, step_val_acc_99=1000, grokked=False)
+
+
+def write_summary(directory, numbers):
+    summary = json.loads((directory / "summary.json").read_text())
+    summary.update(numbers)
+    (directory / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.fixture(scope="module")
+def sweep_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    for seed, numbers in X_PLUS_Y.items():
+        curve = "grok" if numbers["grokked"] else "fail"
+        write_summary(synthetic_run.write_synthetic_run(root, seed=seed, curve=curve, steps=1700),
+                      numbers)
+    synthetic_run.write_synthetic_run(root, seed=3, steps=1700, complete=False)
+    directory = synthetic_run.write_synthetic_run(root, task="permutation", curve="fail")
+    write_summary(directory, PERMUTATION)
+    stored = {"claims": {name: {"holds": True, "reason": "stored verdict"} for name in
+                         ("position_patterns_first", "clean_patterns_in_transition",
+                          "failed_run_stays_chaotic")}}
+    (directory / "analysis.json").write_text(json.dumps(stored))
+    return root
+
+
+@pytest.fixture(scope="module")
+def report_text(sweep_folder):
+    result = CliRunner().invoke(report, [str(sweep_folder)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return (sweep_folder / "report.md").read_text()
+
+
+def table_row(text, label):
+    """The cells of Table 1's row for the task labelled ``label``."""
+    row = next(line for line in text.splitlines() if line.startswith(f"| {label} |"))
+    return [cell.strip() for cell in row.strip("|").split("|")]
+
+
+def section(text, heading):
+    """The text of one '## ' section of report.md."""
+    return text.split(heading)[1].split("\n## ")[0]
+
+
+# ---- the statistics, by hand ---------------------------------------------------------------
+
+
+def test_standard_error_of_three_seeds_by_hand():
+    mean, error = mean_and_standard_error([1000, 1200, 1700])
+    # deviations -300, -100, 400: squares sum to 260000; / (n - 1) = 130000; sqrt / sqrt(3)
+    assert mean == 1300
+    assert error == pytest.approx(math.sqrt(130000) / math.sqrt(3))
+    assert error == pytest.approx(208.17, abs=0.005)
+
+
+def test_one_seed_has_no_standard_error():
+    assert mean_and_standard_error([0.34]) == (0.34, None)
+    assert format_mean_and_error(0.34, None, 2) == "0.34 ± n/a"
+    with pytest.raises(ValueError):
+        mean_and_standard_error([])
+
+
+def test_identical_seeds_have_zero_error():
+    assert mean_and_standard_error([1.0, 1.0, 1.0]) == (1.0, 0.0)
+
+
+def test_formatting_and_counting():
+    assert format_mean_and_error(1300.0, 208.1666, 0) == "1300 ± 208"
+    assert format_mean_and_error(0.83166, 0.16583, 3) == "0.832 ± 0.166"
+    assert grokked_count([{"grokked": True}, {"grokked": True}, {"grokked": False}]) == \
+        "2/3 seeds grokked"
+
+
+def test_settings_that_differ_between_seeds_are_found():
+    configs = [{"seed": 0, "weight_decay": 0.5, "p": 97}, {"seed": 1, "weight_decay": 1.0, "p": 97}]
+    assert differing_settings(configs) == {"weight_decay": [0.5, 1.0]}
+
+
+# ---- report.md -----------------------------------------------------------------------------
+
+
+def test_table_1_holds_our_statistics_and_the_per_seed_values(report_text):
+    cells = table_row(report_text, "x + y mod 11")
+    assert cells[1] == "3"  # the incomplete seed is not counted
+    train = mean_and_standard_error([1.0, 1.0, 0.97])
+    assert cells[2] == f"{train[0]:.3f} ± {train[1]:.3f} (1.000, 1.000, 0.970)"
+    val = mean_and_standard_error([0.995, 1.0, 0.5])
+    assert cells[4] == f"{val[0]:.3f} ± {val[1]:.3f} (0.995, 1.000, 0.500)"
+    assert cells[6] == "1300 ± 208 (1000, 1200, 1700*)"
+    assert cells[8] == "2/3 seeds grokked"
+
+
+def test_the_papers_numbers_stand_beside_ours(report_text):
+    cells = table_row(report_text, "x + y mod 11")
+    assert cells[3] == "1.00 ± 0.00" and cells[5] == "0.97 ± 0.01" and cells[7] == "2580 ± 110"
+    cells = table_row(report_text, "permutation (S5)")
+    assert cells[1] == "1"
+    assert cells[2] == "0.990 ± n/a (0.990)"
+    assert cells[5] == "0.34 ± 0.05" and cells[7] == "7500 (failed)"
+    assert cells[8] == "0/1 seeds grokked"
+    assert "mean ± std error over 3 seeds" in report_text
+    assert PAPER_TABLE_1["x_div_y"]["step_val_acc_99"] == (4093, 90)
+    assert PAPER_TABLE_1["x_minus_y"]["step_val_acc_99"] == (4393, 33)
+
+
+def test_incomplete_runs_are_listed_not_averaged(report_text):
+    assert "| x_plus_y-s3 | x_plus_y | 3 | 1700 | 1700 |" in section(report_text,
+                                                                     "## Incomplete runs")
+    assert "x_plus_y-s3" not in report_text.split("## Incomplete runs")[0]
+
+
+def test_settings_off_the_papers_are_pointed_out(report_text):
+    assert "p = 11 (paper: 97)" in report_text and "steps = 1000/1700 (paper: 7500)" in report_text
+
+
+def test_claims_come_from_analysis_json_or_are_computed(report_text):
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in section(report_text, "## The paper's claims").splitlines()
+            if line.startswith("| x_") or line.startswith("| permutation")}
+    assert set(rows) == {"x_plus_y-s0", "x_plus_y-s1", "x_plus_y-s2", "permutation-s0"}
+    assert rows["permutation-s0"][2:] == ["true", "true", "true", "analysis.json"]
+    assert rows["x_plus_y-s0"][-1] == "computed by the report"
+    assert rows["x_plus_y-s0"][1] == "yes" and rows["x_plus_y-s2"][1] == "no"
+    assert all(verdict in ("true", "false", "n/a") for verdict in rows["x_plus_y-s0"][2:5])
+    assert "stored verdict" in report_text
+
+
+def test_without_analysis_runs_are_marked_not_analysed(sweep_folder, tmp_path):
+    write_report(sweep_folder, tmp_path, analyze_missing=False)
+    text = (tmp_path / "report.md").read_text()
+    assert "| x_plus_y-s0 | yes | — | — | — | not analysed |" in text
+
+
+def test_seeds_trained_differently_are_flagged(tmp_path):
+    for seed, decay in ((0, 0.5), (1, 1.0)):
+        directory = synthetic_run.write_synthetic_run(tmp_path, seed=seed, steps=200)
+        config = json.loads((directory / "config.json").read_text())
+        (directory / "config.json").write_text(json.dumps({**config, "weight_decay": decay}))
+    write_report(tmp_path, tmp_path, analyze_missing=False)
+    assert "not all trained alike (weight_decay: 0.5, 1.0)" in (tmp_path / "report.md").read_text()
+
+
+# ---- Figure 1 ------------------------------------------------------------------------------
+
+
+def test_figure_1_is_a_png_with_one_panel_per_task(sweep_folder, report_text):
+    from tinygrok.report import figure_1, group_by_task, read_run, find_run_directories
+
+    png = (sweep_folder / "figure1.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert "![Figure 1](figure1.png)" in report_text
+    figure = figure_1(group_by_task([read_run(d) for d in find_run_directories(sweep_folder)]))
+    panels = {ax.get_title(): ax for ax in figure.axes}
+    assert set(panels) == {"x + y mod 11: 2/3 seeds grokked", "permutation (S5): 0/1 seeds grokked"}
+    ax = panels["x + y mod 11: 2/3 seeds grokked"]
+    assert ax.get_xscale() == "log"
+    dashed = [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert sorted(dashed) == [1000, 1200]  # one per grokked seed; the incomplete one left out
+    assert len(ax.get_lines()) == 3 * 2 + 2
+
+
+# ---- the command ---------------------------------------------------------------------------
+
+
+def test_a_folder_without_runs_is_a_one_line_error(tmp_path):
+    result = CliRunner().invoke(report, [str(tmp_path)])
+    assert result.exit_code == 2
+    assert "no run directories" in result.output and len(result.output.splitlines()) == 1
+
+
+def test_out_puts_the_report_elsewhere(sweep_folder, tmp_path):
+    result = CliRunner().invoke(report, [str(sweep_folder), "--out", str(tmp_path / "r"),
+                                         "--no-analyze-missing"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r" / "report.md").is_file() and (tmp_path / "r" / "figure1.png").is_file()
+    assert "4 complete and 1 incomplete run(s)" in result.output
