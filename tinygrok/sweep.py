@@ -442,6 +442,8 @@ def receive(job: Job, result: dict) -> Outcome:
     job.log.parent.mkdir(parents=True, exist_ok=True)
     with open(job.log, "a") as log:
         log.write(f"# {datetime.datetime.now():%Y-%m-%d %H:%M:%S} {result['log']}")
+        log.write(f"# (paths above are the worker's temporary folder; the files are now in "
+                  f"{job.directory})\n")
     if job.action == "restart":
         remove_run_files(job.directory)  # the worker started afresh: drop the stale files
     write_run_files(job.directory, result["files"])
@@ -474,11 +476,15 @@ def run_on_cluster(client, jobs: list[Job], extra: list[str]) -> list[Outcome]:
             click.echo(finished_line(f"[{len(outcomes)}/{len(jobs)}]", outcomes[-1]))
     except KeyboardInterrupt:
         click.echo("\nstopping the runs on the cluster; each saves a checkpoint...", err=True)
-        stop.set()
+        stop.set()  # queued tasks return at once; running ones save a checkpoint first
         done = {future for future in futures if future.done()}
-        for future in as_completed([f for f in futures if f not in done],
-                                   timeout=STOP_WAIT_SECONDS):
-            collect(futures[future], future)
+        try:
+            for future in as_completed([f for f in futures if f not in done],
+                                       timeout=STOP_WAIT_SECONDS):
+                collect(futures[future], future)
+        except TimeoutError:
+            click.echo("some runs did not come back in time; they start afresh next time",
+                       err=True)
         raise
     return outcomes
 
