@@ -182,11 +182,12 @@ def _row_dots(x, rows, cols, n, out):
 
 
 @njit(cache=True)
-def _attend_pair(Q, K, V, scale, causal, O, P, v_rows, k_cols):
+def _attend_pair(Q, K, V, scale, causal, O, P, q_row, v_rows, k_cols):
     """One (batch, head) pair: P = softmax(scale Q K^T, masked) and O = P V.
 
-    Q (Tq, d), K and V (Tk, d): any strides. O (Tq, d), P (Tq, Tk): outputs. v_rows
-    (Tk, d) and k_cols (d, Tk), or (d, 0) for short rows: scratch for contiguous copies.
+    Q (Tq, d), K and V (Tk, d): any strides. O (Tq, d), P (Tq, Tk): outputs. q_row (d,),
+    v_rows (Tk, d) and k_cols (d, Tk), or (d, 0) for short rows: scratch for contiguous
+    copies.
     """
     Tq, d = Q.shape
     Tk = K.shape[0]
@@ -202,7 +203,9 @@ def _attend_pair(Q, K, V, scale, causal, O, P, v_rows, k_cols):
         seen = Tk - Tq + i + 1 if causal else Tk  # keys 0 .. seen-1 are visible
         row = P[i]
         # Scores: row[j] = Q[i] . K[j] (scaled below); masked keys are never computed.
-        _row_dots(Q[i], K, k_cols, seen, row)
+        for c in range(d):
+            q_row[c] = Q[i, c]
+        _row_dots(q_row, K, k_cols, seen, row)
         # Stable softmax: subtracting the row maximum keeps every exp() <= 1.
         peak = row[0]
         for j in range(1, seen):
@@ -285,10 +288,11 @@ def _forward_kernel(q, k, v, scale, causal, out, probs):
     long_rows = Tk if Tk >= _LONG_ROW else 0
     for pair in prange(B * H):
         b, h = pair // H, pair % H
+        q_row = np.empty(d, q.dtype)
         v_rows = np.empty((Tk, d), q.dtype)
         k_cols = np.empty((d, long_rows), q.dtype)
         _attend_pair(q[b, h], k[b, h], v[b, h], scale, causal, out[b, h], probs[b, h],
-                     v_rows, k_cols)
+                     q_row, v_rows, k_cols)
 
 
 def _backward_kernel(q, k, v, probs, grad_out, scale, causal, grad_q, grad_k, grad_v):

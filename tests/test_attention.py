@@ -1,0 +1,276 @@
+"""The attention kernels against the autograd reference: values, probabilities, gradients."""
+
+import numpy as np
+import pytest
+
+from tinygrok import attention as att
+from tinygrok.attention import attention, attention_reference, causal_mask
+from tinygrok.autograd import Tensor, no_grad
+from tinygrok.gradcheck import gradcheck
+
+B, H = 2, 3
+
+
+def make_qkv(layout, T, d, dtype, seed=0, Tq=None):
+    """Leaves to differentiate and the (q, k, v) Tensors built from them.
+
+    contiguous: three (B, H, T, d) leaves.
+    fused:      one (B, T, 3*H*d) leaf, as a fused QKV projection gives it, reshaped to
+                (B, T, 3, H, d) and sliced into (B, H, T, d) views with odd strides.
+    transposed: (B, H, d, T) leaves, each seen through swapaxes: the last axis is strided.
+    ``Tq`` keeps only the last Tq positions of q.
+    """
+    rng = np.random.default_rng(seed)
+
+    def leaf(*shape):
+        return Tensor(rng.standard_normal(shape).astype(dtype), requires_grad=True)
+
+    if layout == "contiguous":
+        leaves = [leaf(B, H, T, d) for _ in range(3)]
+        q, k, v = leaves
+    elif layout == "fused":
+        qkv = leaf(B, T, 3 * H * d)
+        parts = qkv.reshape(B, T, 3, H, d)
+        q, k, v = (parts[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+        leaves = [qkv]
+    elif layout == "transposed":
+        leaves = [leaf(B, H, d, T) for _ in range(3)]
+        q, k, v = (t.transpose(0, 1, 3, 2) for t in leaves)
+    else:
+        raise ValueError(layout)
+    if Tq is not None:
+        q = q[:, :, T - Tq:]
+    return leaves, (q, k, v)
+
+
+def run(fn, layout, T, d, dtype, causal, seed=0, Tq=None):
+    """Output, probabilities and leaf gradients of sum(out * R) for a fixed random R."""
+    leaves, (q, k, v) = make_qkv(layout, T, d, dtype, seed, Tq)
+    out, probs = fn(q, k, v, causal=causal)
+    weights = np.random.default_rng(seed + 1).standard_normal(out.shape).astype(dtype)
+    (out * weights).sum().backward()
+    return out.data, probs, [t.grad for t in leaves]
+
+
+def assert_close(actual, expected, dtype):
+    """float64: 1e-12; float32: 1e-5, both relative to the array's largest entry."""
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    scale = max(np.abs(expected).max(), 1e-30)
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
+
+
+# -- the kernels agree with the reference ---------------------------------------------
+
+@pytest.mark.parametrize("layout", ["contiguous", "fused", "transposed"])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("d", [8, 32])
+@pytest.mark.parametrize("T", [1, 2, 4, 17, 64])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kernel_matches_reference(dtype, T, d, causal, layout):
+    out, probs, grads = run(attention, layout, T, d, dtype, causal)
+    ref_out, ref_probs, ref_grads = run(attention_reference, layout, T, d, dtype, causal)
+    assert out.dtype == probs.dtype == dtype and all(g.dtype == dtype for g in grads)
+    assert out.shape == (B, H, T, d) and probs.shape == (B, H, T, T)
+    assert_close(out, ref_out, dtype)
+    assert_close(probs, ref_probs, dtype)
+    for grad, ref_grad in zip(grads, ref_grads):
+        assert_close(grad, ref_grad, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("Tq, Tk", [(1, 1), (1, 4), (3, 4), (1, 17), (5, 17), (9, 64)])
+def test_last_queries_equal_last_rows_of_full_attention(Tq, Tk, dtype):
+    """q of the last Tq positions gives the last Tq rows of the full computation, and
+    the same gradients for k and v when only those rows reach the loss."""
+    d = 8
+    _, (q, k, v) = make_qkv("contiguous", Tk, d, dtype)
+    weights = np.random.default_rng(5).standard_normal((B, H, Tq, d)).astype(dtype)
+
+    full_out, full_probs = attention(q, k, v, causal=True)
+    (full_out[:, :, Tk - Tq:] * weights).sum().backward()
+    full = [full_out.data[:, :, Tk - Tq:], full_probs[:, :, Tk - Tq:], k.grad, v.grad,
+            q.grad[:, :, Tk - Tq:]]
+    for t in (q, k, v):
+        t.grad = None
+
+    q_last = q[:, :, Tk - Tq:]
+    out, probs = attention(q_last, k, v, causal=True)
+    (out * weights).sum().backward()
+    assert out.shape == (B, H, Tq, d) and probs.shape == (B, H, Tq, Tk)
+    last = [out.data, probs, k.grad, v.grad, q.grad[:, :, Tk - Tq:]]
+    for actual, expected in zip(last, full):
+        assert_close(actual, expected, dtype)
+    assert np.all(q.grad[:, :, :Tk - Tq] == 0)  # earlier queries did not take part
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("layout", ["contiguous", "fused", "transposed"])
+def test_last_queries_match_reference(layout, causal):
+    out, probs, grads = run(attention, layout, 6, 8, np.float64, causal, Tq=2)
+    ref_out, ref_probs, ref_grads = run(attention_reference, layout, 6, 8, np.float64,
+                                        causal, Tq=2)
+    assert_close(out, ref_out, np.float64)
+    assert_close(probs, ref_probs, np.float64)
+    for grad, ref_grad in zip(grads, ref_grads):
+        assert_close(grad, ref_grad, np.float64)
+
+
+# -- gradients against finite differences ---------------------------------------------
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("Tq, Tk", [(3, 3), (1, 4), (2, 5)])
+def test_gradcheck_through_kernel(Tq, Tk, causal):
+    rng = np.random.default_rng(3)
+    q = Tensor(rng.standard_normal((1, 2, Tq, 4)), requires_grad=True)
+    k = Tensor(rng.standard_normal((1, 2, Tk, 4)), requires_grad=True)
+    v = Tensor(rng.standard_normal((1, 2, Tk, 4)), requires_grad=True)
+    assert gradcheck(lambda q, k, v: attention(q, k, v, causal=causal)[0], [q, k, v])
+
+
+def test_gradcheck_through_fused_qkv_views():
+    d, heads, T = 3, 2, 4
+    qkv = Tensor(np.random.default_rng(4).standard_normal((2, T, 3 * heads * d)),
+                 requires_grad=True)
+
+    def fn(qkv):
+        parts = qkv.reshape(2, T, 3, heads, d)
+        q, k, v = (parts[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+        return attention(q, k, v)[0]
+
+    assert gradcheck(fn, [qkv])
+
+
+def test_gradient_of_a_plain_sum_arrives_broadcast():
+    """out.sum() hands back a read-only stride-0 gradient; the kernel reads it as is."""
+    results = []
+    for fn in (attention, attention_reference):
+        _, (q, k, v) = make_qkv("contiguous", 5, 8, np.float64)
+        fn(q, k, v)[0].sum().backward()
+        results.append([q.grad, k.grad, v.grad])
+    for grad, ref_grad in zip(*results):
+        assert_close(grad, ref_grad, np.float64)
+
+
+# -- what the probabilities and outputs look like -------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_probabilities_rows_sum_to_one_and_masked_entries_are_exact_zeros(dtype):
+    _, (q, k, v) = make_qkv("fused", 7, 8, dtype)
+    out, probs = attention(q[:, :, 3:], k, v, causal=True)
+    assert probs.dtype == dtype and out.dtype == dtype
+    np.testing.assert_allclose(probs.sum(axis=-1), 1, rtol=1e-6 if dtype == np.float32 else 1e-14)
+    allowed = causal_mask(4, 7)
+    assert np.all(probs[..., ~allowed] == 0)
+    assert np.all(probs[..., allowed] > 0)
+    assert out.data.flags.c_contiguous
+    assert not probs.flags.writeable  # the backward needs them unchanged
+
+
+def test_causal_mask_places_queries_at_the_end():
+    np.testing.assert_array_equal(causal_mask(2, 4), [[1, 1, 1, 0], [1, 1, 1, 1]])
+    np.testing.assert_array_equal(causal_mask(3, 3), np.tril(np.ones((3, 3), bool)))
+
+
+def test_scores_are_scaled_by_one_over_sqrt_d():
+    """One query, two keys: P = softmax(q.k_j / sqrt(d)) written out by hand."""
+    d = 4
+    q = np.zeros((1, 1, 1, d)); q[..., 0] = 2.0
+    k = np.zeros((1, 1, 2, d)); k[0, 0, 0, 0] = 1.0
+    v = np.arange(2 * d, dtype=np.float64).reshape(1, 1, 2, d)
+    out, probs = attention(q, k, v, causal=False)
+    p0 = np.exp(2.0 / np.sqrt(d)) / (np.exp(2.0 / np.sqrt(d)) + 1)
+    np.testing.assert_allclose(probs[0, 0, 0], [p0, 1 - p0], rtol=1e-14)
+    np.testing.assert_allclose(out.data[0, 0, 0], p0 * v[0, 0, 0] + (1 - p0) * v[0, 0, 1],
+                               rtol=1e-14)
+
+
+def test_gradients_go_only_to_tensors_that_require_them():
+    _, (q, k, v) = make_qkv("contiguous", 4, 8, np.float64)
+    k.requires_grad = False
+    attention(q, k, v)[0].sum().backward()
+    assert q.grad is not None and v.grad is not None and k.grad is None
+    with no_grad():
+        out, _ = attention(q, k, v)
+    assert not out.requires_grad
+
+
+# -- layouts: strided views are read in place, one compiled signature per dtype ---------
+
+def test_fused_qkv_views_reach_the_kernel_without_a_copy(monkeypatch):
+    seen = []
+    compiled = att._compiled_kernels
+
+    def recording(dtype):
+        forward, backward = compiled(dtype)
+
+        def forward_spy(q, k, v, *rest):
+            seen.extend([q, k, v])
+            return forward(q, k, v, *rest)
+        return forward_spy, backward
+
+    monkeypatch.setattr(att, "_compiled_kernels", recording)
+    (qkv,), (q, k, v) = make_qkv("fused", 4, 8, np.float32)
+    out, probs = attention(q, k, v)
+    assert len(seen) == 3
+    for array in seen:
+        assert not array.flags.c_contiguous and np.shares_memory(array, qkv.data)
+    ref_out, ref_probs = attention_reference(q, k, v)
+    assert_close(out.data, ref_out.data, np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_compiled_signature_per_dtype(dtype):
+    for layout in ("contiguous", "fused", "transposed"):
+        for causal in (True, False):
+            run(attention, layout, 4, 8, dtype, causal)
+    forward, backward = att._compiled_kernels(np.dtype(dtype))
+    if hasattr(forward, "signatures"):  # not under NUMBA_DISABLE_JIT
+        assert len(forward.signatures) == 1 and len(backward.signatures) == 1
+
+
+def test_row_dots_loop_orders_agree_exactly():
+    """The per-key dot products and the all-keys-at-once loop add the same products in the
+    same order, so the short and long row paths give identical numbers."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(13).astype(np.float32)
+    rows = rng.standard_normal((20, 13)).astype(np.float32)
+    by_key, at_once = np.empty(20, np.float32), np.empty(20, np.float32)
+    att._row_dots(x, rows, np.empty((13, 0), np.float32), 17, by_key)
+    att._row_dots(x, rows, np.ascontiguousarray(rows.T), 17, at_once)
+    np.testing.assert_array_equal(by_key[:17], at_once[:17])
+    np.testing.assert_allclose(by_key[:17], rows[:17] @ x, rtol=1e-5)
+
+
+# -- bad input ------------------------------------------------------------------------
+
+def arrays(q_shape, k_shape, v_shape, dtypes=(np.float64,) * 3):
+    return [np.zeros(s, dt) for s, dt in zip((q_shape, k_shape, v_shape), dtypes)]
+
+
+@pytest.mark.parametrize("fn", [attention, attention_reference])
+@pytest.mark.parametrize("q_shape, k_shape, v_shape, fragment", [
+    ((2, 3, 4), (2, 3, 4), (2, 3, 4), "4-D"),
+    ((1, 2, 4, 8), (1, 2, 4, 8), (1, 2, 5, 8), "same B, H and d"),
+    ((1, 2, 4, 8), (1, 3, 4, 8), (1, 3, 4, 8), "same B, H and d"),
+    ((1, 2, 4, 8), (1, 2, 4, 4), (1, 2, 4, 4), "same B, H and d"),
+    ((1, 2, 5, 8), (1, 2, 4, 8), (1, 2, 4, 8), "Tq <= Tk"),
+    ((1, 2, 0, 8), (1, 2, 4, 8), (1, 2, 4, 8), "Tq <= Tk"),
+])
+def test_bad_shapes_name_every_shape(fn, q_shape, k_shape, v_shape, fragment):
+    with pytest.raises(ValueError, match=fragment) as info:
+        fn(*arrays(q_shape, k_shape, v_shape))
+    for shape in (q_shape, k_shape, v_shape):
+        assert str(shape) in str(info.value)
+
+
+@pytest.mark.parametrize("dtypes", [
+    (np.int64, np.int64, np.int64),
+    (np.float32, np.float64, np.float32),
+    (np.float64, np.float64, np.float16),
+])
+def test_bad_dtypes_name_every_dtype(dtypes):
+    shape = (1, 2, 4, 8)
+    with pytest.raises(ValueError, match="one dtype") as info:
+        attention(*arrays(shape, shape, shape, dtypes))
+    for dtype in dtypes:
+        assert np.dtype(dtype).name in str(info.value)
