@@ -5,7 +5,9 @@ file takes well under a minute on two cores.
 """
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -117,6 +119,28 @@ def test_a_second_sweep_skips_the_complete_runs(swept):
     assert "skipped 4 complete run(s)" in result.output and "nothing to run" in result.output
     assert time.perf_counter() - started < 10
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_a_second_sweep_into_the_same_folder_at_once_is_refused(swept):
+    out, _ = swept
+    lock = out / ".sweep.lock"
+    lock.write_text(f"{socket.gethostname()} {os.getpid()}\n")  # held by a live process
+    try:
+        result = run_sweep("--tasks", "x_plus_y", "--seeds", "0", "--out", str(out), *TINY)
+        assert result.exit_code == 2 and "another sweep" in result.output
+    finally:
+        lock.unlink()
+
+
+def test_the_lock_of_a_sweep_that_died_is_taken_over(swept):
+    out, _ = swept
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (out / ".sweep.lock").write_text(f"{socket.gethostname()} {dead}\n")
+    result = run_sweep("--tasks", "x_plus_y", "--seeds", "0", "--out", str(out), *TINY,
+                       "--weight-decay", "0.7")
+    assert result.exit_code == 0, result.output
+    assert not (out / ".sweep.lock").exists()
 
 
 def test_a_run_with_other_settings_is_left_alone(swept):

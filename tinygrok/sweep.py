@@ -35,6 +35,11 @@ Ctrl-C
     sweep, which passes one SIGINT to every running run: each saves a checkpoint and stops.
     The sweep then exits with code 130; the same command resumes everything.
 
+One sweep per folder
+    Two sweeps into the same ``--out`` would train the same runs twice at once and
+    overwrite each other's files, so a sweep holds ``<out>/.sweep.lock`` while it works
+    and a second one is refused. A lock left by a sweep that was killed is taken over.
+
 A dask.distributed cluster (``--scheduler tcp://HOST:PORT``)
     Needs the optional extra (``pip install -e ".[dask]"``) and tinygrok installed on every
     worker. Each run becomes one dask task. The task trains in a temporary folder on the
@@ -59,6 +64,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -77,6 +83,7 @@ THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
 SET_BY_SWEEP = ("--task", "--seed", "--out", "--resume", "--force", "--threads")
 STOP_WAIT_SECONDS = 120  # how long a stopped run may take to save its checkpoint
 CONNECT_TIMEOUT = "10s"  # to reach a dask scheduler
+LOCK_NAME = ".sweep.lock"
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
@@ -222,7 +229,10 @@ def settings_differ(directory: Path, expected: dict) -> list[str]:
     config_path = directory / "config.json"
     if not config_path.is_file():
         return []
-    saved = json.loads(config_path.read_text())
+    try:
+        saved = json.loads(config_path.read_text())
+    except ValueError:
+        return ["a config.json that is not valid JSON"]
     return [f"{name} {saved[name]} (not {value})" for name, value in expected.items()
             if name in saved and saved[name] != value]
 
@@ -276,6 +286,54 @@ def finished_line(count: str, outcome: Outcome) -> str:
     grokked = "grokked" if summary.get("grokked") else "did not grok"
     return (f"{count} {job.name} done in {outcome.seconds:.0f} s: step_val_acc_99 = "
             f"{summary.get('step_val_acc_99')} ({grokked})")
+
+
+# ---- one sweep per folder at a time ---------------------------------------------------------
+
+
+def take_lock(out: Path) -> Path:
+    """Create ``<out>/.sweep.lock`` ("host pid"), refusing while another live sweep holds it.
+
+    Two sweeps into one folder would train (and resume) the same runs at the same time and
+    overwrite each other's files. A lock left by a sweep that died is taken over.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / LOCK_NAME
+    for _ in range(3):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            holder = read_lock(lock)
+            if holder is None or holder_is_alive(holder):
+                raise SweepUsageError(f"another sweep ({holder or 'unknown'}) is running into "
+                                      f"{out}; wait for it, or delete {lock} if it is gone")
+            lock.unlink(missing_ok=True)  # its sweep died: take over
+            continue
+        with os.fdopen(descriptor, "w") as f:
+            f.write(f"{socket.gethostname()} {os.getpid()}\n")
+        return lock
+    raise SweepUsageError(f"cannot take {lock}; delete it if no sweep is running")
+
+
+def read_lock(lock: Path) -> str | None:
+    try:
+        return lock.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def holder_is_alive(holder: str) -> bool:
+    """Whether the "host pid" in a lock is a running process (one on another host counts)."""
+    host, _, pid = holder.partition(" ")
+    if host != socket.gethostname():
+        return True  # a shared filesystem: we cannot see the other machine's processes
+    try:
+        os.kill(int(pid), 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
 
 
 # ---- running on this machine ---------------------------------------------------------------
@@ -588,15 +646,29 @@ def main(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_run):
     if scheduler is None and jobs and jobs > parallel:
         click.echo(f"--jobs {jobs} is more than the {cores} cores: running {parallel} at a time")
 
-    plan = [plan_job(out, task, seed, extra) for task in tasks for seed in seeds]
-    todo, failures = announce(plan)
     if dry_run:
-        for job in todo:
+        plan = [plan_job(out, task, seed, extra) for task in tasks for seed in seeds]
+        for job in announce(plan)[0]:
             click.echo(f"{job.action:>8} {job.name}: {shlex.join(run_command(job, threads, extra))}")
         return
+    client = connect(scheduler) if scheduler else None  # before anything is written
+    lock = take_lock(out)
+    try:
+        perform_sweep(out, tasks, seeds, extra, parallel, threads, analyze, client)
+    finally:
+        lock.unlink(missing_ok=True)
+        if client is not None:
+            client.close()
+
+
+def perform_sweep(out: Path, tasks: list[str], seeds: list[int], extra: list[str],
+                  parallel: int, threads: int, analyze: bool, client) -> None:
+    """Plan, run (here, or on the dask ``client``'s cluster), analyse; exit 1 on a failure."""
+    plan = [plan_job(out, task, seed, extra) for task in tasks for seed in seeds]
+    todo, failures = announce(plan)
     if todo:
-        client = connect(scheduler) if scheduler else None
-        where = f"on {scheduler}" if client else f"{parallel} at a time, {threads} thread(s) each"
+        where = (f"on {client.scheduler.address}" if client else
+                 f"{parallel} at a time, {threads} thread(s) each")
         click.echo(f"running {len(todo)} run(s) into {out}/ ({where}); logs in {out / 'logs'}/")
         outcomes = run_all(todo, client, parallel, threads, extra)
         failures += [outcome for outcome in outcomes if not outcome.ok]
@@ -636,8 +708,6 @@ def run_all(todo: list[Job], client, parallel: int, threads: int, extra: list[st
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
-        if client is not None:
-            client.close()
 
 if __name__ == "__main__":
     main()
