@@ -33,7 +33,13 @@ Why the cores are divided
 Ctrl-C
     The runs are started in their own session, so the terminal's Ctrl-C reaches only the
     sweep, which passes one SIGINT to every running run: each saves a checkpoint and stops.
-    The sweep then exits with code 130; the same command resumes everything.
+    The sweep then exits with code 130; the same command resumes everything. SIGTERM (a
+    batch system's time limit, ``kill``) is handled the same way, so no training is orphaned.
+
+Analysis
+    At the end, analysis.json is written into every complete run that lacks an up-to-date
+    one (``--no-analyze`` skips it). No figures: they are slow, and the report draws its
+    own; ``python -m tinygrok.analyze RUN_DIR`` draws a run's.
 
 One sweep per folder
     Two sweeps into the same ``--out`` would train the same runs twice at once and
