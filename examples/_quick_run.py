@@ -84,8 +84,10 @@ def set_threads(threads: int | None) -> int:
 
 
 def run_name(config: TrainConfig) -> str:
+    """E.g. fast-x_plus_y-p23-d32-s0 (the modulus is left out for permutation)."""
     fast = "fast-" if config.steps < TrainConfig().steps else ""
-    return f"{fast}{config.task}-p{config.p}-d{config.d_model}-s{config.seed}"
+    modulus = "" if config.task == "permutation" else f"-p{config.p}"
+    return f"{fast}{config.task}{modulus}-d{config.d_model}-s{config.seed}"
 
 
 def same_settings(out: Path, config: TrainConfig) -> bool:
