@@ -36,7 +36,7 @@ from tinygrok.model import Transformer  # noqa: E402
 from tinygrok.plots import attention_heatmaps_figure, save_figure  # noqa: E402
 from tinygrok.tasks import make_task  # noqa: E402
 
-parser = make_parser(__doc__, full_help="time 10x more repetitions, and also longer sequences")
+parser = make_parser(__doc__, full_help="time 10x more repetitions, and also longer sequences (T = 32, 128)")
 args = parse(parser)
 rng = np.random.default_rng(0)
 
@@ -93,33 +93,34 @@ print("gradcheck with the last query only:",
 
 
 # %% 4. Speed at the experiment's shape
-def median_time(fn, tensors, upstream, repeats):
-    """Median seconds of one forward + backward (after one untimed warm-up call)."""
-    times = []
-    for i in range(repeats + 1):
-        for t in tensors:
-            t.grad = None
-        start = time.perf_counter()
-        out, _ = fn(*tensors)
-        out.backward(upstream)
-        if i:
-            times.append(time.perf_counter() - start)
-    return float(np.median(times))
+def one_call(fn, tensors, upstream):
+    """Seconds of one forward + backward through fn."""
+    for t in tensors:
+        t.grad = None
+    start = time.perf_counter()
+    out, _ = fn(*tensors)
+    out.backward(upstream)
+    return time.perf_counter() - start
 
 
-shapes = [(512, 4, 4, 32)] + ([(64, 4, 32, 32), (8, 4, 256, 32)] if args.full else [])
+shapes = [(512, 4, 4, 32)] + ([(64, 4, 32, 32), (64, 4, 128, 32)] if args.full else [])
 repeats = 200 if args.full else 20
 print(f"forward + backward, float32, median of {repeats}, {args.threads} thread(s):")
 for B, H, T, d in shapes:
     tensors = qkv(B, H, T, d, np.float32)
     upstream = rng.standard_normal((B, H, T, d)).astype(np.float32)
-    reference = median_time(attention_reference, tensors, upstream, repeats)
-    kernel = median_time(attention, tensors, upstream, repeats)
+    one_call(attention_reference, tensors, upstream)  # warm-up: caches, compilation
+    one_call(attention, tensors, upstream)
+    # Interleaved, so both sides see the same background load.
+    times = np.array([[one_call(fn, tensors, upstream) for fn in (attention_reference, attention)]
+                      for _ in range(repeats)])
+    reference, kernel = np.median(times, axis=0)
     print(f"  (B, H, T, d) = ({B}, {H}, {T}, {d}): reference {reference * 1e3:6.2f} ms, "
           f"kernel {kernel * 1e3:6.2f} ms, speed-up {reference / kernel:4.1f}x")
 # Timings move with whatever else the machine is doing: on a busy machine, and with more
 # threads than free cores, the kernel's parallel loop waits for its slowest thread and
-# can even lose. Compare numbers taken one after the other, as here, on an idle machine.
+# can even lose. Compare numbers taken in the same run, as here, on an idle machine
+# (benchmarks/attention_ratios.py does this more thoroughly).
 # The reference is a chain of NumPy calls (two batched matrix products, a masked softmax
 # of five ops, their backwards), each a full pass over memory with its own temporaries.
 # The kernel does one pass per (batch, head) pair, all in cache, and runs the pairs in

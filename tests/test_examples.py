@@ -1,0 +1,94 @@
+"""The course examples run top to bottom in their fast mode and write their figures.
+
+Each example runs as a subprocess, the way a student runs it, with ``--out`` pointing into
+a temporary folder (figures and training runs go there, never into the repository) and
+one thread. Examples 03-06 train or read a run and take tens of seconds each: they are
+marked ``slow`` (``pytest -m slow tests/test_examples.py``). They share one output folder,
+so the fast run that 03 trains is reused by 04-06, as it is for a student.
+"""
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+# Every example and the figures its fast mode must write.
+FIGURES = {
+    "01_autograd_by_hand.py": ["01_finite_differences.png"],
+    "02_attention_kernel.py": ["02_attention_matrices.png"],
+    "03_train_and_grok.py": ["03_grokking.png"],
+    "04_read_attention.py": ["04_attention_by_phase.png", "04_attention_metrics.png"],
+    "05_fourier_features.py": ["05_division_table.png", "05_fourier.png", "05_clock.png"],
+    "06_failed_grokking.py": ["06_failed_vs_grokked.png", "06_final_attention.png"],
+}
+QUICK = ["01_autograd_by_hand.py", "02_attention_kernel.py"]
+SLOW = [name for name in FIGURES if name not in QUICK]
+
+
+def run_example(name, out, *options, timeout=900):
+    """Run examples/<name> with --out and one thread; fail with its output if it fails."""
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), "--out", str(out), "--threads", "1", *options],
+        cwd=out, env={**os.environ, "MPLBACKEND": "Agg"}, capture_output=True, text=True,
+        timeout=timeout)
+    assert result.returncode == 0, (f"{name} exited with {result.returncode}\n--- stdout\n"
+                                    f"{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}")
+    return result
+
+
+def check_figures(name, out):
+    missing = [figure for figure in FIGURES[name] if not (out / figure).is_file()]
+    assert not missing, f"{name} did not write {missing}"
+    empty = [figure for figure in FIGURES[name] if (out / figure).stat().st_size < 1000]
+    assert not empty, f"{name} wrote suspiciously small figures {empty}"
+
+
+def test_every_example_is_tested():
+    scripts = {path.name for path in EXAMPLES.glob("[0-9][0-9]_*.py")}
+    assert scripts == set(FIGURES)
+
+
+@pytest.mark.parametrize("name", sorted(FIGURES))
+def test_example_is_a_notebook_with_a_docstring(name):
+    source = (EXAMPLES / name).read_text()
+    docstring = ast.get_docstring(ast.parse(source))
+    assert docstring and "What you will see" in docstring and "learn" in docstring
+    cells = [line for line in source.splitlines() if line.startswith("# %%")]
+    assert len(cells) >= 3, f"{name} has {len(cells)} '# %%' cells"
+
+
+@pytest.mark.parametrize("name", sorted(FIGURES))
+def test_help_lists_the_options_and_accepts_full(name, tmp_path):
+    # --help exits during argument parsing, before anything is computed: with --full in
+    # front it checks that the full mode parses without starting the long run.
+    result = run_example(name, tmp_path, "--full", "--help", timeout=120)
+    for option in ("--full", "--out", "--threads"):
+        assert option in result.stdout
+    assert not list(tmp_path.iterdir()), "--help must not write anything"
+
+
+@pytest.mark.parametrize("name", QUICK)
+def test_quick_example_runs(name, tmp_path):
+    run_example(name, tmp_path)
+    check_figures(name, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shared_out(tmp_path_factory):
+    """One output folder for 03-06, so the fast run is trained once."""
+    return tmp_path_factory.mktemp("examples")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SLOW)
+def test_slow_example_runs(name, shared_out):
+    result = run_example(name, shared_out)
+    check_figures(name, shared_out)
+    if name == "03_train_and_grok.py":
+        assert "grokking step (val acc > 0.99): None" not in result.stdout, \
+            "the fast configuration no longer groks"
