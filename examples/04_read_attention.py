@@ -37,6 +37,7 @@ from tinygrok.analysis.attention_metrics import (content_part, positional_part, 
                                                  row_entropy)
 from tinygrok.analysis.rundir import nearest_index  # noqa: E402
 from tinygrok.plots import attention_metrics_figure, draw_patterns  # noqa: E402
+from tinygrok.tasks import make_task  # noqa: E402
 
 parser = make_parser(__doc__, full_help="read the paper's x_div_y run (trained first if missing)")
 args = parse(parser)
@@ -47,12 +48,11 @@ phases = find_phases(m["step"], m["train_acc"], m["val_acc"])
 # %% 1. The raw array
 S, L, H, N, T, _ = run.patterns.shape
 print(f"patterns: {S} logged steps x {L} layers x {H} heads x {N} probes x {T} x {T}")
-vocab = run.config["vocab"]
+task = make_task(run.config["task"], run.config["p"])  # to print tokens as "2 + 4 ="
 probe = int(np.flatnonzero(run.probe_split == 1)[0])  # a validation pair: never trained on
-words = " ".join(vocab[t] for t in run.probe_inputs[probe])
 final = run.attention_steps[-1]
-print(f"probe {probe} ('{words.replace(' o ', ' op ')}', validation), layer 1, head 0, "
-      f"at step {final}:")
+print(f"probe {probe} ('{task.decode(run.probe_inputs[probe])}', validation), layer 1, "
+      f"head 0, at step {final}:")
 print(np.array2string(run.pattern(final, 1)[0, probe], precision=2, suppress_small=True))
 
 # %% 2. Heatmaps at initialisation and at the end of each phase
