@@ -198,22 +198,24 @@ def test_gradients_go_only_to_tensors_that_require_them():
 
 def test_fused_qkv_views_reach_the_kernel_without_a_copy(monkeypatch):
     seen = []
-    compiled = att._compiled_kernels
+    compiled = att._compiled
 
-    def recording(dtype):
-        forward, backward = compiled(dtype)
+    def recording(kernel, dtype):
+        function = compiled(kernel, dtype)
 
-        def forward_spy(q, k, v, *rest):
-            seen.extend([q, k, v])
-            return forward(q, k, v, *rest)
-        return forward_spy, backward
+        def spy(*args):
+            seen.append((kernel, args))
+            return function(*args)
+        return spy
 
-    monkeypatch.setattr(att, "_compiled_kernels", recording)
+    monkeypatch.setattr(att, "_compiled", recording)
     (qkv,), (q, k, v) = make_qkv("fused", 4, 8, np.float32)
     out, probs = attention(q, k, v)
-    assert len(seen) == 3
-    for array in seen:
-        assert not array.flags.c_contiguous and np.shares_memory(array, qkv.data)
+    out.sum().backward()
+    assert [kernel for kernel, _ in seen] == ["forward", "backward"]
+    for _, args in seen:
+        for array in args[:3]:  # q, k, v as the kernel got them
+            assert not array.flags.c_contiguous and np.shares_memory(array, qkv.data)
     ref_out, ref_probs = attention_reference(q, k, v)
     assert_close(out.data, ref_out.data, np.float32)
 
@@ -223,9 +225,11 @@ def test_one_compiled_signature_per_dtype(dtype):
     for layout in ("contiguous", "fused", "transposed"):
         for causal in (True, False):
             run(attention, layout, 4, 8, dtype, causal)
-    forward, backward = att._compiled_kernels(np.dtype(dtype))
-    if hasattr(forward, "signatures"):  # not under NUMBA_DISABLE_JIT
-        assert len(forward.signatures) == 1 and len(backward.signatures) == 1
+            run(attention, layout, 20, 8, dtype, causal, Tq=3)
+    for kernel in ("forward", "backward"):
+        compiled = att._compiled(kernel, np.dtype(dtype))
+        if hasattr(compiled, "signatures"):  # not under NUMBA_DISABLE_JIT
+            assert len(compiled.signatures) == 1
 
 
 def test_row_dots_loop_orders_agree_exactly():

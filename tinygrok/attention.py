@@ -36,7 +36,9 @@ What is where in this file
 1. ``attention_reference``: the formulas above written with autograd ops (matmul, a masked
    softmax, matmul). Obviously right and differentiated by autograd; the tests hold the
    kernels to it.
-2. ``_forward_kernel`` and ``_backward_kernel``: the same computation as Numba loops.
+2. The Numba kernels: ``_attend_pair`` and ``_backprop_pair`` do the maths above for one
+   (batch, head) pair as plain loops; ``_forward_kernel`` and ``_backward_kernel`` run them
+   for every pair in parallel; ``_compiled`` compiles each once per dtype, on first use.
 3. ``attention``: checks the inputs, calls the forward kernel, and records an autograd node
    whose backward calls the backward kernel.
 
@@ -128,7 +130,7 @@ def attention_reference(q, k, v, causal: bool = True):
 # a fused QKV projection, transposed views, broadcast gradients with stride 0. The kernels
 # take them as Numba arrays of layout 'A' (any strides), read-only; a C-contiguous or a
 # writable array converts to that type, so each kernel has ONE compiled signature per
-# dtype (see ``_compiled_kernels``). The outputs are C-contiguous arrays that the wrapper
+# dtype (see ``_compiled``). The outputs are C-contiguous arrays that the wrapper
 # allocates and passes in.
 #
 # Speed. The compiler turns a loop into SIMD instructions (8 float32 at once) only when
@@ -313,22 +315,27 @@ def _backward_kernel(q, k, v, probs, grad_out, scale, causal, grad_q, grad_k, gr
 
 
 @functools.cache
-def _compiled_kernels(dtype: np.dtype):
-    """The forward and backward kernels compiled for one dtype, on first use.
+def _compiled(kernel: str, dtype: np.dtype):
+    """``_forward_kernel`` or ``_backward_kernel`` (``kernel`` is "forward" or "backward")
+    compiled for one dtype, on first use.
 
-    Each gets exactly one signature: inputs read-only with any strides (layout 'A'),
-    outputs C-contiguous. ``cache=True`` stores the machine code on disk (next to this
-    file, in __pycache__), so a later process loads it instead of compiling (about a
-    second or two per kernel); only the dtypes actually used are ever compiled.
+    Each gets exactly one signature per dtype: inputs read-only with any strides (layout
+    'A'), outputs C-contiguous. ``cache=True`` stores the machine code on disk (in
+    __pycache__ next to this file), so a later process loads it in milliseconds instead of
+    compiling it for seconds. Only what is used gets compiled: a float32 forward pass
+    never waits for the float64 kernels or for the backward.
     """
     real = numba.from_dtype(dtype)
     strided = types.Array(real, 4, "A", readonly=True)
     dense = types.Array(real, 4, "C")
-    forward = types.void(strided, strided, strided, real, types.boolean, dense, dense)
-    backward = types.void(strided, strided, strided, strided, strided, real, types.boolean,
-                          dense, dense, dense)
-    return (njit(forward, cache=True, parallel=True)(_forward_kernel),
-            njit(backward, cache=True, parallel=True)(_backward_kernel))
+    if kernel == "forward":  # q, k, v, scale, causal -> out, probs
+        signature = types.void(strided, strided, strided, real, types.boolean, dense, dense)
+        function = _forward_kernel
+    else:  # q, k, v, probs, grad_out, scale, causal -> grad_q, grad_k, grad_v
+        signature = types.void(strided, strided, strided, strided, strided, real,
+                               types.boolean, dense, dense, dense)
+        function = _backward_kernel
+    return njit(signature, cache=True, parallel=True)(function)
 
 
 # --------------------------------------------------------------------------------------
@@ -362,15 +369,15 @@ def attention(q, k, v, causal: bool = True):
     causal = bool(causal)
     out = np.empty((B, H, Tq, d), dtype)
     probs = np.empty((B, H, Tq, Tk), dtype)
-    forward_kernel, backward_kernel = _compiled_kernels(dtype)
-    forward_kernel(q.data, k.data, v.data, scale, causal, out, probs)
+    _compiled("forward", dtype)(q.data, k.data, v.data, scale, causal, out, probs)
 
     node = new_node(out, (q, k, v), "attention")
     if node.requires_grad:
         def _backward(grad_out):
             grads = [np.empty(t.shape, dtype) for t in (q, k, v)]
             grad_out = np.asarray(grad_out, dtype)
-            backward_kernel(q.data, k.data, v.data, probs, grad_out, scale, causal, *grads)
+            _compiled("backward", dtype)(q.data, k.data, v.data, probs, grad_out, scale,
+                                         causal, *grads)
             for tensor, grad in zip((q, k, v), grads):
                 accumulate_grad(tensor, grad)
         node._backward = _backward
