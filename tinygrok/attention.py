@@ -243,6 +243,8 @@ def _backprop_pair(Q, K, V, P, dO, scale, causal, dQ, dK, dV, k_rows, v_cols, q_
     for j in range(Tk):
         for c in range(d):
             k_rows[j, c] = K[j, c]
+    for j in range(Tk):  # a loop of its own: on contiguous rows alone it runs in SIMD
+        for c in range(d):
             dK[j, c] = zero
             dV[j, c] = zero
     for j in range(v_cols.shape[1]):
