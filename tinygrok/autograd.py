@@ -253,7 +253,9 @@ class Tensor:
 def new_node(data: np.ndarray, parents: tuple, op: str) -> Tensor:
     """The result of an op: a tensor that remembers its parents if a gradient may flow.
 
-    The caller sets ``out._backward`` when ``out.requires_grad`` is true.
+    When ``out.requires_grad`` is true the caller sets ``out._backward`` to a function of
+    one argument, ``grad_out`` (dL/dout), that calls ``accumulate_grad(parent, ...)`` for
+    each parent. It should not refer to ``out`` (see the module docstring: no cycles).
     """
     out = Tensor.__new__(Tensor)
     out.data = np.asarray(data)  # a full reduction gives a NumPy scalar; keep an array

@@ -29,17 +29,13 @@ POSITIVE = click.IntRange(min=1)
 
 
 def set_threads(threads: int | None) -> int:
-    """Use ``threads`` threads for BLAS (NumPy's matrix products) and for Numba kernels."""
-    import numba
-    from threadpoolctl import threadpool_limits
+    """--threads for BLAS and the Numba kernels (see ``tinygrok.threads``)."""
+    from tinygrok import threads as thread_control
 
-    threads = threads or numba.config.NUMBA_NUM_THREADS
-    if threads > numba.config.NUMBA_NUM_THREADS:
-        raise click.BadParameter(f"at most {numba.config.NUMBA_NUM_THREADS} on this machine "
-                                 f"(got {threads})", param_hint="--threads")
-    threadpool_limits(limits=threads, user_api="blas")
-    numba.set_num_threads(threads)
-    return threads
+    try:
+        return thread_control.set_threads(threads)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--threads") from None
 
 
 def check_writable(out: Path) -> None:

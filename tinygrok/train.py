@@ -33,6 +33,7 @@ from tinygrok.adamw import AdamW
 from tinygrok.autograd import no_grad
 from tinygrok.model import Transformer
 from tinygrok.tasks import make_task, sample_batch, split
+from tinygrok.threads import current_threads
 
 CHECKPOINT = "checkpoint.npz"
 SUMMARY = "summary.json"
@@ -201,7 +202,8 @@ class Run:
     def config_record(self) -> dict:
         return {**dataclasses.asdict(self.config), "vocab": list(self.task.vocab),
                 "num_classes": self.task.num_classes, "num_train": len(self.train_idx),
-                "num_val": len(self.val_idx), "version": __version__}
+                "num_val": len(self.val_idx), "threads": current_threads(),
+                "version": __version__}
 
     def save_logs(self) -> None:
         runfiles.write_csv(self.out / "metrics.csv", runfiles.METRIC_COLUMNS, self.metrics)
@@ -300,6 +302,7 @@ def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> di
                              f"the same options (see its config.json)")
         run.load_checkpoint()
     else:
+        (run.out / SUMMARY).unlink(missing_ok=True)  # a fresh run must never look complete
         runfiles.write_json(run.out / "config.json", run.config_record())
         run.log_attention()
         run.log_embeddings()
