@@ -38,6 +38,7 @@ import sys
 import time
 from pathlib import Path
 
+from tinygrok import threads
 from tinygrok.train import Interrupted, TrainConfig, run_state, train, warm_up_kernels
 
 EXAMPLES = Path(__file__).resolve().parent
@@ -70,20 +71,9 @@ def parse(parser: argparse.ArgumentParser) -> argparse.Namespace:
     """The command line's options; in a notebook, where there is none, the defaults."""
     args = parser.parse_args([] if in_notebook() else None)
     args.out.mkdir(parents=True, exist_ok=True)
-    args.threads = set_threads(args.threads)
+    available = threads.available_threads()  # more than the machine has: use them all
+    args.threads = threads.set_threads(min(args.threads or available, available))
     return args
-
-
-def set_threads(threads: int | None) -> int:
-    """Use ``threads`` threads for BLAS and Numba (all cores when None)."""
-    import numba
-    from threadpoolctl import threadpool_limits
-
-    available = numba.config.NUMBA_NUM_THREADS
-    threads = min(threads or available, available)  # Numba can lower its count, not raise it
-    threadpool_limits(limits=threads, user_api="blas")
-    numba.set_num_threads(threads)
-    return threads
 
 
 def run_name(config: TrainConfig) -> str:
