@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 def tinygrok_stepper(batch):
     from tinygrok.train import Run, TrainConfig
 
-    run = Run(TrainConfig(batch_size=batch), out_dir="unused")
+    run = Run(TrainConfig(batch_size=batch), out_dir="unused")  # also sets the allocator
     return run.train_step
 
 
