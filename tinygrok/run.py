@@ -20,18 +20,20 @@ from pathlib import Path
 
 import click
 
+from tinygrok import threads as thread_control
 from tinygrok.tasks import TASK_NAMES, is_prime
+from tinygrok.train import (CHECKPOINT, SUMMARY, Interrupted, NonFiniteLoss, TrainConfig,
+                            run_state, train, warm_up_kernels)
 
-DEFAULTS = dict(task="x_div_y", seed=0, steps=7500, batch_size=512, lr=1e-3, weight_decay=0.5,
-                warmup=50, train_frac=0.5, p=97, d_model=128, heads=4, layers=2, log_every=10,
-                probe_size=64)
+# The settings the command line exposes, with the paper's values (TrainConfig's) as defaults.
+DEFAULTS = {name: getattr(TrainConfig(), name) for name in (
+    "task", "seed", "steps", "batch_size", "lr", "weight_decay", "warmup", "train_frac", "p",
+    "d_model", "heads", "layers", "log_every", "probe_size")}
 POSITIVE = click.IntRange(min=1)
 
 
 def set_threads(threads: int | None) -> int:
     """--threads for BLAS and the Numba kernels (see ``tinygrok.threads``)."""
-    from tinygrok import threads as thread_control
-
     try:
         return thread_control.set_threads(threads)
     except ValueError as error:
@@ -55,8 +57,6 @@ def check_writable(out: Path) -> None:
 
 def remove_run_files(out: Path) -> None:
     """--force: delete a previous run's files, summary first so it never looks complete."""
-    from tinygrok.train import CHECKPOINT, SUMMARY
-
     for name in (SUMMARY, CHECKPOINT, "metrics.csv", "timing.csv", "attention.npz",
                  "embeddings.npz", "config.json", "analysis.json"):
         (out / name).unlink(missing_ok=True)
@@ -66,8 +66,6 @@ def remove_run_files(out: Path) -> None:
 def resolve_resume(ctx: click.Context, out: Path, options: dict) -> dict:
     """With --resume, every setting comes from the run's config.json; options given on
     the command line must agree with it."""
-    from tinygrok.train import TrainConfig, run_state
-
     state = run_state(out)
     if state == "complete":
         raise click.UsageError(f"{out} is already complete (summary.json exists); nothing to resume")
@@ -161,9 +159,6 @@ def main(ctx, out, resume, force, threads, **options):
     if resume and force:
         raise click.UsageError("--resume and --force contradict each other; choose one")
     check_writable(out)
-
-    from tinygrok.train import (Interrupted, NonFiniteLoss, TrainConfig, run_state, train,
-                                warm_up_kernels)
 
     if resume:
         options = resolve_resume(ctx, out, options)
