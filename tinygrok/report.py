@@ -304,8 +304,7 @@ def figure_1(groups: dict[str, list[RunRecord]]):
     panels = [(task, records) for task, records in panels if records]
     columns = min(2, max(1, len(panels)))
     rows = max(1, math.ceil(len(panels) / columns))
-    figure = Figure(figsize=(6 * columns, 3.8 * rows))
-    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.1, top=0.9, hspace=0.45, wspace=0.2)
+    figure = Figure(figsize=(6 * columns, 3.8 * rows + 0.6), layout="constrained")
     colors = figure_colors()
     for index, (task, records) in enumerate(panels):
         ax = figure.add_subplot(rows, columns, index + 1)
