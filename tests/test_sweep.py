@@ -168,8 +168,11 @@ def test_a_failing_run_does_not_stop_the_others(tmp_path):
 def test_ctrl_c_stops_every_run_with_a_checkpoint_and_a_rerun_resumes(tmp_path):
     options = ["--tasks", "x_plus_y", "--seeds", "0,1", "--jobs", "2", "--out", str(tmp_path),
                *TINY, "--steps", "3000", "--log-every", "50", "--no-analyze"]
+    # A process started in the background inherits SIGINT *ignored* (as CI may start us);
+    # give the sweep the normal disposition, as a terminal would.
     sweep_process = subprocess.Popen([sys.executable, "-m", "tinygrok.sweep", *options],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     logs = [tmp_path / "logs" / f"x_plus_y-s{seed}.log" for seed in (0, 1)]
     deadline = time.monotonic() + 60
     while not all(log.is_file() and "step    500/" in log.read_text() for log in logs):
