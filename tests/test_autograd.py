@@ -40,6 +40,8 @@ UNARY_OPS = {
     "getitem_slice": lambda a: a[1:, ::2, 3],
     "getitem_int_array": lambda a: a[np.array([0, 2, 0, 0]), :, 1],
     "getitem_negative_step": lambda a: a[::-1, 1],
+    "getitem_rows_repeated": lambda a: a[np.array([2, 0, 2, 2, 1])],  # scatter-add backward
+    "getitem_rows_negative": lambda a: a[np.array([-1, 0, -1])],  # np.add.at backward
     "log_softmax": lambda a: ag.log_softmax(a, axis=-1),
     "log_softmax_axis1": lambda a: ag.log_softmax(a, axis=1),
     "split": lambda a: ag.split(a, [1, 3], axis=2)[2] * 2.0 + ag.split(a, 5, axis=2)[0].sum(),

@@ -79,12 +79,36 @@ def test_shortcut_is_exact_in_float32_default_model():
     np.testing.assert_allclose(fast, full.data, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("T", [1, 2, 3, 4, 5])
+def test_shared_prefix_forward_equals_plain_forward(T):
+    # random tokens, many sharing their prefix (vocab 4), any length up to max_len
+    model = small_model(seed=11, layers=3)
+    tokens = np.random.default_rng(T).integers(0, 4, size=(40, T))
+    with no_grad():
+        fast = model(tokens).data
+        plain, _ = model.forward_plain(tokens)
+    np.testing.assert_allclose(fast, plain.data, rtol=1e-12, atol=1e-13)
+
+
+def test_shared_prefix_gradients_equal_plain_gradients():
+    model = small_model(seed=12)
+    tokens, labels = tokens_for(30, vocab=5), np.arange(30) % 5  # x repeats: 3 prefixes
+    grads = {}
+    for name, forward in (("fast", model.forward), ("plain", lambda t: model.forward_plain(t)[0])):
+        model.zero_grad()
+        ag.cross_entropy(forward(tokens), labels).backward()
+        grads[name] = [p.grad.copy() for p in model.parameters()]
+    for fast, plain in zip(grads["fast"], grads["plain"]):
+        np.testing.assert_allclose(fast, plain, rtol=1e-10, atol=1e-13)
+
+
 @pytest.mark.parametrize("return_attention", [False, True])
 def test_loss_gradient_wrt_every_parameter(return_attention):
     # smaller still than SMALL: every parameter element costs two forward passes
     model = Transformer(vocab_size=6, num_classes=4, d_model=4, heads=2, layers=2, seed=6,
                         dtype=np.float64)
-    tokens, labels = tokens_for(3, vocab=6), np.array([0, 3, 2])
+    tokens, labels = tokens_for(4, vocab=6), np.array([0, 3, 2, 1])
+    tokens[3, 0] = tokens[0, 0]  # two examples share a prefix: its cache gets two gradients
     params = model.parameters()
 
     def loss(*_):
@@ -109,10 +133,10 @@ def test_attention_rows_sum_to_one_and_are_causal():
 
 def _activations(model, tokens):
     """Every block's output (B, T, d) and attention, computed through the full path."""
-    x = model.token_embeddings(tokens) + model.position_embeddings(np.arange(tokens.shape[1]))
+    x = model.embed(tokens)
     outputs = []
     for block in model.blocks:
-        x, probs = block(x)
+        x, probs, _ = block(x)
         outputs.append((x.data, probs))
     return outputs
 

@@ -553,14 +553,24 @@ def getitem(a: Tensor, index) -> Tensor:
     out = new_node(a.data[index], (a,), "getitem")
     if out.requires_grad:
         def _backward(grad_out):
-            grad = np.zeros_like(a.data)
-            if _has_array_index(index):
+            if _is_row_lookup(index, a):  # a[rows]: the embedding's scatter-add, faster
+                rows = grad_out.reshape(len(index), -1)
+                grad = kernels.scatter_add_rows(index, rows, a.shape[0]).reshape(a.shape)
+            elif _has_array_index(index):
+                grad = np.zeros_like(a.data)
                 np.add.at(grad, index, grad_out)
             else:
+                grad = np.zeros_like(a.data)
                 grad[index] = grad_out
             accumulate_grad(a, grad)
         out._backward = _backward
     return out
+
+
+def _is_row_lookup(index, a: Tensor) -> bool:
+    """True for ``a[rows]`` with ``rows`` a 1-D array of non-negative integers."""
+    return (isinstance(index, np.ndarray) and index.ndim == 1 and index.dtype.kind in "iu"
+            and a.ndim >= 1 and (index.size == 0 or index.min() >= 0))
 
 
 def concatenate(tensors, axis: int = 0) -> Tensor:

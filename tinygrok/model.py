@@ -13,13 +13,25 @@ d = 128, H = 4 heads of 32, L = 2 by default. Parameter names and (out, in) shap
 the equivalent PyTorch modules (``nn.MultiheadAttention`` for the attention), so
 ``state_dict()`` loads straight into a PyTorch copy of this model.
 
-The last block's shortcut. Only the last position's output reaches the head, and in the
-last block nothing flows from one position to another after attention. So that block
-needs keys and values for every position but the query, the attention output and the MLP
-for the last position only. Computing just that gives exactly the same logits (a test
-checks it) for about half the block's work. It is used for training and evaluation. When
-the attention patterns are asked for (``return_attention=True``) the full block runs, so
-every layer's full (B, H, T, T) pattern is there to look at.
+Two exact shortcuts for training and evaluation
+------------------------------------------------
+Both give the same logits as the plain computation (tests check it, values and
+gradients), for much less work. When the attention patterns are asked for
+(``return_attention=True``) the plain computation runs, so every layer's full (B, H, T, T)
+pattern is there to look at.
+
+1. The last block's last query. Only the last position's output reaches the head, and in
+   the last block nothing flows from one position to another after attention. So that
+   block needs keys and values for every position but the query, the attention output and
+   the MLP for the last position only: about half the block's work.
+
+2. The shared prefix. Attention is causal, so positions 0 and 1 ([x, o]) never see y: in
+   every layer their activations depend on x alone. A batch of 512 examples holds at most
+   97 different x, so ``forward`` runs those two positions once per distinct prefix,
+   keeps each layer's keys and values (a "KV cache", as language-model servers keep for
+   a shared prompt), and then runs positions 2 and 3 for every example, attending to the
+   cached keys and values of its prefix. The first layer then costs about 60% of the
+   plain one. The prefix is every position but the last two.
 """
 
 from __future__ import annotations
@@ -50,28 +62,33 @@ class MultiHeadAttention(Module):
         self.out_proj = Linear(dim, dim, rng, dtype)
         self.out_proj.bias.data[...] = 0
 
-    def _split_heads(self, x: Tensor, parts: int) -> list[Tensor]:
-        """(B, T, parts * d) -> ``parts`` views of shape (B, H, T, d/H)."""
-        B, T, width = x.shape
-        per_head = width // (parts * self.heads)
-        x = x.reshape(B, T, parts, self.heads, per_head)
-        return [x[:, :, i].transpose(0, 2, 1, 3) for i in range(parts)]
+    def _project(self, x: Tensor, part: int) -> Tensor:
+        """Queries (part 0), keys (1) or values (2) of x (B, S, d), split into heads:
+        (B, H, S, d/H), a strided view that the attention kernels read in place."""
+        B, S, d = x.shape
+        rows = slice(part * d, (part + 1) * d)  # this part's rows of the fused projection
+        y = x @ self.in_proj_weight[rows].transpose() + self.in_proj_bias[rows]
+        return y.reshape(B, S, self.heads, d // self.heads).transpose(0, 2, 1, 3)
 
-    def __call__(self, x: Tensor, last_query_only: bool = False):
-        """Returns the attention output (B, Tq, d) and the probabilities (B, H, Tq, T).
+    def __call__(self, x: Tensor, past=None, last_query_only: bool = False):
+        """Attention of the S positions in x (B, S, d).
 
-        Tq = T normally; Tq = 1 (the last position) when ``last_query_only``.
+        ``past``: optionally the keys and values of P earlier positions, a pair of
+        (B, H, P, d/H) Tensors (a KV cache); x's positions then attend to those too.
+        ``last_query_only``: compute the output of x's last position only.
+
+        Returns the output (B, Sq, d), the probabilities (B, H, Sq, P + S) and the keys and
+        values of all P + S positions; Sq = S, or 1 with ``last_query_only``.
         """
-        B, T, d = x.shape
-        w, b = self.in_proj_weight, self.in_proj_bias
-        if last_query_only:
-            (q,) = self._split_heads(x[:, -1:] @ w[:d].transpose() + b[:d], 1)
-            k, v = self._split_heads(x @ w[d:].transpose() + b[d:], 2)
-        else:
-            q, k, v = self._split_heads(x @ w.transpose() + b, 3)
-        out, probs = attention(q, k, v, causal=True)  # (B, H, Tq, d/H)
+        B, S, d = x.shape
+        q = self._project(x[:, -1:] if last_query_only else x, 0)
+        k, v = self._project(x, 1), self._project(x, 2)
+        if past is not None:
+            k = ag.concatenate([past[0], k], axis=2)
+            v = ag.concatenate([past[1], v], axis=2)
+        out, probs = attention(q, k, v, causal=True)  # (B, H, Sq, d/H)
         out = out.transpose(0, 2, 1, 3).reshape(B, out.shape[2], d)  # heads side by side
-        return self.out_proj(out), probs
+        return self.out_proj(out), probs, (k, v)
 
 
 class Block(Module):
@@ -83,11 +100,13 @@ class Block(Module):
         self.mlp = MLP(dim, 4 * dim, rng, dtype)
         self.mlp_norm = LayerNorm(dim, dtype)
 
-    def __call__(self, x: Tensor, last_query_only: bool = False):
-        attended, probs = self.attn(x, last_query_only)
+    def __call__(self, x: Tensor, past=None, last_query_only: bool = False):
+        """The block's output for x's positions, the attention probabilities, and the keys
+        and values (arguments as for ``MultiHeadAttention``)."""
+        attended, probs, keys_values = self.attn(x, past, last_query_only)
         residual = x[:, -1:] if last_query_only else x
         h = self.attn_norm(residual + attended)
-        return self.mlp_norm(h + self.mlp(h)), probs
+        return self.mlp_norm(h + self.mlp(h)), probs, keys_values
 
 
 class Transformer(Module):
@@ -116,15 +135,42 @@ class Transformer(Module):
         if tokens.ndim != 2 or tokens.shape[1] > self.config["max_len"]:
             raise ValueError(f"tokens must have shape (batch, T) with T <= "
                              f"{self.config['max_len']}, got {tokens.shape}")
-        T = tokens.shape[1]
-        x = self.token_embeddings(tokens) + self.position_embeddings(np.arange(T))
+        if return_attention:
+            return self.forward_plain(tokens)
+        return self.forward(tokens)
+
+    def embed(self, tokens: np.ndarray, first_position: int = 0) -> Tensor:
+        """Token plus position embeddings of tokens (B, S) at positions first_position + 0..S-1."""
+        positions = np.arange(first_position, first_position + tokens.shape[1])
+        return self.token_embeddings(tokens) + self.position_embeddings(positions)
+
+    def forward_plain(self, tokens: np.ndarray):
+        """Every block on every position: the logits and each layer's (B, H, T, T) pattern."""
+        x = self.embed(tokens)
         patterns = []
-        for i, block in enumerate(self.blocks):
-            shortcut = i == len(self.blocks) - 1 and not return_attention
-            x, probs = block(x, last_query_only=shortcut)
+        for block in self.blocks:
+            x, probs, _ = block(x)
             patterns.append(probs)
-        logits = self.head(self.norm(x[:, -1]))
-        return (logits, patterns) if return_attention else logits
+        return self.head(self.norm(x[:, -1])), patterns
+
+    def forward(self, tokens: np.ndarray) -> Tensor:
+        """The logits, with both shortcuts of the module docstring (same values, less work)."""
+        T = tokens.shape[1]
+        P = max(T - 2, 0)  # the shared prefix: [x, o]
+        cache = [None] * len(self.blocks)
+        if P:
+            # Each distinct prefix once; ``which[n]`` is the row of example n's prefix.
+            prefixes, which = np.unique(tokens[:, :P], axis=0, return_inverse=True)
+            which = which.reshape(-1)
+            x = self.embed(prefixes)
+            for i, block in enumerate(self.blocks):
+                x, _, (keys, values) = block(x)
+                cache[i] = (keys[which], values[which])  # one copy per example
+        x = self.embed(tokens[:, P:], first_position=P)
+        for i, block in enumerate(self.blocks):
+            last = i == len(self.blocks) - 1
+            x, _, _ = block(x, past=cache[i], last_query_only=last)
+        return self.head(self.norm(x[:, -1]))
 
     def loss(self, tokens: np.ndarray, labels: np.ndarray) -> tuple[Tensor, Tensor]:
         """Mean cross-entropy of the answer, and the logits (for accuracy)."""
