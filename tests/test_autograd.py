@@ -173,6 +173,27 @@ def _random_program(rng, x, y):
     return (a * a).sum() + b.sum()
 
 
+@pytest.mark.parametrize("x_shape", [(5, 3), (2, 4, 3), (3,)])
+def test_linear_gradients_and_values(x_shape):
+    x, w, b = rand(*x_shape, seed=1), rand(4, 3, seed=2), rand(4, seed=3)
+    assert gradcheck(lambda x, w, b: ag.linear(x, w, b), [x, w, b])
+    expected = x.data @ w.data.T + b.data
+    np.testing.assert_allclose(ag.linear(x, w, b).data, expected, rtol=1e-13)
+    assert ag.linear(x, w, b).shape == x_shape[:-1] + (4,)
+
+
+def test_linear_of_a_strided_view_and_bad_shapes():
+    x = rand(4, 6, 3, seed=4)
+    w, b = rand(2, 3, seed=5), rand(2, seed=6)
+    assert gradcheck(lambda x, w, b: ag.linear(x[:, -1:], w, b), [x, w, b])
+    with pytest.raises(ValueError, match=r"linear needs .* got x \(4, 6, 3\)"):
+        ag.linear(x, rand(2, 4), b)
+    with pytest.raises(ValueError, match="bias"):
+        ag.linear(x, w, rand(3))
+    with pytest.raises(ValueError, match="dtypes differ"):
+        ag.linear(x, Tensor(np.ones((2, 3), np.float32)), b)
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_random_compositions_pass_gradcheck(seed):
     x, y = rand(3, 4, seed=100 + seed), rand(3, 4, seed=200 + seed)

@@ -67,7 +67,7 @@ class MultiHeadAttention(Module):
         (B, H, S, d/H), a strided view that the attention kernels read in place."""
         B, S, d = x.shape
         rows = slice(part * d, (part + 1) * d)  # this part's rows of the fused projection
-        y = x @ self.in_proj_weight[rows].transpose() + self.in_proj_bias[rows]
+        y = ag.linear(x, self.in_proj_weight[rows], self.in_proj_bias[rows])  # x W^T + b
         return y.reshape(B, S, self.heads, d // self.heads).transpose(0, 2, 1, 3)
 
     def __call__(self, x: Tensor, past=None, last_query_only: bool = False):

@@ -91,7 +91,7 @@ class Linear(Module):
         self.bias = uniform(rng, (d_out,), bound, dtype)
 
     def __call__(self, x: Tensor) -> Tensor:
-        return x @ self.weight.transpose() + self.bias
+        return ag.linear(x, self.weight, self.bias)
 
 
 class Embedding(Module):
