@@ -197,6 +197,8 @@ def test_gradients_go_only_to_tensors_that_require_them():
 # -- layouts: strided views are read in place, one compiled signature per dtype ---------
 
 def test_fused_qkv_views_reach_the_kernel_without_a_copy(monkeypatch):
+    """The kernels get q, k, v as (flat, at) pairs: ``flat`` must be a view into the fused
+    QKV array itself (no copy), and ``at`` must say where each view's elements are."""
     seen = []
     compiled = att._compiled
 
@@ -213,11 +215,65 @@ def test_fused_qkv_views_reach_the_kernel_without_a_copy(monkeypatch):
     out, probs = attention(q, k, v)
     out.sum().backward()
     assert [kernel for kernel, _ in seen] == ["forward", "backward"]
+    low, high = np.lib.array_utils.byte_bounds(qkv.data)
     for _, args in seen:
-        for array in args[:3]:  # q, k, v as the kernel got them
-            assert not array.flags.c_contiguous and np.shares_memory(array, qkv.data)
+        for view, flat, at in zip((q, k, v), args[0:6:2], args[1:6:2]):
+            flat_low, flat_high = np.lib.array_utils.byte_bounds(flat)
+            assert low <= flat_low and flat_high <= high  # inside qkv's own memory
+            assert_flat_view_reads(flat, at, view.data)
     ref_out, ref_probs = attention_reference(q, k, v)
     assert_close(out.data, ref_out.data, np.float32)
+
+
+def assert_flat_view_reads(flat, at, x):
+    """x[b, h, j, c] == flat[origin + b sb + h sh + j sj + c sc] for every element."""
+    origin, *strides = at
+    index = origin + sum(i * s for i, s in zip(np.indices(x.shape), strides))
+    np.testing.assert_array_equal(flat[index], x)
+
+
+def layouts_of(x):
+    """The same (B, H, T, d) numbers in many layouts, all views of one array or x itself."""
+    B, H, T, d = x.shape
+    fused = np.zeros((B, T, 3, H, d), x.dtype)
+    fused[:, :, 1] = x.transpose(0, 2, 1, 3)
+    transposed = np.ascontiguousarray(x.transpose(0, 1, 3, 2))
+    backwards = np.ascontiguousarray(x[:, ::-1, :, ::-1])
+    return {
+        "contiguous": x,
+        "fused": fused[:, :, 1].transpose(0, 2, 1, 3),
+        "transposed": transposed.transpose(0, 1, 3, 2),
+        "negative strides": backwards[:, ::-1, :, ::-1],
+        "every other row": np.repeat(x, 2, axis=2)[:, :, ::2],
+        "broadcast": np.broadcast_to(x[:1], x.shape),  # stride 0 along the batch
+    }
+
+
+@pytest.mark.parametrize("name", ["contiguous", "fused", "transposed", "negative strides",
+                                  "every other row", "broadcast"])
+def test_flat_view_reads_every_layout_in_place(name):
+    x = np.random.default_rng(7).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    view = layouts_of(x)[name]
+    flat, at = att._flat_view(view)
+    assert np.shares_memory(flat, view) and not flat.flags.writeable
+    assert_flat_view_reads(flat, at, view)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", ["negative strides", "every other row", "broadcast"])
+def test_kernel_matches_reference_on_more_layouts(name, dtype):
+    """Layouts that make_qkv does not build, for q, k, v and for the output gradient."""
+    rng = np.random.default_rng(8)
+    q, k, v, grad = (layouts_of(rng.standard_normal((2, 3, 6, 8)).astype(dtype))[name]
+                     for _ in range(4))
+    results = []
+    for fn in (attention, attention_reference):
+        leaves = [Tensor(x, requires_grad=True) for x in (q, k, v)]  # x itself, not a copy
+        out, probs = fn(*leaves, causal=True)
+        out.backward(grad)
+        results.append([out.data, probs] + [t.grad for t in leaves])
+    for actual, expected in zip(*results):
+        assert_close(actual, expected, dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -232,17 +288,25 @@ def test_one_compiled_signature_per_dtype(dtype):
             assert len(compiled.signatures) == 1
 
 
-def test_row_dots_loop_orders_agree_exactly():
-    """The per-key dot products and the all-keys-at-once loop add the same products in the
-    same order, so the short and long row paths give identical numbers."""
+@pytest.mark.parametrize("n", [1, 7, 8, 13, 32, 35])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dot_adds_in_eight_lanes_in_a_fixed_order(n, dtype):
+    """_dot is the documented summation order exactly (lane l: c = l, l + 8, ...; the
+    leftover c beyond the last multiple of 8 into lane 0; lanes added pairwise), and the
+    dot product to rounding."""
     rng = np.random.default_rng(6)
-    x = rng.standard_normal(13).astype(np.float32)
-    rows = rng.standard_normal((20, 13)).astype(np.float32)
-    by_key, at_once = np.empty(20, np.float32), np.empty(20, np.float32)
-    att._row_dots(x, rows, np.empty((13, 0), np.float32), 17, by_key)
-    att._row_dots(x, rows, np.ascontiguousarray(rows.T), 17, at_once)
-    np.testing.assert_array_equal(by_key[:17], at_once[:17])
-    np.testing.assert_allclose(by_key[:17], rows[:17] @ x, rtol=1e-5)
+    x, y = rng.standard_normal((2, n)).astype(dtype)
+    lanes = [dtype(0)] * 8
+    blocks = n - n % 8
+    for c in range(blocks):
+        lanes[c % 8] = dtype(lanes[c % 8] + x[c] * y[c])
+    for c in range(blocks, n):
+        lanes[0] = dtype(lanes[0] + x[c] * y[c])
+    expected = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + (
+        (lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+    assert att._dot(x, y) == expected
+    np.testing.assert_allclose(att._dot(x, y), x.astype(np.float64) @ y,
+                               rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-6)
 
 
 # -- bad input ------------------------------------------------------------------------

@@ -37,8 +37,10 @@ What is where in this file
    softmax, matmul). Obviously right and differentiated by autograd; the tests hold the
    kernels to it.
 2. The Numba kernels: ``_attend_pair`` and ``_backprop_pair`` do the maths above for one
-   (batch, head) pair as plain loops; ``_forward_kernel`` and ``_backward_kernel`` run them
-   for every pair in parallel; ``_compiled`` compiles each once per dtype, on first use.
+   (batch, head) pair as plain loops, on rows that ``_gather_rows`` copied out of the
+   inputs (found through ``_flat_view``); ``_forward_kernel`` and ``_backward_kernel`` run
+   them for every pair in parallel; ``_compiled`` compiles each once per dtype, on first
+   use.
 3. ``attention``: checks the inputs, calls the forward kernel, and records an autograd node
    whose backward calls the backward kernel.
 
@@ -127,87 +129,118 @@ def attention_reference(q, k, v, causal: bool = True):
 # --------------------------------------------------------------------------------------
 #
 # Layouts. q, k, v and dO arrive as they are, with any strides: the (B, H, T, d) views of
-# a fused QKV projection, transposed views, broadcast gradients with stride 0. The kernels
-# take them as Numba arrays of layout 'A' (any strides), read-only; a C-contiguous or a
-# writable array converts to that type, so each kernel has ONE compiled signature per
-# dtype (see ``_compiled``). The outputs are C-contiguous arrays that the wrapper
-# allocates and passes in.
+# a fused QKV projection or of (B, T, H, d) heads, transposed views, broadcast gradients
+# with stride 0. In all but the transposed ones, the d numbers of one row x[b, h, j] are
+# adjacent in memory, even though the rows themselves are scattered. A kernel that knew
+# only "any strides" would have to fetch every number on its own, so each input reaches
+# the kernels as two things (``_flat_view`` makes them, without copying):
+#   - ``flat``: the memory the array spans, as a 1-D contiguous array (a view), and
+#   - ``at = (origin, sb, sh, sj, sc)``: x[b, h, j, c] is flat[origin + b sb + h sh + j sj
+#     + c sc] (strides counted in elements).
+# Every pair copies the rows it needs into small contiguous buffers (``_gather_rows``),
+# a straight block copy when sc == 1, which is all the cost the layout adds. Each kernel
+# has ONE compiled signature per dtype (see ``_compiled``) for every layout. The outputs
+# are C-contiguous arrays that the wrapper allocates and passes in.
 #
 # Speed. The compiler turns a loop into SIMD instructions (8 float32 at once) only when
 # it walks adjacent elements of a contiguous array, and never for a sum into a single
 # variable (that would reorder the additions, which only fastmath allows, and we do not
 # use fastmath; see DESIGN.md). So:
-# - each pair first copies the rows it reuses (K, V, Q[i], dO[i]: O(T d) numbers against
-#   O(T^2 d) work) into small contiguous buffers. Numba moves their np.empty out of the
-#   prange loop ("allocation hoisting"): each thread allocates them once and reuses them;
-# - products become  row[:] += number * other_row[:]  over adjacent elements wherever
-#   possible (O = P V, dV, dQ, dK);
-# - the dot products of S = Q K^T and dP = dO V^T go through ``_row_dots``, which picks
-#   the loop order that suits the row length.
+# - products are written as  row[:] += number * other_row[:]  over adjacent elements
+#   wherever possible (O = P V, dV, dQ, dK);
+# - the dot products of S = Q K^T and dP = dO V^T go through ``_dot``, which keeps eight
+#   partial sums instead of one (see there): eight independent additions per step, which
+#   run as one SIMD instruction, in an order fixed by the code rather than the compiler;
+# - the helpers below are inlined into the kernels (``inline="always"``): at T = 4 a
+#   function call per pair and row, with every array passed as a struct, cost more than
+#   the arithmetic (it made the kernels ~1.7x slower);
+# - the scratch buffers are allocated inside the prange loop, but Numba hoists
+#   loop-invariant allocations out of it ("allocation hoisting"): each thread allocates
+#   them once and reuses them for all its pairs.
 #
 # Constants: the scale is passed in with the inputs' dtype and zeros are built with
-# ``q.dtype.type(0)``: a bare Python float would turn float32 arithmetic into float64.
-
-_LONG_ROW = 16  # from this many keys on, _row_dots updates all sums at once (see there)
+# ``x.dtype.type(0)``: a bare Python float would turn float32 arithmetic into float64.
 
 
-@njit(cache=True)
-def _row_dots(x, rows, cols, n, out):
-    """out[j] = sum_c x[c] * rows[j, c] for j < n: a row of S = Q K^T or dP = dO V^T.
+def _flat_view(x: np.ndarray):
+    """``(flat, at)`` for a 4-D array x: ``flat`` is a read-only 1-D contiguous view of the
+    memory x spans, and x[b, h, j, c] = flat[origin + b sb + h sh + j sj + c sc] with
+    ``at = (origin, sb, sh, sj, sc)``, strides in elements. No copy, except for the rare
+    array whose strides are not whole elements."""
+    size = x.itemsize
+    if x.size == 0:
+        return np.empty(0, x.dtype), (0, 0, 0, 0, 0)
+    if not x.flags.aligned or any(s % size for s in x.strides):
+        x = np.ascontiguousarray(x)
+    # Flip the axes that run backwards (negative strides): x[0, 0, 0, 0] of the flipped
+    # view is then the lowest address x touches, where ``flat`` starts.
+    lowest = x[tuple(slice(None, None, -1) if s < 0 else slice(None) for s in x.strides)]
+    span = 1 + sum((n - 1) * abs(s) for n, s in zip(x.shape, x.strides)) // size
+    flat = np.lib.stride_tricks.as_strided(lowest, (span,), (size,), writeable=False)
+    origin = (x.ctypes.data - lowest.ctypes.data) // size
+    return flat, (origin,) + tuple(s // size for s in x.strides)
 
-    ``rows`` is (Tk, d) with any strides; ``cols`` is either empty or the same numbers
-    transposed and contiguous, (d, Tk). Two loop orders compute the same sums:
 
-    - a dot product per key, each a chain of additions into one variable. The compiler
-      cannot split that chain across SIMD lanes (that would reorder the additions), so
-      this runs one multiply-add at a time; it is the faster order for a few keys.
-    - with ``cols``: all n sums at once, one c at a time, out[:n] += x[c] * cols[c, :n],
-      a loop over adjacent elements that runs in SIMD: far faster for long rows.
+@njit(cache=True, inline="always")
+def _gather_rows(flat, at, b, h, rows):
+    """rows[j] = x[b, h, j] for every row j of ``rows``, x given as ``flat`` and ``at``."""
+    origin, sb, sh, sj, sc = at
+    d = rows.shape[1]
+    for j in range(rows.shape[0]):
+        start = origin + b * sb + h * sh + j * sj
+        if sc == 1:  # d adjacent numbers: a block copy, in SIMD
+            row = flat[start:start + d]  # a slice: indices below need no sign checks
+            for c in range(d):
+                rows[j, c] = row[c]
+        else:
+            for c in range(d):
+                rows[j, c] = flat[start + c * sc]
 
-    Both add the same products in the same order (c = 0, 1, ...), so they agree exactly.
+
+@njit(cache=True, inline="always")
+def _dot(x, y):
+    """sum_c x[c] y[c] for contiguous x and y, added up in eight lanes.
+
+    Lane l sums the products of c = l, l + 8, l + 16, ... (c beyond the last multiple of
+    8 go to lane 0), and the lanes are added pairwise at the end. The eight running sums
+    do not depend on each other, so the CPU adds them with one SIMD instruction, where a
+    single sum would be a chain of additions, each waiting for the one before. It is not
+    fastmath: the order is written here, fixed, the same on every call and thread; it
+    just rounds differently from a left-to-right sum (within float rounding).
     """
-    zero = x.dtype.type(0)
-    if cols.shape[1] == 0:
-        for j in range(n):
-            row = rows[j]
-            total = zero
-            for c in range(x.shape[0]):
-                total += x[c] * row[c]
-            out[j] = total
-    else:
-        for j in range(n):
-            out[j] = zero
-        for c in range(x.shape[0]):
-            xc = x[c]
-            for j in range(n):
-                out[j] += xc * cols[c, j]
+    n = x.shape[0]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = x.dtype.type(0)
+    blocks = n - n % 8
+    for c in range(0, blocks, 8):
+        s0 += x[c] * y[c]
+        s1 += x[c + 1] * y[c + 1]
+        s2 += x[c + 2] * y[c + 2]
+        s3 += x[c + 3] * y[c + 3]
+        s4 += x[c + 4] * y[c + 4]
+        s5 += x[c + 5] * y[c + 5]
+        s6 += x[c + 6] * y[c + 6]
+        s7 += x[c + 7] * y[c + 7]
+    for c in range(blocks, n):
+        s0 += x[c] * y[c]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
-@njit(cache=True)
-def _attend_pair(Q, K, V, scale, causal, O, P, q_row, v_rows, k_cols):
+@njit(cache=True, inline="always")
+def _attend_pair(Q, K, V, scale, causal, O, P):
     """One (batch, head) pair: P = softmax(scale Q K^T, masked) and O = P V.
 
-    Q (Tq, d), K and V (Tk, d): any strides. O (Tq, d), P (Tq, Tk): outputs. q_row (d,),
-    v_rows (Tk, d) and k_cols (d, Tk), or (d, 0) for short rows: scratch for contiguous
-    copies.
+    Q (Tq, d), K and V (Tk, d): contiguous copies of the inputs. O (Tq, d), P (Tq, Tk):
+    outputs.
     """
     Tq, d = Q.shape
     Tk = K.shape[0]
     zero = Q.dtype.type(0)
-    for j in range(Tk):
-        for c in range(d):
-            v_rows[j, c] = V[j, c]
-    for j in range(k_cols.shape[1]):
-        for c in range(d):
-            k_cols[c, j] = K[j, c]
-
     for i in range(Tq):
         seen = Tk - Tq + i + 1 if causal else Tk  # keys 0 .. seen-1 are visible
         row = P[i]
         # Scores: row[j] = Q[i] . K[j] (scaled below); masked keys are never computed.
-        for c in range(d):
-            q_row[c] = Q[i, c]
-        _row_dots(q_row, K, k_cols, seen, row)
+        for j in range(seen):
+            row[j] = _dot(Q[i], K[j])
         # Stable softmax: subtracting the row maximum keeps every exp() <= 1.
         peak = row[0]
         for j in range(1, seen):
@@ -221,99 +254,96 @@ def _attend_pair(Q, K, V, scale, causal, O, P, q_row, v_rows, k_cols):
         for j in range(seen, Tk):
             row[j] = zero  # masked keys: exact zeros
         # Output: O[i] = sum_j P[i, j] V[j].
+        out = O[i]
         for c in range(d):
-            O[i, c] = zero
+            out[c] = zero
         for j in range(seen):
             p = row[j]
+            value = V[j]
             for c in range(d):
-                O[i, c] += p * v_rows[j, c]
+                out[c] += p * value[c]
 
 
-@njit(cache=True)
-def _backprop_pair(Q, K, V, P, dO, scale, causal, dQ, dK, dV, k_rows, v_cols, q_row, g_row,
-                   dS):
+@njit(cache=True, inline="always")
+def _backprop_pair(Q, K, V, P, dO, scale, causal, dQ, dK, dV, dS):
     """One (batch, head) pair: dQ, dK, dV from dO and the saved P (module docstring).
 
-    Q, K, V, P, dO: any strides. dQ, dK, dV: outputs. k_rows (Tk, d), v_cols (d, Tk) or
-    (d, 0), q_row and g_row (d,), dS (Tk,): scratch.
+    Q, K, V, dO: contiguous copies of the inputs; P: the forward's probabilities. dQ, dK,
+    dV: outputs. dS (Tk,): scratch.
     """
     Tq, d = Q.shape
     Tk = K.shape[0]
     zero = Q.dtype.type(0)
     for j in range(Tk):
         for c in range(d):
-            k_rows[j, c] = K[j, c]
-    for j in range(Tk):  # a loop of its own: on contiguous rows alone it runs in SIMD
-        for c in range(d):
             dK[j, c] = zero
             dV[j, c] = zero
-    for j in range(v_cols.shape[1]):
-        for c in range(d):
-            v_cols[c, j] = V[j, c]
 
     for i in range(Tq):
         seen = Tk - Tq + i + 1 if causal else Tk
-        for c in range(d):
-            q_row[c] = Q[i, c]
-            g_row[c] = dO[i, c]
+        query, grad, probs = Q[i], dO[i], P[i]
         # dV = P^T dO: query i adds P[i, j] dO[i] to every value it saw.
         for j in range(seen):
-            p = P[i, j]
+            p = probs[j]
             for c in range(d):
-                dV[j, c] += p * g_row[c]
+                dV[j, c] += p * grad[c]
         # dP[i, j] = dO[i] . V[j], then dS = P * (dP - rowsum(dP * P)), times the scale
         # of S (so that dQ and dK below need no scale). dS[j] holds dP first.
-        _row_dots(g_row, V, v_cols, seen, dS)
+        for j in range(seen):
+            dS[j] = _dot(grad, V[j])
         row_dot = zero
         for j in range(seen):
-            row_dot += dS[j] * P[i, j]
+            row_dot += dS[j] * probs[j]
         for j in range(seen):
-            dS[j] = scale * (P[i, j] * (dS[j] - row_dot))
+            dS[j] = scale * (probs[j] * (dS[j] - row_dot))
         # dQ[i] = sum_j dS[i, j] K[j]  and  dK[j] += dS[i, j] Q[i].
         for c in range(d):
             dQ[i, c] = zero
         for j in range(seen):
             s = dS[j]
             for c in range(d):
-                dQ[i, c] += s * k_rows[j, c]
+                dQ[i, c] += s * K[j, c]
             for c in range(d):
-                dK[j, c] += s * q_row[c]
+                dK[j, c] += s * query[c]
 
 
 # The two kernels: a prange over the B*H pairs, flattened into one loop so both threads
-# get an even share even when B or H is small. The scratch arrays are allocated inside
-# the loop, but Numba hoists loop-invariant allocations out of it: each thread allocates
-# them once and reuses them for all its pairs (no malloc per pair).
+# get an even share even when B or H is small. Each input is a (flat, at) pair (see
+# "Layouts" above).
 
-def _forward_kernel(q, k, v, scale, causal, out, probs):
+def _forward_kernel(q, q_at, k, k_at, v, v_at, scale, causal, out, probs):
     """out = softmax(scale q k^T, masked) v and probs = the softmax, for every pair."""
-    B, H, Tq, d = q.shape
-    Tk = k.shape[2]
-    long_rows = Tk if Tk >= _LONG_ROW else 0
+    B, H, Tq, d = out.shape
+    Tk = probs.shape[3]
     for pair in prange(B * H):
         b, h = pair // H, pair % H
-        q_row = np.empty(d, q.dtype)
-        v_rows = np.empty((Tk, d), q.dtype)
-        k_cols = np.empty((d, long_rows), q.dtype)
-        _attend_pair(q[b, h], k[b, h], v[b, h], scale, causal, out[b, h], probs[b, h],
-                     q_row, v_rows, k_cols)
+        Q = np.empty((Tq, d), out.dtype)
+        K = np.empty((Tk, d), out.dtype)
+        V = np.empty((Tk, d), out.dtype)
+        _gather_rows(q, q_at, b, h, Q)
+        _gather_rows(k, k_at, b, h, K)
+        _gather_rows(v, v_at, b, h, V)
+        _attend_pair(Q, K, V, scale, causal, out[b, h], probs[b, h])
 
 
-def _backward_kernel(q, k, v, probs, grad_out, scale, causal, grad_q, grad_k, grad_v):
-    """grad_q, grad_k, grad_v from grad_out = dL/dout and the saved probs, for every pair."""
-    B, H, Tq, d = q.shape
-    Tk = k.shape[2]
-    long_rows = Tk if Tk >= _LONG_ROW else 0
+def _backward_kernel(q, q_at, k, k_at, v, v_at, g, g_at, probs, scale, causal, grad_q,
+                     grad_k, grad_v):
+    """grad_q, grad_k, grad_v from g = dL/dout and the saved probs, for every pair."""
+    B, H, Tq, d = grad_q.shape
+    Tk = probs.shape[3]
     for pair in prange(B * H):
         b, h = pair // H, pair % H
-        k_rows = np.empty((Tk, d), q.dtype)
-        v_cols = np.empty((d, long_rows), q.dtype)
-        q_row = np.empty(d, q.dtype)
-        g_row = np.empty(d, q.dtype)
-        dS = np.empty(Tk, q.dtype)
-        _backprop_pair(q[b, h], k[b, h], v[b, h], probs[b, h], grad_out[b, h], scale, causal,
-                       grad_q[b, h], grad_k[b, h], grad_v[b, h], k_rows, v_cols, q_row,
-                       g_row, dS)
+        Q = np.empty((Tq, d), grad_q.dtype)
+        K = np.empty((Tk, d), grad_q.dtype)
+        V = np.empty((Tk, d), grad_q.dtype)
+        dO = np.empty((Tq, d), grad_q.dtype)
+        dS = np.empty(Tk, grad_q.dtype)
+        _gather_rows(q, q_at, b, h, Q)
+        _gather_rows(k, k_at, b, h, K)
+        _gather_rows(v, v_at, b, h, V)
+        _gather_rows(g, g_at, b, h, dO)
+        _backprop_pair(Q, K, V, probs[b, h], dO, scale, causal, grad_q[b, h], grad_k[b, h],
+                       grad_v[b, h], dS)
 
 
 @functools.cache
@@ -321,20 +351,23 @@ def _compiled(kernel: str, dtype: np.dtype):
     """``_forward_kernel`` or ``_backward_kernel`` (``kernel`` is "forward" or "backward")
     compiled for one dtype, on first use.
 
-    Each gets exactly one signature per dtype: inputs read-only with any strides (layout
-    'A'), outputs C-contiguous. ``cache=True`` stores the machine code on disk (in
-    __pycache__ next to this file), so a later process loads it in milliseconds instead of
-    compiling it for seconds. Only what is used gets compiled: a float32 forward pass
-    never waits for the float64 kernels or for the backward.
+    Each gets exactly one signature per dtype, whatever the layout of q, k, v: every input
+    as a read-only 1-D contiguous ``flat`` and its ``at`` tuple of five integers, outputs
+    (and the saved probabilities) C-contiguous. ``cache=True`` stores the machine code on
+    disk (in __pycache__ next to this file), so a later process loads it in milliseconds
+    instead of compiling it for seconds. Only what is used gets compiled: a float32
+    forward pass never waits for the float64 kernels or for the backward.
     """
     real = numba.from_dtype(dtype)
-    strided = types.Array(real, 4, "A", readonly=True)
+    flat = types.Array(real, 1, "C", readonly=True)
+    at = types.UniTuple(types.intp, 5)
     dense = types.Array(real, 4, "C")
     if kernel == "forward":  # q, k, v, scale, causal -> out, probs
-        signature = types.void(strided, strided, strided, real, types.boolean, dense, dense)
+        signature = types.void(flat, at, flat, at, flat, at, real, types.boolean, dense,
+                               dense)
         function = _forward_kernel
-    else:  # q, k, v, probs, grad_out, scale, causal -> grad_q, grad_k, grad_v
-        signature = types.void(strided, strided, strided, strided, strided, real,
+    else:  # q, k, v, grad_out, probs, scale, causal -> grad_q, grad_k, grad_v
+        signature = types.void(flat, at, flat, at, flat, at, flat, at, dense, real,
                                types.boolean, dense, dense, dense)
         function = _backward_kernel
     return njit(signature, cache=True, parallel=True)(function)
@@ -371,15 +404,15 @@ def attention(q, k, v, causal: bool = True):
     causal = bool(causal)
     out = np.empty((B, H, Tq, d), dtype)
     probs = np.empty((B, H, Tq, Tk), dtype)
-    _compiled("forward", dtype)(q.data, k.data, v.data, scale, causal, out, probs)
+    inputs = [*_flat_view(q.data), *_flat_view(k.data), *_flat_view(v.data)]
+    _compiled("forward", dtype)(*inputs, scale, causal, out, probs)
 
     node = new_node(out, (q, k, v), "attention")
     if node.requires_grad:
         def _backward(grad_out):
             grads = [np.empty(t.shape, dtype) for t in (q, k, v)]
-            grad_out = np.asarray(grad_out, dtype)
-            _compiled("backward", dtype)(q.data, k.data, v.data, probs, grad_out, scale,
-                                         causal, *grads)
+            grad_out = _flat_view(np.asarray(grad_out, dtype))
+            _compiled("backward", dtype)(*inputs, *grad_out, probs, scale, causal, *grads)
             for tensor, grad in zip((q, k, v), grads):
                 accumulate_grad(tensor, grad)
         node._backward = _backward
