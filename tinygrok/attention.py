@@ -148,9 +148,10 @@ def attention_reference(q, k, v, causal: bool = True):
 # use fastmath; see DESIGN.md). So:
 # - products are written as  row[:] += number * other_row[:]  over adjacent elements
 #   wherever possible (O = P V, dV, dQ, dK);
-# - the dot products of S = Q K^T and dP = dO V^T go through ``_dot``, which keeps eight
-#   partial sums instead of one (see there): eight independent additions per step, which
-#   run as one SIMD instruction, in an order fixed by the code rather than the compiler;
+# - the dot products of S = Q K^T and dP = dO V^T keep eight partial sums instead of one
+#   (``_dot``): eight independent chains of additions that the CPU overlaps, in an order
+#   fixed by the code rather than the compiler; for long rows ``_row_dots`` computes a
+#   whole row of them at once, in SIMD across the keys, in the same order;
 # - the helpers below are inlined into the kernels (``inline="always"``): at T = 4 a
 #   function call per pair and row, with every array passed as a struct, cost more than
 #   the arithmetic (it made the kernels ~1.7x slower);
@@ -203,10 +204,12 @@ def _dot(x, y):
 
     Lane l sums the products of c = l, l + 8, l + 16, ... (c beyond the last multiple of
     8 go to lane 0), and the lanes are added pairwise at the end. The eight running sums
-    do not depend on each other, so the CPU adds them with one SIMD instruction, where a
-    single sum would be a chain of additions, each waiting for the one before. It is not
-    fastmath: the order is written here, fixed, the same on every call and thread; it
-    just rounds differently from a left-to-right sum (within float rounding).
+    do not depend on each other, so the CPU works on several at once, where a single sum
+    would be a chain of additions, each waiting for the one before (about 2x faster at
+    d = 32). It is not fastmath: the order is written here, fixed, the same on every call
+    and thread; it just rounds differently from a left-to-right sum (within float
+    rounding). (Numba leaves LLVM's SLP vectorizer off, so the eight lanes stay scalar
+    instructions rather than one SIMD one.)
     """
     n = x.shape[0]
     s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = x.dtype.type(0)
@@ -225,22 +228,68 @@ def _dot(x, y):
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
+_LONG_ROW = 16  # from this many keys on, _row_dots computes all sums at once (see there)
+
+
 @njit(cache=True, inline="always")
-def _attend_pair(Q, K, V, scale, causal, O, P):
+def _row_dots(x, rows, cols, lanes, n, out):
+    """out[j] = x . rows[j] for j < n: a row of S = Q K^T or of dP = dO V^T.
+
+    ``rows`` (Tk, d); ``cols`` is either empty, (d, 0), or ``rows`` transposed, (d, Tk),
+    with ``lanes`` (8, Tk) as scratch. Two loop orders compute the same sums:
+
+    - one ``_dot`` per key: the faster order for a few keys;
+    - with ``cols``: all n sums at once, one c at a time, lanes[l, :n] += x[c] * cols[c, :n]
+      with _dot's lane l of c, then _dot's pairwise sum of the lanes: loops over adjacent
+      elements that run in SIMD across the keys, far faster for long rows.
+
+    Both add the same products in the same order, so they agree exactly.
+    """
+    if cols.shape[1] == 0:
+        for j in range(n):
+            out[j] = _dot(x, rows[j])
+        return
+    d = x.shape[0]
+    blocks = d - d % 8
+    for lane in range(8):
+        for j in range(n):
+            lanes[lane, j] = x.dtype.type(0)
+    for c in range(d):
+        xc = x[c]
+        acc = lanes[c % 8 if c < blocks else 0]
+        column = cols[c]
+        for j in range(n):
+            acc[j] += xc * column[j]
+    for j in range(n):
+        out[j] = ((lanes[0, j] + lanes[1, j]) + (lanes[2, j] + lanes[3, j])) + (
+            (lanes[4, j] + lanes[5, j]) + (lanes[6, j] + lanes[7, j]))
+
+
+@njit(cache=True, inline="always")
+def _transpose(rows, cols):
+    """cols[c, j] = rows[j, c] for the columns j that ``cols`` has (none, or all)."""
+    for j in range(cols.shape[1]):
+        for c in range(cols.shape[0]):
+            cols[c, j] = rows[j, c]
+
+
+@njit(cache=True, inline="always")
+def _attend_pair(Q, K, V, scale, causal, O, P, k_cols, lanes):
     """One (batch, head) pair: P = softmax(scale Q K^T, masked) and O = P V.
 
     Q (Tq, d), K and V (Tk, d): contiguous copies of the inputs. O (Tq, d), P (Tq, Tk):
-    outputs.
+    outputs. k_cols (d, Tk) or (d, 0) for short rows, lanes (8, Tk): scratch for
+    ``_row_dots``.
     """
     Tq, d = Q.shape
     Tk = K.shape[0]
     zero = Q.dtype.type(0)
+    _transpose(K, k_cols)
     for i in range(Tq):
         seen = Tk - Tq + i + 1 if causal else Tk  # keys 0 .. seen-1 are visible
         row = P[i]
         # Scores: row[j] = Q[i] . K[j] (scaled below); masked keys are never computed.
-        for j in range(seen):
-            row[j] = _dot(Q[i], K[j])
+        _row_dots(Q[i], K, k_cols, lanes, seen, row)
         # Stable softmax: subtracting the row maximum keeps every exp() <= 1.
         peak = row[0]
         for j in range(1, seen):
@@ -265,15 +314,16 @@ def _attend_pair(Q, K, V, scale, causal, O, P):
 
 
 @njit(cache=True, inline="always")
-def _backprop_pair(Q, K, V, P, dO, scale, causal, dQ, dK, dV, dS):
+def _backprop_pair(Q, K, V, P, dO, scale, causal, dQ, dK, dV, dS, v_cols, lanes):
     """One (batch, head) pair: dQ, dK, dV from dO and the saved P (module docstring).
 
     Q, K, V, dO: contiguous copies of the inputs; P: the forward's probabilities. dQ, dK,
-    dV: outputs. dS (Tk,): scratch.
+    dV: outputs. dS (Tk,), v_cols (d, Tk) or (d, 0), lanes (8, Tk): scratch.
     """
     Tq, d = Q.shape
     Tk = K.shape[0]
     zero = Q.dtype.type(0)
+    _transpose(V, v_cols)
     for j in range(Tk):
         for c in range(d):
             dK[j, c] = zero
@@ -289,8 +339,7 @@ def _backprop_pair(Q, K, V, P, dO, scale, causal, dQ, dK, dV, dS):
                 dV[j, c] += p * grad[c]
         # dP[i, j] = dO[i] . V[j], then dS = P * (dP - rowsum(dP * P)), times the scale
         # of S (so that dQ and dK below need no scale). dS[j] holds dP first.
-        for j in range(seen):
-            dS[j] = _dot(grad, V[j])
+        _row_dots(grad, V, v_cols, lanes, seen, dS)
         row_dot = zero
         for j in range(seen):
             row_dot += dS[j] * probs[j]
@@ -315,15 +364,18 @@ def _forward_kernel(q, q_at, k, k_at, v, v_at, scale, causal, out, probs):
     """out = softmax(scale q k^T, masked) v and probs = the softmax, for every pair."""
     B, H, Tq, d = out.shape
     Tk = probs.shape[3]
+    long_rows = Tk if Tk >= _LONG_ROW else 0
     for pair in prange(B * H):
         b, h = pair // H, pair % H
         Q = np.empty((Tq, d), out.dtype)
         K = np.empty((Tk, d), out.dtype)
         V = np.empty((Tk, d), out.dtype)
+        k_cols = np.empty((d, long_rows), out.dtype)
+        lanes = np.empty((8, long_rows), out.dtype)
         _gather_rows(q, q_at, b, h, Q)
         _gather_rows(k, k_at, b, h, K)
         _gather_rows(v, v_at, b, h, V)
-        _attend_pair(Q, K, V, scale, causal, out[b, h], probs[b, h])
+        _attend_pair(Q, K, V, scale, causal, out[b, h], probs[b, h], k_cols, lanes)
 
 
 def _backward_kernel(q, q_at, k, k_at, v, v_at, g, g_at, probs, scale, causal, grad_q,
@@ -331,6 +383,7 @@ def _backward_kernel(q, q_at, k, k_at, v, v_at, g, g_at, probs, scale, causal, g
     """grad_q, grad_k, grad_v from g = dL/dout and the saved probs, for every pair."""
     B, H, Tq, d = grad_q.shape
     Tk = probs.shape[3]
+    long_rows = Tk if Tk >= _LONG_ROW else 0
     for pair in prange(B * H):
         b, h = pair // H, pair % H
         Q = np.empty((Tq, d), grad_q.dtype)
@@ -338,12 +391,14 @@ def _backward_kernel(q, q_at, k, k_at, v, v_at, g, g_at, probs, scale, causal, g
         V = np.empty((Tk, d), grad_q.dtype)
         dO = np.empty((Tq, d), grad_q.dtype)
         dS = np.empty(Tk, grad_q.dtype)
+        v_cols = np.empty((d, long_rows), grad_q.dtype)
+        lanes = np.empty((8, long_rows), grad_q.dtype)
         _gather_rows(q, q_at, b, h, Q)
         _gather_rows(k, k_at, b, h, K)
         _gather_rows(v, v_at, b, h, V)
         _gather_rows(g, g_at, b, h, dO)
         _backprop_pair(Q, K, V, probs[b, h], dO, scale, causal, grad_q[b, h], grad_k[b, h],
-                       grad_v[b, h], dS)
+                       grad_v[b, h], dS, v_cols, lanes)
 
 
 @functools.cache
