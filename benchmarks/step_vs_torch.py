@@ -66,6 +66,7 @@ def main():
     parser.add_argument("--steps-per-block", type=int, default=25)
     args = parser.parse_args()
 
+    import tinygrok  # first: it sets OMP_WAIT_POLICY=PASSIVE before any OpenMP pool starts
     import numba
     import torch
     from threadpoolctl import threadpool_limits

@@ -12,4 +12,14 @@ The pieces, in the order data flows through them:
 - ``analysis``, ``plots`` : what a run directory tells about grokking
 """
 
+import os
+
 __version__ = "0.1.0"
+
+# Numba's parallel kernels run on an OpenMP thread pool, and by default OpenMP threads
+# keep spinning for a while after each kernel: they hold the cores that NumPy's BLAS
+# threads need for the next matrix product. On a 2-core machine that made a training step
+# at 2 threads 5x slower (292 ms against 54-63 ms, benchmarks/README.md). PASSIVE lets
+# idle threads sleep. It is read when the pool starts (at the first parallel kernel, after
+# this import); a value already set in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
