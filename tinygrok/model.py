@@ -70,6 +70,10 @@ class MultiHeadAttention(Module):
         y = ag.linear(x, self.in_proj_weight[rows], self.in_proj_bias[rows])  # x W^T + b
         return y.reshape(B, S, self.heads, d // self.heads).transpose(0, 2, 1, 3)
 
+    def keys_and_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Just the keys and values of x's positions, each (B, H, S, d/H)."""
+        return self._project(x, 1), self._project(x, 2)
+
     def __call__(self, x: Tensor, past=None, last_query_only: bool = False):
         """Attention of the S positions in x (B, S, d).
 
@@ -82,7 +86,7 @@ class MultiHeadAttention(Module):
         """
         B, S, d = x.shape
         q = self._project(x[:, -1:] if last_query_only else x, 0)
-        k, v = self._project(x, 1), self._project(x, 2)
+        k, v = self.keys_and_values(x)
         if past is not None:
             k = ag.concatenate([past[0], k], axis=2)
             v = ag.concatenate([past[1], v], axis=2)
@@ -164,7 +168,10 @@ class Transformer(Module):
             which = which.reshape(-1)
             x = self.embed(prefixes)
             for i, block in enumerate(self.blocks):
-                x, _, (keys, values) = block(x)
+                if i == len(self.blocks) - 1:  # the last block's prefix outputs reach nothing
+                    keys, values = block.attn.keys_and_values(x)
+                else:
+                    x, _, (keys, values) = block(x)
                 cache[i] = (keys[which], values[which])  # one copy per example
         x = self.embed(tokens[:, P:], first_position=P)
         for i, block in enumerate(self.blocks):
