@@ -1,9 +1,16 @@
 """One training step of tinygrok against the same step in PyTorch, measured in one run.
 
 The step: forward of the default model (d 128, 4 heads, 2 layers) on a batch of 512
-x_div_y examples, cross-entropy, backward, AdamW, in float32. Both frameworks get the same
-thread count and alternate in blocks, so a noisy neighbour slows both alike; the script
-prints the medians and their ratio (the floor asks tinygrok / torch <= 0.6).
+x_div_y examples, cross-entropy, backward, AdamW, in float32. The script prints the medians
+and their ratio (the floor asks tinygrok / torch <= 0.6).
+
+Each framework runs in a process of its own, and the two take turns in blocks of steps
+(the parent tells one worker to run a block while the other waits), so a noisy neighbour
+slows both alike. Separate processes matter: ``import tinygrok`` sets
+``OMP_WAIT_POLICY=PASSIVE`` for its own OpenMP pool, and in a shared process PyTorch's
+OpenMP pool would inherit it. PyTorch runs slower with passive threads (about 120 against
+80-95 ms a step here), so a shared process would flatter tinygrok. Here each side gets its
+own defaults and the same thread count.
 
 Needs a virtualenv with both torch and tinygrok (see benchmarks/README.md):
 
@@ -13,28 +20,35 @@ Needs a virtualenv with both torch and tinygrok (see benchmarks/README.md):
 """
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).parent))
+HERE = Path(__file__).parent
 
 
-def tinygrok_stepper(batch):
+def tinygrok_stepper(batch, threads):
+    import tinygrok  # noqa: F401  (sets OMP_WAIT_POLICY before any OpenMP pool starts)
+    from tinygrok.threads import set_threads
     from tinygrok.train import Run, TrainConfig
 
+    set_threads(threads)
     run = Run(TrainConfig(batch_size=batch), out_dir="unused")  # also sets the allocator
     return run.train_step
 
 
-def torch_stepper(batch):
+def torch_stepper(batch, threads):
     import torch
     import torch.nn.functional as F
+
+    sys.path.insert(0, str(HERE))
     from torch_reference import TorchGrokTransformer, random_batch
 
+    torch.set_num_threads(threads)
     model = TorchGrokTransformer(vocab_size=99, num_classes=97)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-8,
                                   weight_decay=0.5)
@@ -49,13 +63,39 @@ def torch_stepper(batch):
     return step
 
 
-def time_block(step, n):
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
+def worker(framework, batch, threads):
+    """Build the step, warm it up, then run blocks on request: read a step count from
+    stdin, answer with the seconds of each step as a JSON list; an empty line ends it."""
+    step = {"tinygrok": tinygrok_stepper, "torch": torch_stepper}[framework](batch, threads)
+    for _ in range(10):  # warm-up: kernels compiled, allocator and caches settled
         step()
-        times.append(time.perf_counter() - t0)
-    return times
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            break
+        times = []
+        for _ in range(int(line)):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+        print(json.dumps(times), flush=True)
+
+
+def start_worker(framework, args):
+    env = dict(os.environ)
+    env.pop("OMP_WAIT_POLICY", None)  # each framework keeps its own default
+    command = [sys.executable, __file__, "--worker", framework, "--threads",
+               str(args.threads), "--batch", str(args.batch)]
+    process = subprocess.Popen(command, env=env, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    if process.stdout.readline().strip() != "ready":
+        sys.exit(f"the {framework} worker failed to start")
+    return process
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
 def main():
@@ -64,28 +104,27 @@ def main():
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--blocks", type=int, default=8)
     parser.add_argument("--steps-per-block", type=int, default=25)
+    parser.add_argument("--worker", choices=["tinygrok", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        return worker(args.worker, args.batch, args.threads)
 
-    import tinygrok  # first: it sets OMP_WAIT_POLICY=PASSIVE before any OpenMP pool starts
-    import numba
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(args.threads)
-    threadpool_limits(args.threads, user_api="blas")
-    numba.set_num_threads(args.threads)
-    steppers = {"tinygrok": tinygrok_stepper(args.batch), "torch": torch_stepper(args.batch)}
-    for step in steppers.values():
-        time_block(step, 10)  # warm-up: kernels compiled, allocator and caches settled
-    times = {name: [] for name in steppers}
+    workers = {name: start_worker(name, args) for name in ("tinygrok", "torch")}
+    times = {name: [] for name in workers}
     for _ in range(args.blocks):
-        for name, step in steppers.items():
-            times[name] += time_block(step, args.steps_per_block)
+        for name, process in workers.items():  # one at a time: the other one waits
+            process.stdin.write(f"{args.steps_per_block}\n")
+            process.stdin.flush()
+            times[name] += json.loads(process.stdout.readline())
+    for process in workers.values():
+        process.stdin.write("\n")
+        process.stdin.flush()
+        process.wait()
     medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}
     for name, t in times.items():
-        q = np.percentile(np.array(t) * 1e3, [10, 90])
-        print(f"{name:>9}: median {medians[name]:6.1f} ms/step  (p10 {q[0]:.1f}, p90 {q[1]:.1f}, "
-              f"{len(t)} steps, {args.threads} threads)")
+        print(f"{name:>9}: median {medians[name]:6.1f} ms/step  (p10 "
+              f"{percentile(t, 10) * 1e3:.1f}, p90 {percentile(t, 90) * 1e3:.1f}, {len(t)} steps, "
+              f"{args.threads} threads, own process)")
     print(f"ratio tinygrok / torch: {medians['tinygrok'] / medians['torch']:.3f}  (floor: <= 0.6)")
 
 
