@@ -8,8 +8,8 @@ Each framework runs in a process of its own, and the two take turns in blocks of
 (the parent tells one worker to run a block while the other waits), so a noisy neighbour
 slows both alike. Separate processes matter: ``import tinygrok`` sets
 ``OMP_WAIT_POLICY=PASSIVE`` for its own OpenMP pool, and in a shared process PyTorch's
-OpenMP pool would inherit it. PyTorch runs slower with passive threads (about 120 against
-80-95 ms a step here), so a shared process would flatter tinygrok. Here each side gets its
+OpenMP pool would inherit it (alone, PyTorch runs slower with passive threads: about 120
+against 80-95 ms a step here), and the two pools would compete. Here each side gets its
 own defaults and the same thread count.
 
 Needs a virtualenv with both torch and tinygrok (see benchmarks/README.md):
