@@ -71,3 +71,19 @@ def test_twenty_training_steps_match_pytorch_adamw():
         logits = ours(batch(seed=99)[0]).data
     t_logits = theirs(torch.from_numpy(batch(seed=99)[0])).detach().numpy()
     np.testing.assert_allclose(logits, t_logits, rtol=1e-7, atol=1e-7)
+
+
+def test_step_benchmark_runs_each_framework_in_its_own_process():
+    """benchmarks/step_vs_torch.py: the two workers start, take turns and report a ratio."""
+    import subprocess
+
+    script = Path(__file__).parent.parent / "benchmarks" / "step_vs_torch.py"
+    done = subprocess.run([sys.executable, str(script), "--threads", "1", "--batch", "32",
+                           "--blocks", "2", "--steps-per-block", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.strip().startswith("tinygrok:") and "4 steps" in line for line in lines)
+    assert any(line.strip().startswith("torch:") and "4 steps" in line for line in lines)
+    ratio = float(lines[-1].split(":")[1].split()[0])
+    assert ratio > 0
