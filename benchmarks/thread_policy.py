@@ -6,6 +6,7 @@ rounds, so a noisy neighbour spreads over all of them. Each child times ``Run.tr
 of the default experiment: 10 warm-up steps, then the median of ``--steps``.
 
     python benchmarks/thread_policy.py
+    python benchmarks/thread_policy.py --only PASSIVE --rounds 7    # a subset, more rounds
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/thread_policy.py --rounds 3
 
 This is what benchmarks/README.md's table ("Threads") came from.
@@ -51,10 +52,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=60, help="timed steps per child")
+    parser.add_argument("--only", help="run only the settings whose name contains this")
     args = parser.parse_args()
-    results = {name: [] for name in SETTINGS}
+    settings = {name: value for name, value in SETTINGS.items()
+                if args.only is None or args.only in name}
+    results = {name: [] for name in settings}
     for _ in range(args.rounds):
-        for name, (extra, blas, kernel_threads) in SETTINGS.items():
+        for name, (extra, blas, kernel_threads) in settings.items():
             env = {**os.environ, **extra}
             child = subprocess.run(
                 [sys.executable, "-c", CHILD, str(blas), str(kernel_threads), str(args.steps)],
