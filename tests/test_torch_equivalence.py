@@ -87,3 +87,16 @@ def test_step_benchmark_runs_each_framework_in_its_own_process():
     assert any(line.strip().startswith("torch:") and "4 steps" in line for line in lines)
     ratio = float(lines[-1].split(":")[1].split()[0])
     assert ratio > 0
+
+
+def test_torch_full_run_benchmark_runs():
+    """benchmarks/torch_full_run.py: a few steps of PyTorch's version of the default loop."""
+    import subprocess
+
+    script = Path(__file__).parent.parent / "benchmarks" / "torch_full_run.py"
+    for evaluation in ("whole", "sampled"):
+        done = subprocess.run([sys.executable, str(script), "--steps", "20", "--eval",
+                               evaluation, "--threads", "1"],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert f"eval {evaluation}: 20 steps in" in done.stdout
