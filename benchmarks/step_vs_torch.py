@@ -1,12 +1,12 @@
-"""One training step of tinygrok against the same step in PyTorch, measured in one run.
+"""One training step of tinygrok against the same step in PyTorch: one command, two processes.
 
 The step: forward of the default model (d 128, 4 heads, 2 layers) on a batch of 512
 x_div_y examples, cross-entropy, backward, AdamW, in float32. The script prints the medians
 and their ratio (the floor asks tinygrok / torch <= 0.6).
 
 Each framework runs in a process of its own, and the two take turns in blocks of steps
-(the parent tells one worker to run a block while the other waits), so a noisy neighbour
-slows both alike. Separate processes matter: ``import tinygrok`` sets
+(the parent tells one worker to run a block while the other waits; the order flips every
+round), so a noisy neighbour slows both alike. Separate processes matter: ``import tinygrok`` sets
 ``OMP_WAIT_POLICY=PASSIVE`` for its own OpenMP pool, and in a shared process PyTorch's
 OpenMP pool would inherit it (alone, PyTorch runs slower with passive threads: about 120
 against 80-95 ms a step here), and the two pools would compete. Here each side gets its
@@ -65,11 +65,14 @@ def torch_stepper(batch, threads):
 
 def worker(framework, batch, threads):
     """Build the step, warm it up, then run blocks on request: read a step count from
-    stdin, answer with the seconds of each step as a JSON list; an empty line ends it."""
+    stdin, answer with the seconds of each step as a JSON list; an empty line ends it.
+
+    stdout carries only this protocol; anything else printed goes to stderr."""
+    protocol, sys.stdout = sys.stdout, sys.stderr
     step = {"tinygrok": tinygrok_stepper, "torch": torch_stepper}[framework](batch, threads)
     for _ in range(10):  # warm-up: kernels compiled, allocator and caches settled
         step()
-    print("ready", flush=True)
+    print("ready", file=protocol, flush=True)
     for line in sys.stdin:
         if not line.strip():
             break
@@ -78,10 +81,11 @@ def worker(framework, batch, threads):
             start = time.perf_counter()
             step()
             times.append(time.perf_counter() - start)
-        print(json.dumps(times), flush=True)
+        print(json.dumps(times), file=protocol, flush=True)
 
 
 def start_worker(framework, args):
+    """Start a worker and wait until it has warmed up."""
     env = dict(os.environ)
     env.pop("OMP_WAIT_POLICY", None)  # each framework keeps its own default
     command = [sys.executable, __file__, "--worker", framework, "--threads",
@@ -93,9 +97,20 @@ def start_worker(framework, args):
     return process
 
 
-def percentile(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+def run_block(name, process, steps):
+    """Ask a worker for ``steps`` timed steps and return their seconds."""
+    process.stdin.write(f"{steps}\n")
+    process.stdin.flush()
+    line = process.stdout.readline()
+    if not line:
+        sys.exit(f"the {name} worker stopped (exit code {process.wait()}); see its error above")
+    return json.loads(line)
+
+
+def deciles(values):
+    """The 10th and 90th percentiles (as numpy.percentile computes them)."""
+    cuts = statistics.quantiles(values, n=10, method="inclusive")
+    return cuts[0], cuts[-1]
 
 
 def main():
@@ -111,20 +126,20 @@ def main():
 
     workers = {name: start_worker(name, args) for name in ("tinygrok", "torch")}
     times = {name: [] for name in workers}
+    order = list(workers)
     for _ in range(args.blocks):
-        for name, process in workers.items():  # one at a time: the other one waits
-            process.stdin.write(f"{args.steps_per_block}\n")
-            process.stdin.flush()
-            times[name] += json.loads(process.stdout.readline())
+        for name in order:  # one at a time: the other one waits
+            times[name] += run_block(name, workers[name], args.steps_per_block)
+        order.reverse()  # neither always runs right after the other
     for process in workers.values():
         process.stdin.write("\n")
         process.stdin.flush()
-        process.wait()
+        process.wait(timeout=60)
     medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}
     for name, t in times.items():
-        print(f"{name:>9}: median {medians[name]:6.1f} ms/step  (p10 "
-              f"{percentile(t, 10) * 1e3:.1f}, p90 {percentile(t, 90) * 1e3:.1f}, {len(t)} steps, "
-              f"{args.threads} threads, own process)")
+        p10, p90 = deciles(t)
+        print(f"{name:>9}: median {medians[name]:6.1f} ms/step  (p10 {p10 * 1e3:.1f}, p90 "
+              f"{p90 * 1e3:.1f}, {len(t)} steps, {args.threads} threads, own process)")
     print(f"ratio tinygrok / torch: {medians['tinygrok'] / medians['torch']:.3f}  (floor: <= 0.6)")
 
 

@@ -6,7 +6,7 @@ rounds, so a noisy neighbour spreads over all of them. Each child times ``Run.tr
 of the default experiment: 10 warm-up steps, then the median of ``--steps``.
 
     python benchmarks/thread_policy.py
-    python benchmarks/thread_policy.py --only PASSIVE --rounds 7    # a subset, more rounds
+    python benchmarks/thread_policy.py --only PASSIVE --rounds 7    # the 3 PASSIVE settings
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/thread_policy.py --rounds 3
 
 This is what benchmarks/README.md's table ("Threads") came from.
@@ -56,6 +56,8 @@ def main():
     args = parser.parse_args()
     settings = {name: value for name, value in SETTINGS.items()
                 if args.only is None or args.only in name}
+    if not settings:
+        parser.error(f"--only {args.only!r} matches none of: {', '.join(SETTINGS)}")
     results = {name: [] for name in settings}
     for _ in range(args.rounds):
         for name, (extra, blas, kernel_threads) in settings.items():

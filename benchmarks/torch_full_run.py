@@ -14,7 +14,8 @@ can be compared on one machine:
   validation pairs only (the "cheaper, sampled eval" of the issue), no attention.
 
 It runs ``--steps`` steps (default 1,500) and extrapolates to the 7,500 of the default run;
-the cost of a step does not change over a run. Needs the torch virtualenv
+the cost of a step does not change over a run. Only the loop is timed: unlike
+``full_run.py``'s estimate for tinygrok, no imports, files or final summary. Needs the torch virtualenv
 (benchmarks/README.md):
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
@@ -22,12 +23,14 @@ the cost of a step does not change over a run. Needs the torch virtualenv
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+os.environ.pop("OMP_WAIT_POLICY", None)  # PyTorch's own OpenMP default, before torch loads
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from torch_reference import TorchGrokTransformer  # noqa: E402
@@ -37,7 +40,10 @@ DEFAULT_RUN_STEPS = 7500
 
 
 def division_task(seed):
-    """All [x, o, y, =] inputs of x / y mod 97 (y != 0) and their labels, split in halves."""
+    """All [x, o, y, =] inputs of x / y mod 97 (y != 0) and their labels, split in halves.
+
+    Token ids as in tinygrok ("o" 0, "=" 1, element e is 2 + e). The shuffle is PyTorch's,
+    so the split differs from tinygrok's; for timing that does not matter."""
     x = torch.arange(P).repeat_interleave(P - 1)
     y = torch.arange(1, P).repeat(P)
     inverse = torch.tensor([pow(int(v), P - 2, P) for v in range(1, P)])
@@ -61,11 +67,12 @@ def main():
     model = TorchGrokTransformer(vocab_size=P + 2, num_classes=P)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-8,
                                   weight_decay=0.5)
+    # LambdaLR applies factor(0) = 0 at once, so the first step has lr 0, as in tinygrok.
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: min(t / 50, 1.0))
     generator = torch.Generator().manual_seed(1)
-    probes = torch.cat([train_idx[:64], val_idx[:64]])
+    probes = torch.cat([train_idx[:64], val_idx[:64]])  # 64 + 64 examples, like tinygrok's
 
-    def evaluate(index):
+    def evaluate(index):  # called for its cost only: the numbers are not used
         with torch.no_grad():
             correct, total_loss = 0, 0.0
             for start in range(0, len(index), 4096):

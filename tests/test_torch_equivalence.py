@@ -83,8 +83,8 @@ def test_step_benchmark_runs_each_framework_in_its_own_process():
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert any(line.strip().startswith("tinygrok:") and "4 steps" in line for line in lines)
-    assert any(line.strip().startswith("torch:") and "4 steps" in line for line in lines)
+    assert any(line.strip().startswith("tinygrok:") and " 4 steps," in line for line in lines)
+    assert any(line.strip().startswith("torch:") and " 4 steps," in line for line in lines)
     ratio = float(lines[-1].split(":")[1].split()[0])
     assert ratio > 0
 
