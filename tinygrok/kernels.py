@@ -182,8 +182,12 @@ def layer_norm_backward_input(grad_out: np.ndarray, weight: np.ndarray, xhat: np
 @njit(cache=True)
 def _scatter_add_rows(indices, rows, out):
     # Serial on purpose: two positions with the same token add into the same row.
+    # The inner loop is written out: Numba runs ``out[k] += rows[i]`` on whole rows through
+    # a temporary array, which made this 2.3x slower for 512 rows of 256.
     for i in range(indices.size):
-        out[indices[i]] += rows[i]
+        target, source = out[indices[i]], rows[i]
+        for j in range(source.size):
+            target[j] += source[j]
 
 
 def scatter_add_rows(indices: np.ndarray, rows: np.ndarray, num_rows: int) -> np.ndarray:
