@@ -288,29 +288,8 @@ def test_one_compiled_signature_per_dtype(dtype):
             assert len(compiled.signatures) == 1
 
 
-@pytest.mark.parametrize("n", [1, 7, 8, 13, 32, 35])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_dot_adds_in_eight_lanes_in_a_fixed_order(n, dtype):
-    """_dot is the documented summation order exactly (lane l: c = l, l + 8, ...; the
-    leftover c beyond the last multiple of 8 into lane 0; lanes added pairwise), and the
-    dot product to rounding."""
-    rng = np.random.default_rng(6)
-    x, y = rng.standard_normal((2, n)).astype(dtype)
-    lanes = [dtype(0)] * 8
-    blocks = n - n % 8
-    for c in range(blocks):
-        lanes[c % 8] = dtype(lanes[c % 8] + x[c] * y[c])
-    for c in range(blocks, n):
-        lanes[0] = dtype(lanes[0] + x[c] * y[c])
-    expected = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + (
-        (lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
-    assert att._dot(x, y) == expected
-    np.testing.assert_allclose(att._dot(x, y), x.astype(np.float64) @ y,
-                               rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-6)
-
-
 def test_row_dots_loop_orders_agree_exactly():
-    """One _dot per key and all keys at once (the long-row order) add the same products in
+    """One dot_in_lanes per key and all keys at once (the long-row order) add the same products in
     the same order, so the short and long row paths give identical numbers."""
     rng = np.random.default_rng(6)
     x = rng.standard_normal(13).astype(np.float32)
