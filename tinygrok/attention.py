@@ -156,9 +156,9 @@ def attention_reference(q, k, v, causal: bool = True):
 # - the helpers below are inlined into the kernels (``inline="always"``): at T = 4 a
 #   function call per pair and row, with every array passed as a struct, cost more than
 #   the arithmetic (it made the kernels ~1.7x slower);
-# - the scratch buffers are allocated inside the prange loop, but Numba hoists
-#   loop-invariant allocations out of it ("allocation hoisting"): each thread allocates
-#   them once and reuses them for all its pairs.
+# - the prange runs over at most 64 chunks of consecutive pairs, and each chunk allocates
+#   its scratch buffers once for all its pairs: allocating them per pair cost 8-19% of
+#   the kernels' time at T = 4 (benchmarks/README.md, "Attention").
 #
 # Constants: the scale is passed in with the inputs' dtype and zeros are built with
 # ``x.dtype.type(0)``: a bare Python float would turn float32 arithmetic into float64.
@@ -327,26 +327,38 @@ def _backprop_pair(Q, K, V, P, dO, scale, causal, dQ, dK, dV, dS, v_cols, lanes)
                 dK[j, c] += s * query[c]
 
 
-# The two kernels: a prange over the B*H pairs, flattened into one loop so both threads
-# get an even share even when B or H is small. Each input is a (flat, at) pair (see
-# "Layouts" above).
+# The two kernels: the B*H pairs are numbered 0 .. B*H-1 (pair = b*H + h), so both
+# threads get an even share even when B or H is small, and cut into ``_CHUNKS`` runs of
+# consecutive pairs; the prange is over the runs, each with its own scratch buffers. Each
+# input is a (flat, at) pair (see "Layouts" above).
+
+_CHUNKS = 64  # prange chunks (fewer when there are fewer pairs)
+
+
+@njit(cache=True, inline="always")
+def _chunk_pairs(chunk, chunks, pairs):
+    """The pairs of one chunk: range(first, last), ``chunks`` nearly equal runs."""
+    return range(chunk * pairs // chunks, (chunk + 1) * pairs // chunks)
+
 
 def _forward_kernel(q, q_at, k, k_at, v, v_at, scale, causal, out, probs):
     """out = softmax(scale q k^T, masked) v and probs = the softmax, for every pair."""
     B, H, Tq, d = out.shape
     Tk = probs.shape[3]
     long_rows = Tk if Tk >= _LONG_ROW else 0
-    for pair in prange(B * H):
-        b, h = pair // H, pair % H
+    chunks = min(B * H, _CHUNKS)
+    for chunk in prange(chunks):
         Q = np.empty((Tq, d), out.dtype)
         K = np.empty((Tk, d), out.dtype)
         V = np.empty((Tk, d), out.dtype)
         k_cols = np.empty((d, long_rows), out.dtype)
         lanes = np.empty((8, long_rows), out.dtype)
-        _gather_rows(q, q_at, b, h, Q)
-        _gather_rows(k, k_at, b, h, K)
-        _gather_rows(v, v_at, b, h, V)
-        _attend_pair(Q, K, V, scale, causal, out[b, h], probs[b, h], k_cols, lanes)
+        for pair in _chunk_pairs(chunk, chunks, B * H):
+            b, h = pair // H, pair % H
+            _gather_rows(q, q_at, b, h, Q)
+            _gather_rows(k, k_at, b, h, K)
+            _gather_rows(v, v_at, b, h, V)
+            _attend_pair(Q, K, V, scale, causal, out[b, h], probs[b, h], k_cols, lanes)
 
 
 def _backward_kernel(q, q_at, k, k_at, v, v_at, g, g_at, probs, scale, causal, grad_q,
@@ -355,8 +367,8 @@ def _backward_kernel(q, q_at, k, k_at, v, v_at, g, g_at, probs, scale, causal, g
     B, H, Tq, d = grad_q.shape
     Tk = probs.shape[3]
     long_rows = Tk if Tk >= _LONG_ROW else 0
-    for pair in prange(B * H):
-        b, h = pair // H, pair % H
+    chunks = min(B * H, _CHUNKS)
+    for chunk in prange(chunks):
         Q = np.empty((Tq, d), grad_q.dtype)
         K = np.empty((Tk, d), grad_q.dtype)
         V = np.empty((Tk, d), grad_q.dtype)
@@ -364,12 +376,14 @@ def _backward_kernel(q, q_at, k, k_at, v, v_at, g, g_at, probs, scale, causal, g
         dS = np.empty(Tk, grad_q.dtype)
         v_cols = np.empty((d, long_rows), grad_q.dtype)
         lanes = np.empty((8, long_rows), grad_q.dtype)
-        _gather_rows(q, q_at, b, h, Q)
-        _gather_rows(k, k_at, b, h, K)
-        _gather_rows(v, v_at, b, h, V)
-        _gather_rows(g, g_at, b, h, dO)
-        _backprop_pair(Q, K, V, probs[b, h], dO, scale, causal, grad_q[b, h], grad_k[b, h],
-                       grad_v[b, h], dS, v_cols, lanes)
+        for pair in _chunk_pairs(chunk, chunks, B * H):
+            b, h = pair // H, pair % H
+            _gather_rows(q, q_at, b, h, Q)
+            _gather_rows(k, k_at, b, h, K)
+            _gather_rows(v, v_at, b, h, V)
+            _gather_rows(g, g_at, b, h, dO)
+            _backprop_pair(Q, K, V, probs[b, h], dO, scale, causal, grad_q[b, h],
+                           grad_k[b, h], grad_v[b, h], dS, v_cols, lanes)
 
 
 @functools.cache
