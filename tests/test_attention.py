@@ -77,6 +77,25 @@ def test_kernel_matches_reference(dtype, T, d, causal, layout):
         assert_close(grad, ref_grad, dtype)
 
 
+@pytest.mark.parametrize("batch, heads", [(45, 3), (64, 1), (1, 1)])
+def test_every_pair_of_every_chunk_is_computed(batch, heads):
+    """The kernels cut the B*H pairs into at most 64 chunks of consecutive pairs: 135
+    pairs give uneven chunks of 2 and 3, 64 one pair each. The outputs start as
+    uninitialised memory, so a pair left out or done twice would not match."""
+    rng = np.random.default_rng(4)
+    leaves = [Tensor(rng.standard_normal((batch, heads, 4, 8)), requires_grad=True)
+              for _ in range(3)]
+    results = []
+    for fn in (attention, attention_reference):
+        for t in leaves:
+            t.grad = None
+        out, probs = fn(*leaves, causal=True)
+        (out * out).sum().backward()
+        results.append([out.data, probs] + [t.grad for t in leaves])
+    for got, expected in zip(*results):
+        assert_close(got, expected, np.float64)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("Tq, Tk", [(1, 1), (1, 4), (3, 4), (1, 17), (5, 17), (9, 64)])
 def test_last_queries_equal_last_rows_of_full_attention(Tq, Tk, dtype):

@@ -1,0 +1,28 @@
+"""The benchmark scripts that need no PyTorch still run and report what they promise.
+
+(Timings themselves are never asserted: they belong in benchmarks/, not in tests.)
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.mark.parametrize("mode, expected", [
+    ([], ["ms a step", "forward (and AdamW)", "backward", "linear", "attention", "AdamW step"]),
+    (["--eval"], ["ms an evaluation", "forward (and AdamW)", "linear", "layer_norm"]),
+    (["--loop"], ["ms a step", "training step", "metrics (whole-split evaluation)",
+                  "attention probes"]),
+])
+def test_step_breakdown_reports_every_part(mode, expected):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "step_breakdown.py"),
+                             "--steps", "10", *mode],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    for text in expected:
+        assert text in result.stdout, (text, result.stdout)
+    if mode == ["--eval"]:
+        assert "backward" not in result.stdout  # no graph, so nothing runs backward
