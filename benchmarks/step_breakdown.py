@@ -8,6 +8,11 @@ default experiment and prints milliseconds per step for each op, forward and bac
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/step_breakdown.py
 
+``--eval`` times the whole-split evaluation instead (``train.evaluate`` over the 4,656
+validation pairs, no graph), op by op the same way. ``--loop`` times the parts of the
+training loop as ``train.train`` runs them (steps, evaluation, attention probes,
+embeddings, checkpoints), per step, without any wrappers.
+
 The wrappers replace functions in ``tinygrok.autograd`` for this process only; ops that
 call each other are not nested in the listed ops (the model calls them one by one).
 """
@@ -22,6 +27,7 @@ import numpy as np
 
 import tinygrok.autograd as ag
 import tinygrok.model as model_module
+import tinygrok.train as train_module
 from tinygrok.train import Run, TrainConfig, warm_up_kernels
 
 OPS = ("linear", "layer_norm", "gelu", "add", "getitem", "reshape", "transpose",
@@ -55,15 +61,50 @@ def backward_by_op(totals):
     return backward
 
 
+def time_loop_parts(run, steps):
+    """Milliseconds per step of each part of train.train's loop, over ``steps`` steps."""
+    c = run.config
+    run.out.mkdir(parents=True, exist_ok=True)
+    totals = collections.Counter()
+
+    def timed_part(label, function, *args):
+        start = time.perf_counter()
+        result = function(*args)
+        totals[label] += time.perf_counter() - start
+        return result
+
+    start = time.perf_counter()
+    for _ in range(steps):
+        lr = timed_part("training step", run.train_step)
+        if run.step % c.log_every == 0:
+            timed_part("metrics (whole-split evaluation)", run.log_metrics, lr, 0.0)
+            timed_part("attention probes", run.log_attention)
+        if run.step % c.embed_every == 0:
+            timed_part("embeddings", run.log_embeddings)
+        if run.step % c.checkpoint_every == 0:
+            timed_part("checkpoint", run.save_checkpoint, 0.0)
+    print(f"{(time.perf_counter() - start) / steps * 1e3:.1f} ms a step, {steps} steps")
+    for name, seconds in totals.most_common():
+        print(f"  {name:>34} {seconds / steps * 1e3:6.2f} ms")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=100,
+                        help="steps timed (--eval: evaluations; --loop: loop steps)")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--eval", action="store_true", help="the whole-split evaluation, op by op")
+    what.add_argument("--loop", action="store_true", help="the parts of the training loop")
     args = parser.parse_args()
 
     warm_up_kernels()
-    run = Run(TrainConfig(task="x_div_y"), out_dir=tempfile.mkdtemp())
+    folder = tempfile.TemporaryDirectory()  # removed when the script ends
+    run = Run(TrainConfig(task="x_div_y"), out_dir=folder.name)
     for _ in range(10):
         run.train_step()
+    if args.loop:
+        time_loop_parts(run, args.steps)
+        return
     forward, backward = collections.Counter(), collections.Counter()
     for name in OPS:
         setattr(ag, name, timed(getattr(ag, name), forward, name))
@@ -71,13 +112,21 @@ def main():
     ag.Tensor.backward = backward_by_op(backward)
     run.optimizer.step = timed(run.optimizer.step, forward, "AdamW step")
 
+    def evaluate():
+        return train_module.evaluate(run.model, run.val_inputs, run.val_labels,
+                                     run.config.eval_batch_size)
+
+    work, unit = (evaluate, "an evaluation") if args.eval else (run.train_step, "a step")
     start = time.perf_counter()
     for _ in range(args.steps):
-        run.train_step()
+        work()
     per_step = (time.perf_counter() - start) / args.steps * 1e3
-    print(f"{per_step:.1f} ms a step (with the wrappers), {args.steps} steps")
-    for title, totals in (("forward (and AdamW)", forward), ("backward", backward)):
-        print(f"{title}: {sum(totals.values()) / args.steps * 1e3:.1f} ms a step")
+    print(f"{per_step:.1f} ms {unit} (with the wrappers), {args.steps} times")
+    first = "forward" if args.eval else "forward (and AdamW)"
+    for title, totals in ((first, forward), ("backward", backward)):
+        if not totals:
+            continue
+        print(f"{title}: {sum(totals.values()) / args.steps * 1e3:.1f} ms {unit}")
         for name, seconds in totals.most_common():
             print(f"  {name:>14} {seconds / args.steps * 1e3:6.2f} ms")
 
