@@ -151,8 +151,9 @@ def attention_reference(q, k, v, causal: bool = True):
 #   wherever possible (O = P V, dV, dQ, dK);
 # - the dot products of S = Q K^T and dP = dO V^T keep eight partial sums instead of one
 #   (``kernels.dot_in_lanes``): eight independent chains of additions that the CPU
-#   overlaps, in an order fixed by the code rather than the compiler; for long rows ``_row_dots`` computes a
-#   whole row of them at once, in SIMD across the keys, in the same order;
+#   overlaps, in an order fixed by the code rather than the compiler; for long rows
+#   ``_row_dots`` computes a whole row of them at once, in SIMD across the keys, in the
+#   same order;
 # - the helpers below are inlined into the kernels (``inline="always"``): at T = 4 a
 #   function call per pair and row, with every array passed as a struct, cost more than
 #   the arithmetic (it made the kernels ~1.7x slower);
@@ -211,8 +212,8 @@ def _row_dots(x, rows, cols, lanes, n, out):
 
     - one ``dot_in_lanes`` per key: the faster order for a few keys;
     - with ``cols``: all n sums at once, one c at a time, lanes[l, :n] += x[c] * cols[c, :n]
-      with dot_in_lanes's lane l of c, then its pairwise sum of the lanes: loops over adjacent
-      elements that run in SIMD across the keys, far faster for long rows.
+      with dot_in_lanes's lane l of c, then its pairwise sum of the lanes: loops over
+      adjacent elements that run in SIMD across the keys, far faster for long rows.
 
     Both add the same products in the same order, so they agree exactly.
     """
