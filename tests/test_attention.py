@@ -77,11 +77,25 @@ def test_kernel_matches_reference(dtype, T, d, causal, layout):
         assert_close(grad, ref_grad, dtype)
 
 
+def test_chunks_cover_every_pair_exactly_once():
+    """The chunks' ranges, in order, are exactly 0 .. pairs-1: no pair left out, none
+    twice (the kernels' arithmetic, run as plain Python)."""
+    for pairs in [*range(0, 301), 10**9 + 7]:
+        chunks = min(pairs, att._CHUNKS)
+        chunk_pairs = getattr(att._chunk_pairs, "py_func", att._chunk_pairs)
+        covered = [chunk_pairs(c, chunks, pairs) for c in range(chunks)]
+        if pairs > 300:  # too many to list: check that the ranges join end to end
+            assert covered[0].start == 0 and covered[-1].stop == pairs
+            assert all(a.stop == b.start for a, b in zip(covered, covered[1:]))
+        else:
+            assert [p for r in covered for p in r] == list(range(pairs))
+
+
 @pytest.mark.parametrize("batch, heads", [(45, 3), (64, 1), (1, 1)])
 def test_every_pair_of_every_chunk_is_computed(batch, heads):
     """The kernels cut the B*H pairs into at most 64 chunks of consecutive pairs: 135
     pairs give uneven chunks of 2 and 3, 64 one pair each. The outputs start as
-    uninitialised memory, so a pair left out or done twice would not match."""
+    uninitialised memory, so a pair left out would not match the reference."""
     rng = np.random.default_rng(4)
     leaves = [Tensor(rng.standard_normal((batch, heads, 4, 8)), requires_grad=True)
               for _ in range(3)]
@@ -307,8 +321,29 @@ def test_one_compiled_signature_per_dtype(dtype):
             assert len(compiled.signatures) == 1
 
 
+@pytest.mark.parametrize("n", [1, 7, 8, 13, 32, 35])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dot_adds_in_eight_lanes_in_a_fixed_order(n, dtype):
+    """_dot is the documented summation order exactly (lane l: c = l, l + 8, ...; the
+    leftover c beyond the last multiple of 8 into lane 0; lanes added pairwise), and the
+    dot product to rounding."""
+    rng = np.random.default_rng(6)
+    x, y = rng.standard_normal((2, n)).astype(dtype)
+    lanes = [dtype(0)] * 8
+    blocks = n - n % 8
+    for c in range(blocks):
+        lanes[c % 8] = dtype(lanes[c % 8] + x[c] * y[c])
+    for c in range(blocks, n):
+        lanes[0] = dtype(lanes[0] + x[c] * y[c])
+    expected = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + (
+        (lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+    assert att._dot(x, y) == expected
+    np.testing.assert_allclose(att._dot(x, y), x.astype(np.float64) @ y,
+                               rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-6)
+
+
 def test_row_dots_loop_orders_agree_exactly():
-    """One dot_in_lanes per key and all keys at once (the long-row order) add the same products in
+    """One _dot per key and all keys at once (the long-row order) add the same products in
     the same order, so the short and long row paths give identical numbers."""
     rng = np.random.default_rng(6)
     x = rng.standard_normal(13).astype(np.float32)

@@ -47,9 +47,10 @@ What is where in this file
 Why the loops run in parallel over (batch, head) pairs
 ------------------------------------------------------
 Every pair reads its own slices of Q, K, V, dO and writes its own slices of O, P, dQ, dK
-and dV; no output element is touched by two pairs. A ``prange`` over the B*H pairs therefore
-needs no locks or atomic adds, and every element is computed by exactly one thread in a
-fixed order, so results are the same bit for bit whatever the number of threads.
+and dV; no output element is touched by two pairs. A ``prange`` over the B*H pairs (in
+chunks of consecutive pairs) therefore needs no locks or atomic adds, and every element is
+computed by exactly one thread in a fixed order, so results are the same bit for bit
+whatever the number of threads.
 """
 
 from __future__ import annotations
@@ -63,7 +64,6 @@ from numba import njit, prange, types
 
 from tinygrok import autograd as ag
 from tinygrok.autograd import Tensor, accumulate_grad, new_node
-from tinygrok.kernels import dot_in_lanes
 
 # A masked score in the reference: far enough below any real score that exp() of it
 # underflows to exactly 0 in float32 and float64 (exp(-1e9) = 0 in both).
@@ -150,10 +150,9 @@ def attention_reference(q, k, v, causal: bool = True):
 # - products are written as  row[:] += number * other_row[:]  over adjacent elements
 #   wherever possible (O = P V, dV, dQ, dK);
 # - the dot products of S = Q K^T and dP = dO V^T keep eight partial sums instead of one
-#   (``kernels.dot_in_lanes``): eight independent chains of additions that the CPU
-#   overlaps, in an order fixed by the code rather than the compiler; for long rows
-#   ``_row_dots`` computes a whole row of them at once, in SIMD across the keys, in the
-#   same order;
+#   (``_dot``): eight independent chains of additions that the CPU overlaps, in an order
+#   fixed by the code rather than the compiler; for long rows ``_row_dots`` computes a
+#   whole row of them at once, in SIMD across the keys, in the same order;
 # - the helpers below are inlined into the kernels (``inline="always"``): at T = 4 a
 #   function call per pair and row, with every array passed as a struct, cost more than
 #   the arithmetic (it made the kernels ~1.7x slower);
@@ -200,6 +199,36 @@ def _gather_rows(flat, at, b, h, rows):
                 rows[j, c] = flat[start + c * sc]
 
 
+@njit(cache=True, inline="always")
+def _dot(x, y):
+    """sum_c x[c] y[c] for contiguous x and y, added up in eight lanes.
+
+    Lane l sums the products of c = l, l + 8, l + 16, ... (c beyond the last multiple of
+    8 go to lane 0), and the lanes are added pairwise at the end. The eight running sums
+    do not depend on each other, so the CPU works on several at once, where a single sum
+    would be a chain of additions, each waiting for the one before (about 2x faster at
+    d = 32). It is not fastmath: the order is written here, fixed, the same on every call
+    and thread; it just rounds differently from a left-to-right sum (within float
+    rounding). (Numba leaves LLVM's SLP vectorizer off, so the eight lanes stay scalar
+    instructions rather than one SIMD one.)
+    """
+    n = x.shape[0]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = x.dtype.type(0)
+    blocks = n - n % 8
+    for c in range(0, blocks, 8):
+        s0 += x[c] * y[c]
+        s1 += x[c + 1] * y[c + 1]
+        s2 += x[c + 2] * y[c + 2]
+        s3 += x[c + 3] * y[c + 3]
+        s4 += x[c + 4] * y[c + 4]
+        s5 += x[c + 5] * y[c + 5]
+        s6 += x[c + 6] * y[c + 6]
+        s7 += x[c + 7] * y[c + 7]
+    for c in range(blocks, n):
+        s0 += x[c] * y[c]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
 _LONG_ROW = 16  # from this many keys on, _row_dots computes all sums at once (see there)
 
 
@@ -210,16 +239,16 @@ def _row_dots(x, rows, cols, lanes, n, out):
     ``rows`` (Tk, d); ``cols`` is either empty, (d, 0), or ``rows`` transposed, (d, Tk),
     with ``lanes`` (8, Tk) as scratch. Two loop orders compute the same sums:
 
-    - one ``dot_in_lanes`` per key: the faster order for a few keys;
+    - one ``_dot`` per key: the faster order for a few keys;
     - with ``cols``: all n sums at once, one c at a time, lanes[l, :n] += x[c] * cols[c, :n]
-      with dot_in_lanes's lane l of c, then its pairwise sum of the lanes: loops over
-      adjacent elements that run in SIMD across the keys, far faster for long rows.
+      with _dot's lane l of c, then _dot's pairwise sum of the lanes: loops over adjacent
+      elements that run in SIMD across the keys, far faster for long rows.
 
     Both add the same products in the same order, so they agree exactly.
     """
     if cols.shape[1] == 0:
         for j in range(n):
-            out[j] = dot_in_lanes(x, rows[j])
+            out[j] = _dot(x, rows[j])
         return
     d = x.shape[0]
     blocks = d - d % 8
@@ -333,7 +362,7 @@ def _backprop_pair(Q, K, V, P, dO, scale, causal, dQ, dK, dV, dS, v_cols, lanes)
 # consecutive pairs; the prange is over the runs, each with its own scratch buffers. Each
 # input is a (flat, at) pair (see "Layouts" above).
 
-_CHUNKS = 64  # prange chunks (fewer when there are fewer pairs)
+_CHUNKS = 64  # prange chunks (fewer when there are fewer pairs); compiled in as a constant
 
 
 @njit(cache=True, inline="always")
