@@ -93,7 +93,8 @@ def main():
     parser.add_argument("--steps", type=int, default=100,
                         help="steps timed (--eval: evaluations; --loop: loop steps)")
     what = parser.add_mutually_exclusive_group()
-    what.add_argument("--eval", action="store_true", help="the whole-split evaluation, op by op")
+    what.add_argument("--eval", action="store_true",
+                      help="the whole-split evaluation, op by op")
     what.add_argument("--loop", action="store_true", help="the parts of the training loop")
     args = parser.parse_args()
 

@@ -12,7 +12,8 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 @pytest.mark.parametrize("mode, expected", [
-    ([], ["ms a step", "forward (and AdamW)", "backward", "linear", "attention", "AdamW step"]),
+    ([], ["ms a step", "forward (and AdamW)", "backward", "linear", "attention",
+          "AdamW step"]),
     (["--eval"], ["ms an evaluation", "forward:", "linear", "layer_norm"]),
     (["--loop"], ["ms a step", "training step", "metrics (whole-split evaluation)",
                   "attention probes"]),
