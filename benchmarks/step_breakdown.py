@@ -9,9 +9,9 @@ default experiment and prints milliseconds per step for each op, forward and bac
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/step_breakdown.py
 
 ``--eval`` times the whole-split evaluation instead (``train.evaluate`` over the 4,656
-validation pairs, no graph), op by op the same way. ``--loop`` times the parts of the
-training loop as ``train.train`` runs them (steps, evaluation, attention probes,
-embeddings, checkpoints), per step, without any wrappers.
+validation pairs, no graph), op by op the same way. ``--loop`` runs ``train.train`` itself
+for ``--steps`` steps and times the parts its loop calls (steps, evaluation, attention
+probes, embeddings, checkpoints), per step, with no op wrappers.
 
 The wrappers replace functions in ``tinygrok.autograd`` for this process only; ops that
 call each other are not nested in the listed ops (the model calls them one by one).
@@ -61,28 +61,21 @@ def backward_by_op(totals):
     return backward
 
 
-def time_loop_parts(run, steps):
-    """Milliseconds per step of each part of train.train's loop, over ``steps`` steps."""
-    c = run.config
-    run.out.mkdir(parents=True, exist_ok=True)
+def time_loop_parts(steps, out_dir):
+    """Milliseconds per step of each part of a real ``train.train`` run of ``steps`` steps.
+
+    The run's own loop does the work; only the ``Run`` methods it calls are wrapped with
+    timers (for this process only), so the schedule measured is the one a run follows.
+    """
     totals = collections.Counter()
-
-    def timed_part(label, function, *args):
-        start = time.perf_counter()
-        result = function(*args)
-        totals[label] += time.perf_counter() - start
-        return result
-
+    parts = {"train_step": "training step",
+             "log_metrics": "metrics (whole-split evaluation)",
+             "log_attention": "attention probes", "log_embeddings": "embeddings",
+             "save_checkpoint": "checkpoints", "summary": "final summary"}
+    for method, label in parts.items():
+        setattr(Run, method, timed(getattr(Run, method), totals, label))
     start = time.perf_counter()
-    for _ in range(steps):
-        lr = timed_part("training step", run.train_step)
-        if run.step % c.log_every == 0:
-            timed_part("metrics (whole-split evaluation)", run.log_metrics, lr, 0.0)
-            timed_part("attention probes", run.log_attention)
-        if run.step % c.embed_every == 0:
-            timed_part("embeddings", run.log_embeddings)
-        if run.step % c.checkpoint_every == 0:
-            timed_part("checkpoint", run.save_checkpoint, 0.0)
+    train_module.train(TrainConfig(task="x_div_y", steps=steps), out_dir)
     print(f"{(time.perf_counter() - start) / steps * 1e3:.1f} ms a step, {steps} steps")
     for name, seconds in totals.most_common():
         print(f"  {name:>34} {seconds / steps * 1e3:6.2f} ms")
@@ -100,12 +93,12 @@ def main():
 
     warm_up_kernels()
     folder = tempfile.TemporaryDirectory()  # removed when the script ends
+    if args.loop:
+        time_loop_parts(args.steps, folder.name)
+        return
     run = Run(TrainConfig(task="x_div_y"), out_dir=folder.name)
     for _ in range(10):
         run.train_step()
-    if args.loop:
-        time_loop_parts(run, args.steps)
-        return
     forward, backward = collections.Counter(), collections.Counter()
     for name in OPS:
         setattr(ag, name, timed(getattr(ag, name), forward, name))
