@@ -102,6 +102,29 @@ def test_shared_prefix_gradients_equal_plain_gradients():
         np.testing.assert_allclose(fast, plain, rtol=1e-10, atol=1e-13)
 
 
+def test_first_block_projects_each_distinct_prefix_and_suffix_once():
+    # 40 examples, but only 3 different x (prefixes) and 4 different y (suffixes)
+    model = small_model(seed=13)
+    rng = np.random.default_rng(3)
+    tokens = tokens_for(40)
+    tokens[:, 0], tokens[:, 2] = rng.integers(2, 5, 40), rng.integers(2, 6, 40)
+    rows_projected = []
+    project = model.blocks[0].attn._project
+
+    def spy(x, part, which=None):
+        rows_projected.append(x.shape[0])
+        return project(x, part, which)
+
+    model.blocks[0].attn._project = spy  # this model only
+    with no_grad():
+        fast = model(tokens).data
+        plain, _ = model.forward_plain(tokens)
+    np.testing.assert_allclose(fast, plain.data, rtol=1e-12, atol=1e-13)
+    # the plain pass projected all 40 examples; the shortcut never does
+    assert rows_projected.count(40) == 3
+    assert max(rows_projected[:-3]) == 4
+
+
 @pytest.mark.parametrize("return_attention", [False, True])
 def test_loss_gradient_wrt_every_parameter(return_attention):
     # smaller still than SMALL: every parameter element costs two forward passes
