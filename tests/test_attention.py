@@ -55,7 +55,7 @@ def run(fn, layout, T, d, dtype, causal, seed=0, Tq=None):
 def assert_close(actual, expected, dtype):
     """float64: 1e-12; float32: 1e-5, both relative to the array's largest entry."""
     tol = 1e-12 if dtype == np.float64 else 1e-5
-    scale = max(np.abs(expected).max(), 1e-30)
+    scale = max(np.abs(expected).max(initial=0), 1e-30)
     np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
 
 
@@ -182,6 +182,81 @@ def test_gradient_of_a_plain_sum_arrives_broadcast():
         results.append([q.grad, k.grad, v.grad])
     for grad, ref_grad in zip(*results):
         assert_close(grad, ref_grad, np.float64)
+
+
+# -- a KV cache: the first P positions' keys and values passed separately --------------
+
+def cached_inputs(P, S, Tq, d, dtype, layout, seed=0):
+    """Leaves, then q (B, H, Tq, d), k, v (B, H, S, d) and the cache (B, H, P, d) x 2.
+    ``layout`` is that of k and v (see make_qkv); the cache is contiguous."""
+    leaves, (q, k, v) = make_qkv(layout, S, d, dtype, seed)
+    rng = np.random.default_rng(seed + 7)
+    cache = [Tensor(rng.standard_normal((B, H, P, d)).astype(dtype), requires_grad=True)
+             for _ in range(2)]
+    q = Tensor(rng.standard_normal((B, H, Tq, d)).astype(dtype), requires_grad=True)
+    if layout != "fused":
+        leaves = leaves[1:]  # make_qkv's own q is not used
+    return [q, *leaves, *cache], (q, k, v), tuple(cache)
+
+
+# (P, S, Tq, layout of k and v); with S = 0 every key is in the cache
+CACHE_CASES = [(P, S, Tq, layout) for P, S, Tq in [(2, 2, 2), (2, 2, 1), (1, 5, 3), (5, 1, 6)]
+               for layout in ("contiguous", "fused", "transposed")] + [(3, 0, 2, "contiguous")]
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("P, S, Tq, layout", CACHE_CASES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kv_cache_matches_reference(dtype, P, S, Tq, layout, causal):
+    results = []
+    for fn in (attention, attention_reference):
+        leaves, (q, k, v), past = cached_inputs(P, S, Tq, 8, dtype, layout)
+        out, probs = fn(q, k, v, causal=causal, past=past)
+        weights = np.random.default_rng(5).standard_normal(out.shape).astype(dtype)
+        (out * weights).sum().backward()
+        results.append((out.data, probs, [t.grad for t in leaves]))
+    (out, probs, grads), (ref_out, ref_probs, ref_grads) = results
+    assert probs.shape == (B, H, Tq, P + S)
+    assert_close(out, ref_out, dtype)
+    assert_close(probs, ref_probs, dtype)
+    for grad, ref_grad in zip(grads, ref_grads):
+        assert grad.shape == ref_grad.shape
+        assert_close(grad, ref_grad, dtype)
+
+
+def test_kv_cache_gives_exactly_what_the_joined_keys_give():
+    """The kernel copies the same rows into the same buffers either way: equal bit for bit."""
+    leaves, (q, k, v), past = cached_inputs(3, 2, 4, 32, np.float32, "fused")
+    joined = [np.concatenate([c.data, x.data], axis=2) for c, x in zip(past, (k, v))]
+    out, probs = attention(q, k, v, past=past)
+    joined_out, joined_probs = attention(q.data, *joined)
+    assert np.array_equal(out.data, joined_out.data) and np.array_equal(probs, joined_probs)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_gradcheck_through_kv_cache(causal):
+    leaves, (q, k, v), past = cached_inputs(2, 3, 4, 4, np.float64, "contiguous", seed=9)
+    q_leaf, k_leaf, v_leaf, past_k, past_v = leaves
+    assert gradcheck(lambda q, k, v, pk, pv: attention(q, k, v, causal, past=(pk, pv))[0],
+                     [q_leaf, k_leaf, v_leaf, past_k, past_v])
+
+
+@pytest.mark.parametrize("fn", [attention, attention_reference])
+@pytest.mark.parametrize("past, fragment", [
+    ((np.zeros((1, 2, 3, 8)),), "pair"),
+    (np.zeros((1, 2, 3, 8)), "pair"),
+    ((np.zeros((1, 2, 3, 8)), np.zeros((1, 2, 2, 8))), "same B, H and d"),
+    ((np.zeros((1, 3, 3, 8)), np.zeros((1, 3, 3, 8))), "same B, H and d"),
+    ((np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 3, 4))), "same B, H and d"),
+    ((np.zeros((1, 2, 3, 8), np.float32), np.zeros((1, 2, 3, 8))), "one dtype"),
+])
+def test_bad_kv_cache_is_refused(fn, past, fragment):
+    q = k = v = np.zeros((1, 2, 4, 8))
+    with pytest.raises(ValueError, match=fragment) as info:
+        fn(q, k, v, past=past)
+    if fragment != "pair":
+        for array in past:
+            assert str(array.shape) in str(info.value)
 
 
 # -- what the probabilities and outputs look like -------------------------------------

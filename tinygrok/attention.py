@@ -13,6 +13,11 @@ Causal masking: query i may look at keys up to its own position only. The querie
 query is needed), so query i sits at absolute position Tk - Tq + i and sees keys
 0 .. Tk - Tq + i. Masked entries of P are exactly 0.
 
+A KV cache: the keys and values of the first P positions may come separately (``past``),
+computed once for many sequences that share those positions (model.py does this for the
+shared prefix [x, o]). The keys are then the past's P followed by k's, and so are the
+values: the same maths as with the two joined, without building the joined arrays.
+
 The backward, given dO = dL/dO
 ------------------------------
 O is linear in V and in P, and S is linear in Q and in K, so three of the four steps are
@@ -80,32 +85,50 @@ def causal_mask(num_queries: int, num_keys: int) -> np.ndarray:
     return np.arange(num_keys)[None, :] <= offset + np.arange(num_queries)[:, None]
 
 
-def _check_inputs(q, k, v) -> tuple[Tensor, Tensor, Tensor]:
-    """q, k, v as Tensors of matching shapes and one float dtype, or a ValueError."""
-    arrays = [x.data if isinstance(x, Tensor) else np.asarray(x) for x in (q, k, v)]
-    shapes = ", ".join(f"{name} {a.shape} {a.dtype}" for name, a in zip("qkv", arrays))
-    if any(a.ndim != 4 for a in arrays):
+def _check_inputs(q, k, v, past=None):
+    """q, k, v and the past's keys and values (or None) as Tensors of matching shapes and
+    one float dtype, or a ValueError that names every shape and dtype."""
+    named = {"q": q, "k": k, "v": v}
+    if past is not None:
+        if not isinstance(past, (tuple, list)) or len(past) != 2:
+            raise ValueError(f"attention's past must be a pair (past_k, past_v) of "
+                             f"(B, H, P, d) arrays, got {type(past).__name__}")
+        named["past_k"], named["past_v"] = past
+    arrays = {name: x.data if isinstance(x, Tensor) else np.asarray(x)
+              for name, x in named.items()}
+
+    def shapes():
+        return ", ".join(f"{name} {a.shape} {a.dtype}" for name, a in arrays.items())
+
+    if any(a.ndim != 4 for a in arrays.values()):
         raise ValueError(f"attention needs 4-D arrays (batch, heads, positions, head_dim); "
-                         f"got {shapes}")
-    dtypes = {a.dtype for a in arrays}
-    if len(dtypes) != 1 or arrays[0].dtype not in (np.float32, np.float64):
-        raise ValueError(f"attention needs q, k, v of one dtype, float32 or float64; got "
-                         f"{shapes}")
-    (B, H, Tq, d), k_shape = arrays[0].shape, arrays[1].shape
-    if k_shape != arrays[2].shape or k_shape[:2] != (B, H) or k_shape[3] != d:
-        raise ValueError(f"attention needs q (B, H, Tq, d) and k, v (B, H, Tk, d) with the "
-                         f"same B, H and d; got {shapes}")
-    if not 1 <= Tq <= k_shape[2] or d == 0:
+                         f"got {shapes()}")
+    dtypes = {a.dtype for a in arrays.values()}
+    if len(dtypes) != 1 or arrays["q"].dtype not in (np.float32, np.float64):
+        raise ValueError(f"attention needs q, k, v (and past) of one dtype, float32 or "
+                         f"float64; got {shapes()}")
+    (B, H, Tq, d), Tk = arrays["q"].shape, 0
+    for keys, values in (("k", "v"), ("past_k", "past_v")):
+        if keys not in arrays:
+            continue
+        shape = arrays[keys].shape
+        if shape != arrays[values].shape or shape[:2] != (B, H) or shape[3] != d:
+            raise ValueError(f"attention needs q (B, H, Tq, d) and {keys}, {values} "
+                             f"(B, H, positions, d) with the same B, H and d; got {shapes()}")
+        Tk += shape[2]
+    if not 1 <= Tq <= Tk or d == 0:
         raise ValueError(f"attention needs 1 <= Tq <= Tk and d >= 1 (the queries are the "
-                         f"last Tq positions); got {shapes}")
-    return tuple(x if isinstance(x, Tensor) else Tensor(a) for x, a in zip((q, k, v), arrays))
+                         f"last Tq of the Tk positions); got {shapes()}")
+    tensors = [x if isinstance(x, Tensor) else Tensor(arrays[name])
+               for name, x in named.items()]
+    return tensors[0], tensors[1], tensors[2], (tuple(tensors[3:]) or None)
 
 
 # --------------------------------------------------------------------------------------
 # 1. The reference: the formulas, written with autograd ops
 # --------------------------------------------------------------------------------------
 
-def attention_reference(q, k, v, causal: bool = True):
+def attention_reference(q, k, v, causal: bool = True, past=None):
     """Attention from autograd ops; returns ``(out, probs)`` like ``attention``.
 
     The masked softmax: masked scores get a large negative constant added, so exp() of
@@ -113,7 +136,10 @@ def attention_reference(q, k, v, causal: bool = True):
     probabilities by the mask afterwards then makes the zeros exact by construction (not
     just by underflow) and also cuts the gradient to masked scores.
     """
-    q, k, v = _check_inputs(q, k, v)
+    q, k, v, past = _check_inputs(q, k, v, past)
+    if past is not None:  # the cached positions come first
+        k = ag.concatenate([past[0], k], axis=2)
+        v = ag.concatenate([past[1], v], axis=2)
     scale = 1 / math.sqrt(q.shape[-1])
     scores = (q @ k.transpose(0, 1, 3, 2)) * scale                    # (B, H, Tq, Tk)
     if causal:
@@ -139,7 +165,9 @@ def attention_reference(q, k, v, causal: bool = True):
 #   - ``at = (origin, sb, sh, sj, sc)``: x[b, h, j, c] is flat[origin + b sb + h sh + j sj
 #     + c sc] (strides counted in elements).
 # Every pair copies the rows it needs into small contiguous buffers (``_gather_rows``),
-# a straight block copy when sc == 1, which is all the cost the layout adds. Each kernel
+# a straight block copy when sc == 1, which is all the cost the layout adds. With a KV
+# cache, a pair's first P key rows come from the past's keys and the rest from k, which
+# is all the cost the cache adds (values likewise). Each kernel
 # has ONE compiled signature per dtype (see ``_compiled``) for every layout. The outputs
 # are C-contiguous arrays that the wrapper allocates and passes in.
 #
@@ -171,7 +199,9 @@ def _flat_view(x: np.ndarray):
     array whose strides are not whole elements."""
     size = x.itemsize
     if x.size == 0:
-        return np.empty(0, x.dtype), (0, 0, 0, 0, 0)
+        empty = np.empty(0, x.dtype)
+        empty.flags.writeable = False
+        return empty, (0, 0, 0, 0, 0)
     if not x.flags.aligned or any(s % size for s in x.strides):
         x = np.ascontiguousarray(x)
     # Flip the axes that run backwards (negative strides): x[0, 0, 0, 0] of the flipped
@@ -360,7 +390,8 @@ def _backprop_pair(Q, K, V, P, dO, scale, causal, dQ, dK, dV, dS, v_cols, lanes)
 # The two kernels: the B*H pairs are numbered 0 .. B*H-1 (pair = b*H + h), so both
 # threads get an even share even when B or H is small, and cut into ``_CHUNKS`` runs of
 # consecutive pairs; the prange is over the runs, each with its own scratch buffers. Each
-# input is a (flat, at) pair (see "Layouts" above).
+# input is a (flat, at) pair (see "Layouts" above); ``past_k`` and ``past_v`` hold the
+# first ``P`` positions' keys and values (P = 0 without a cache: nothing is read there).
 
 _CHUNKS = 64  # prange chunks (fewer when there are fewer pairs); compiled in as a constant
 
@@ -371,8 +402,10 @@ def _chunk_pairs(chunk, chunks, pairs):
     return range(chunk * pairs // chunks, (chunk + 1) * pairs // chunks)
 
 
-def _forward_kernel(q, q_at, k, k_at, v, v_at, scale, causal, out, probs):
-    """out = softmax(scale q k^T, masked) v and probs = the softmax, for every pair."""
+def _forward_kernel(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, P, scale,
+                    causal, out, probs):
+    """out = softmax(scale q k^T, masked) v and probs = the softmax, for every pair; the
+    keys are past_k's P then k's (values likewise)."""
     B, H, Tq, d = out.shape
     Tk = probs.shape[3]
     long_rows = Tk if Tk >= _LONG_ROW else 0
@@ -386,14 +419,17 @@ def _forward_kernel(q, q_at, k, k_at, v, v_at, scale, causal, out, probs):
         for pair in _chunk_pairs(chunk, chunks, B * H):
             b, h = pair // H, pair % H
             _gather_rows(q, q_at, b, h, Q)
-            _gather_rows(k, k_at, b, h, K)
-            _gather_rows(v, v_at, b, h, V)
+            _gather_rows(past_k, pk_at, b, h, K[:P])
+            _gather_rows(k, k_at, b, h, K[P:])
+            _gather_rows(past_v, pv_at, b, h, V[:P])
+            _gather_rows(v, v_at, b, h, V[P:])
             _attend_pair(Q, K, V, scale, causal, out[b, h], probs[b, h], k_cols, lanes)
 
 
-def _backward_kernel(q, q_at, k, k_at, v, v_at, g, g_at, probs, scale, causal, grad_q,
-                     grad_k, grad_v):
-    """grad_q, grad_k, grad_v from g = dL/dout and the saved probs, for every pair."""
+def _backward_kernel(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, P, g, g_at,
+                     probs, scale, causal, grad_q, grad_k, grad_v):
+    """grad_q, grad_k, grad_v from g = dL/dout and the saved probs, for every pair.
+    grad_k and grad_v cover all Tk positions: the past's P first."""
     B, H, Tq, d = grad_q.shape
     Tk = probs.shape[3]
     long_rows = Tk if Tk >= _LONG_ROW else 0
@@ -409,8 +445,10 @@ def _backward_kernel(q, q_at, k, k_at, v, v_at, g, g_at, probs, scale, causal, g
         for pair in _chunk_pairs(chunk, chunks, B * H):
             b, h = pair // H, pair % H
             _gather_rows(q, q_at, b, h, Q)
-            _gather_rows(k, k_at, b, h, K)
-            _gather_rows(v, v_at, b, h, V)
+            _gather_rows(past_k, pk_at, b, h, K[:P])
+            _gather_rows(k, k_at, b, h, K[P:])
+            _gather_rows(past_v, pv_at, b, h, V[:P])
+            _gather_rows(v, v_at, b, h, V[P:])
             _gather_rows(g, g_at, b, h, dO)
             _backprop_pair(Q, K, V, probs[b, h], dO, scale, causal, grad_q[b, h],
                            grad_k[b, h], grad_v[b, h], dS, v_cols, lanes)
@@ -421,9 +459,9 @@ def _compiled(kernel: str, dtype: np.dtype):
     """``_forward_kernel`` or ``_backward_kernel`` (``kernel`` is "forward" or "backward")
     compiled for one dtype, on first use.
 
-    Each gets exactly one signature per dtype, whatever the layout of q, k, v: every input
-    as a read-only 1-D contiguous ``flat`` and its ``at`` tuple of five integers, outputs
-    (and the saved probabilities) C-contiguous. ``cache=True`` stores the machine code on
+    Each gets exactly one signature per dtype, whatever the layout of q, k, v and with or
+    without a KV cache: every input as a read-only 1-D contiguous ``flat`` and its ``at``
+    tuple of five integers, outputs (and the saved probabilities) C-contiguous. ``cache=True`` stores the machine code on
     disk (in __pycache__ next to this file), so a later process loads it in milliseconds
     instead of compiling it for seconds. Only what is used gets compiled: a float32
     forward pass never waits for the float64 kernels or for the backward.
@@ -432,13 +470,13 @@ def _compiled(kernel: str, dtype: np.dtype):
     flat = types.Array(real, 1, "C", readonly=True)
     at = types.UniTuple(types.intp, 5)
     dense = types.Array(real, 4, "C")
-    if kernel == "forward":  # q, k, v, scale, causal -> out, probs
-        signature = types.void(flat, at, flat, at, flat, at, real, types.boolean, dense,
-                               dense)
+    inputs = (flat, at) * 5 + (types.intp,)  # q, k, v, past_k, past_v, P
+    if kernel == "forward":  # inputs, scale, causal -> out, probs
+        signature = types.void(*inputs, real, types.boolean, dense, dense)
         function = _forward_kernel
-    else:  # q, k, v, grad_out, probs, scale, causal -> grad_q, grad_k, grad_v
-        signature = types.void(flat, at, flat, at, flat, at, flat, at, dense, real,
-                               types.boolean, dense, dense, dense)
+    else:  # inputs, grad_out, probs, scale, causal -> grad_q, grad_k, grad_v
+        signature = types.void(*inputs, flat, at, dense, real, types.boolean, dense, dense,
+                               dense)
         function = _backward_kernel
     return njit(signature, cache=True, parallel=True)(function)
 
@@ -447,18 +485,23 @@ def _compiled(kernel: str, dtype: np.dtype):
 # 3. The autograd wrapper
 # --------------------------------------------------------------------------------------
 
-def attention(q, k, v, causal: bool = True):
+def attention(q, k, v, causal: bool = True, past=None):
     """Softmax attention of every (batch, head) pair, through the Numba kernels.
 
     Args:
-        q: queries (B, H, Tq, d); k, v: keys and values (B, H, Tk, d), with Tq <= Tk.
-            Tensors (gradients flow back into them) or plain arrays, all float32 or all
-            float64. Any strides are accepted and read in place, without a copy: for
-            example ``qkv.reshape(B, T, 3, H, d)[:, :, 0].transpose(0, 2, 1, 3)``, the
-            query view of a fused QKV projection, or a view with swapped axes.
-        causal: mask every key after the query's position. The queries are the LAST Tq
-            positions: query i sits at position Tk - Tq + i and sees keys 0 .. Tk - Tq + i.
-            (Tq = 1 computes just the last position, as the model's final block does.)
+        q: queries (B, H, Tq, d); k, v: keys and values (B, H, S, d). Tensors (gradients
+            flow back into them) or plain arrays, all float32 or all float64. Any strides
+            are accepted and read in place, without a copy: for example
+            ``qkv.reshape(B, T, 3, H, d)[:, :, 0].transpose(0, 2, 1, 3)``, the query view
+            of a fused QKV projection, or a view with swapped axes.
+        causal: mask every key after the query's position. The queries are the LAST Tq of
+            the Tk positions: query i sits at position Tk - Tq + i and sees keys
+            0 .. Tk - Tq + i. (Tq = 1 computes just the last position, as the model's
+            final block does.)
+        past: optionally a KV cache, a pair (past_k, past_v) of (B, H, P, d) arrays or
+            Tensors: the keys and values of P earlier positions. The keys are then past_k's
+            followed by k's (Tk = P + S), and likewise the values; gradients reach the
+            cache too. Without it Tk = S.
 
     Returns:
         ``(out, probs)``: the output Tensor (B, H, Tq, d), C-contiguous, and the attention
@@ -466,25 +509,36 @@ def attention(q, k, v, causal: bool = True):
         row sums to 1, masked entries are exactly 0, scores are scaled by 1 / sqrt(d).
         Both have the inputs' dtype.
     """
-    q, k, v = _check_inputs(q, k, v)
+    q, k, v, past = _check_inputs(q, k, v, past)
     B, H, Tq, d = q.shape
-    Tk = k.shape[2]
+    P = 0 if past is None else past[0].shape[2]
+    Tk = P + k.shape[2]
     dtype = q.dtype
     scale = dtype.type(1 / math.sqrt(d))
     causal = bool(causal)
     out = np.empty((B, H, Tq, d), dtype)
     probs = np.empty((B, H, Tq, Tk), dtype)
-    inputs = [*_flat_view(q.data), *_flat_view(k.data), *_flat_view(v.data)]
+    no_cache = np.empty((0,) * 4, dtype)
+    cache = [t.data for t in past] if past is not None else [no_cache, no_cache]
+    inputs = [*_flat_view(q.data), *_flat_view(k.data), *_flat_view(v.data),
+              *_flat_view(cache[0]), *_flat_view(cache[1]), P]
     _compiled("forward", dtype)(*inputs, scale, causal, out, probs)
 
-    node = new_node(out, (q, k, v), "attention")
+    keys_and_values = (k, v) if past is None else (k, v, *past)
+    node = new_node(out, (q, *keys_and_values), "attention")
     if node.requires_grad:
         def _backward(grad_out):
-            grads = [np.empty(t.shape, dtype) for t in (q, k, v)]
+            grad_q = np.empty(q.shape, dtype)
+            grad_k, grad_v = (np.empty((B, H, Tk, d), dtype) for _ in range(2))
             grad_out = _flat_view(np.asarray(grad_out, dtype))
-            _compiled("backward", dtype)(*inputs, *grad_out, probs, scale, causal, *grads)
-            for tensor, grad in zip((q, k, v), grads):
-                accumulate_grad(tensor, grad)
+            _compiled("backward", dtype)(*inputs, *grad_out, probs, scale, causal, grad_q,
+                                         grad_k, grad_v)
+            accumulate_grad(q, grad_q)
+            accumulate_grad(k, grad_k[:, :, P:])  # views: the past's P positions first
+            accumulate_grad(v, grad_v[:, :, P:])
+            if past is not None:
+                accumulate_grad(past[0], grad_k[:, :, :P])
+                accumulate_grad(past[1], grad_v[:, :, :P])
         node._backward = _backward
     # The backward reads ``probs``: hand out a read-only view so it cannot be changed.
     visible = probs.view()

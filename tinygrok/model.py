@@ -99,15 +99,12 @@ class MultiHeadAttention(Module):
         (B = len(which) examples); the projections run once per distinct row.
 
         Returns the output (B, Sq, d), the probabilities (B, H, Sq, P + S) and the keys and
-        values of all P + S positions; Sq = S, or 1 with ``last_query_only``.
+        values of x's S positions; Sq = S, or 1 with ``last_query_only``.
         """
         q = self._project(x[:, -1:] if last_query_only else x, 0, which)
         k, v = self.keys_and_values(x, which)
         B, d = q.shape[0], x.shape[2]
-        if past is not None:
-            k = ag.concatenate([past[0], k], axis=2)
-            v = ag.concatenate([past[1], v], axis=2)
-        out, probs = attention(q, k, v, causal=True)  # (B, H, Sq, d/H)
+        out, probs = attention(q, k, v, causal=True, past=past)  # (B, H, Sq, d/H)
         out = out.transpose(0, 2, 1, 3).reshape(B, out.shape[2], d)  # heads side by side
         return self.out_proj(out), probs, (k, v)
 
