@@ -114,7 +114,8 @@ def _check_inputs(q, k, v, past=None):
         shape = arrays[keys].shape
         if shape != arrays[values].shape or shape[:2] != (B, H) or shape[3] != d:
             raise ValueError(f"attention needs q (B, H, Tq, d) and {keys}, {values} "
-                             f"(B, H, positions, d) with the same B, H and d; got {shapes()}")
+                             f"(B, H, positions, d) with the same B, H and d; "
+                             f"got {shapes()}")
         Tk += shape[2]
     if not 1 <= Tq <= Tk or d == 0:
         raise ValueError(f"attention needs 1 <= Tq <= Tk and d >= 1 (the queries are the "
@@ -166,10 +167,10 @@ def attention_reference(q, k, v, causal: bool = True, past=None):
 #     + c sc] (strides counted in elements).
 # Every pair copies the rows it needs into small contiguous buffers (``_gather_rows``),
 # a straight block copy when sc == 1, which is all the cost the layout adds. With a KV
-# cache, a pair's first P key rows come from the past's keys and the rest from k, which
-# is all the cost the cache adds (values likewise). Each kernel
-# has ONE compiled signature per dtype (see ``_compiled``) for every layout. The outputs
-# are C-contiguous arrays that the wrapper allocates and passes in.
+# cache, a pair's first P key rows come from the past's keys and the rest from k (values
+# likewise). Each kernel has ONE compiled signature per dtype (see ``_compiled``) for
+# every layout, with or without a cache. The outputs are C-contiguous arrays that the
+# wrapper allocates and passes in.
 #
 # Speed. The compiler turns a loop into SIMD instructions (8 float32 at once) only when
 # it walks adjacent elements of a contiguous array, and never for a sum into a single
@@ -391,7 +392,8 @@ def _backprop_pair(Q, K, V, P, dO, scale, causal, dQ, dK, dV, dS, v_cols, lanes)
 # threads get an even share even when B or H is small, and cut into ``_CHUNKS`` runs of
 # consecutive pairs; the prange is over the runs, each with its own scratch buffers. Each
 # input is a (flat, at) pair (see "Layouts" above); ``past_k`` and ``past_v`` hold the
-# first ``P`` positions' keys and values (P = 0 without a cache: nothing is read there).
+# keys and values of the first ``past_len`` positions (0 without a cache: nothing is read
+# there).
 
 _CHUNKS = 64  # prange chunks (fewer when there are fewer pairs); compiled in as a constant
 
@@ -402,10 +404,10 @@ def _chunk_pairs(chunk, chunks, pairs):
     return range(chunk * pairs // chunks, (chunk + 1) * pairs // chunks)
 
 
-def _forward_kernel(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, P, scale,
-                    causal, out, probs):
+def _forward_kernel(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, past_len,
+                    scale, causal, out, probs):
     """out = softmax(scale q k^T, masked) v and probs = the softmax, for every pair; the
-    keys are past_k's P then k's (values likewise)."""
+    keys are past_k's ``past_len`` rows, then k's (values likewise)."""
     B, H, Tq, d = out.shape
     Tk = probs.shape[3]
     long_rows = Tk if Tk >= _LONG_ROW else 0
@@ -419,17 +421,17 @@ def _forward_kernel(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, P, 
         for pair in _chunk_pairs(chunk, chunks, B * H):
             b, h = pair // H, pair % H
             _gather_rows(q, q_at, b, h, Q)
-            _gather_rows(past_k, pk_at, b, h, K[:P])
-            _gather_rows(k, k_at, b, h, K[P:])
-            _gather_rows(past_v, pv_at, b, h, V[:P])
-            _gather_rows(v, v_at, b, h, V[P:])
+            _gather_rows(past_k, pk_at, b, h, K[:past_len])
+            _gather_rows(k, k_at, b, h, K[past_len:])
+            _gather_rows(past_v, pv_at, b, h, V[:past_len])
+            _gather_rows(v, v_at, b, h, V[past_len:])
             _attend_pair(Q, K, V, scale, causal, out[b, h], probs[b, h], k_cols, lanes)
 
 
-def _backward_kernel(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, P, g, g_at,
-                     probs, scale, causal, grad_q, grad_k, grad_v):
+def _backward_kernel(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, past_len,
+                     g, g_at, probs, scale, causal, grad_q, grad_k, grad_v):
     """grad_q, grad_k, grad_v from g = dL/dout and the saved probs, for every pair.
-    grad_k and grad_v cover all Tk positions: the past's P first."""
+    grad_k and grad_v cover all Tk positions, the past's ``past_len`` first."""
     B, H, Tq, d = grad_q.shape
     Tk = probs.shape[3]
     long_rows = Tk if Tk >= _LONG_ROW else 0
@@ -445,10 +447,10 @@ def _backward_kernel(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, P,
         for pair in _chunk_pairs(chunk, chunks, B * H):
             b, h = pair // H, pair % H
             _gather_rows(q, q_at, b, h, Q)
-            _gather_rows(past_k, pk_at, b, h, K[:P])
-            _gather_rows(k, k_at, b, h, K[P:])
-            _gather_rows(past_v, pv_at, b, h, V[:P])
-            _gather_rows(v, v_at, b, h, V[P:])
+            _gather_rows(past_k, pk_at, b, h, K[:past_len])
+            _gather_rows(k, k_at, b, h, K[past_len:])
+            _gather_rows(past_v, pv_at, b, h, V[:past_len])
+            _gather_rows(v, v_at, b, h, V[past_len:])
             _gather_rows(g, g_at, b, h, dO)
             _backprop_pair(Q, K, V, probs[b, h], dO, scale, causal, grad_q[b, h],
                            grad_k[b, h], grad_v[b, h], dS, v_cols, lanes)
@@ -461,16 +463,16 @@ def _compiled(kernel: str, dtype: np.dtype):
 
     Each gets exactly one signature per dtype, whatever the layout of q, k, v and with or
     without a KV cache: every input as a read-only 1-D contiguous ``flat`` and its ``at``
-    tuple of five integers, outputs (and the saved probabilities) C-contiguous. ``cache=True`` stores the machine code on
-    disk (in __pycache__ next to this file), so a later process loads it in milliseconds
-    instead of compiling it for seconds. Only what is used gets compiled: a float32
+    tuple of five integers, outputs (and the saved probabilities) C-contiguous.
+    ``cache=True`` stores the machine code on disk (in __pycache__ next to this file), so
+    a later process loads it in milliseconds instead of compiling it for seconds. Only what is used gets compiled: a float32
     forward pass never waits for the float64 kernels or for the backward.
     """
     real = numba.from_dtype(dtype)
     flat = types.Array(real, 1, "C", readonly=True)
     at = types.UniTuple(types.intp, 5)
     dense = types.Array(real, 4, "C")
-    inputs = (flat, at) * 5 + (types.intp,)  # q, k, v, past_k, past_v, P
+    inputs = (flat, at) * 5 + (types.intp,)  # q, k, v, past_k, past_v, past_len
     if kernel == "forward":  # inputs, scale, causal -> out, probs
         signature = types.void(*inputs, real, types.boolean, dense, dense)
         function = _forward_kernel
