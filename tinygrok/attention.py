@@ -421,10 +421,14 @@ def _forward_kernel(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, pas
         for pair in _chunk_pairs(chunk, chunks, B * H):
             b, h = pair // H, pair % H
             _gather_rows(q, q_at, b, h, Q)
-            _gather_rows(past_k, pk_at, b, h, K[:past_len])
-            _gather_rows(k, k_at, b, h, K[past_len:])
-            _gather_rows(past_v, pv_at, b, h, V[:past_len])
-            _gather_rows(v, v_at, b, h, V[past_len:])
+            if past_len == 0:
+                _gather_rows(k, k_at, b, h, K)
+                _gather_rows(v, v_at, b, h, V)
+            else:  # the cache's rows first
+                _gather_rows(past_k, pk_at, b, h, K[:past_len])
+                _gather_rows(k, k_at, b, h, K[past_len:])
+                _gather_rows(past_v, pv_at, b, h, V[:past_len])
+                _gather_rows(v, v_at, b, h, V[past_len:])
             _attend_pair(Q, K, V, scale, causal, out[b, h], probs[b, h], k_cols, lanes)
 
 
@@ -447,10 +451,14 @@ def _backward_kernel(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, pa
         for pair in _chunk_pairs(chunk, chunks, B * H):
             b, h = pair // H, pair % H
             _gather_rows(q, q_at, b, h, Q)
-            _gather_rows(past_k, pk_at, b, h, K[:past_len])
-            _gather_rows(k, k_at, b, h, K[past_len:])
-            _gather_rows(past_v, pv_at, b, h, V[:past_len])
-            _gather_rows(v, v_at, b, h, V[past_len:])
+            if past_len == 0:
+                _gather_rows(k, k_at, b, h, K)
+                _gather_rows(v, v_at, b, h, V)
+            else:  # the cache's rows first
+                _gather_rows(past_k, pk_at, b, h, K[:past_len])
+                _gather_rows(k, k_at, b, h, K[past_len:])
+                _gather_rows(past_v, pv_at, b, h, V[:past_len])
+                _gather_rows(v, v_at, b, h, V[past_len:])
             _gather_rows(g, g_at, b, h, dO)
             _backprop_pair(Q, K, V, probs[b, h], dO, scale, causal, grad_q[b, h],
                            grad_k[b, h], grad_v[b, h], dS, v_cols, lanes)
