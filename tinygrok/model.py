@@ -38,8 +38,8 @@ pattern is there to look at.
    values there depend on that token alone. A batch holds at most 97 different [y, =]
    suffixes, so ``forward`` projects each distinct suffix once and copies the result to
    the examples that have it (the copy's backward adds their gradients back up). Only
-   the attention and what follows it run per example. This saves about 14% of the
-   multiply-adds of a training step's matrix products.
+   the attention and what follows it run per example. This saves about 11% of the
+   multiply-adds of a training step's matrix products (0.74 to 0.66 GFLOP forward).
 """
 
 from __future__ import annotations
