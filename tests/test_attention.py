@@ -199,9 +199,11 @@ def cached_inputs(P, S, Tq, d, dtype, layout, seed=0):
     return [q, *leaves, *cache], (q, k, v), tuple(cache)
 
 
-# (P, S, Tq, layout of k and v); with S = 0 every key is in the cache
+# (P, S, Tq, layout of k and v): P cached positions, S new ones, Tq queries
 CACHE_CASES = [(P, S, Tq, layout) for P, S, Tq in [(2, 2, 2), (2, 2, 1), (1, 5, 3), (5, 1, 6)]
-               for layout in ("contiguous", "fused", "transposed")] + [(3, 0, 2, "contiguous")]
+               for layout in ("contiguous", "fused", "transposed")]
+CACHE_CASES += [(3, 0, 2, "contiguous"),  # every key in the cache
+                (0, 3, 2, "contiguous")]  # an empty cache
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -231,6 +233,20 @@ def test_kv_cache_gives_exactly_what_the_joined_keys_give():
     out, probs = attention(q, k, v, past=past)
     joined_out, joined_probs = attention(q.data, *joined)
     assert np.array_equal(out.data, joined_out.data) and np.array_equal(probs, joined_probs)
+
+
+def test_kv_cache_of_plain_arrays_gets_no_gradient():
+    """A cache that needs no gradient (plain arrays) still shapes k's and v's gradients."""
+    results = []
+    for fn in (attention, attention_reference):
+        leaves, (q, k, v), past = cached_inputs(2, 3, 2, 8, np.float64, "contiguous")
+        plain_past = tuple(t.data for t in past)
+        fn(q, k, v, past=plain_past)[0].sum().backward()
+        results.append([t.grad for t in leaves[:3]] + [t.grad for t in past])
+    (q_grad, k_grad, v_grad, *cache_grads), reference = results[0], results[1]
+    assert cache_grads == [None, None]
+    for grad, ref_grad in zip((q_grad, k_grad, v_grad), reference[:3]):
+        assert_close(grad, ref_grad, np.float64)
 
 
 @pytest.mark.parametrize("causal", [True, False])

@@ -13,10 +13,11 @@ Causal masking: query i may look at keys up to its own position only. The querie
 query is needed), so query i sits at absolute position Tk - Tq + i and sees keys
 0 .. Tk - Tq + i. Masked entries of P are exactly 0.
 
-A KV cache: the keys and values of the first P positions may come separately (``past``),
-computed once for many sequences that share those positions (model.py does this for the
-shared prefix [x, o]). The keys are then the past's P followed by k's, and so are the
-values: the same maths as with the two joined, without building the joined arrays.
+A KV cache: the keys and values of the first Tp positions may come separately
+(``past``), computed once for many sequences that share those positions (model.py does
+this for the shared prefix [x, o]). The keys are then the past's Tp followed by the Tn
+new ones of k (Tk = Tp + Tn), and so are the values: the same maths as with the two
+joined, without building the joined arrays.
 
 The backward, given dO = dL/dO
 ------------------------------
@@ -43,9 +44,9 @@ What is where in this file
    kernels to it.
 2. The Numba kernels: ``_attend_pair`` and ``_backprop_pair`` do the maths above for one
    (batch, head) pair as plain loops, on rows that ``_gather_rows`` copied out of the
-   inputs (found through ``_flat_view``); ``_forward_kernel`` and ``_backward_kernel`` run
-   them for every pair in parallel; ``_compiled`` compiles each once per dtype, on first
-   use.
+   inputs (found through ``_flat_view``; ``_gather_rows_after_cache`` with a KV cache);
+   ``_forward_kernel`` and ``_backward_kernel`` run them for every pair in parallel;
+   ``_compiled`` compiles each once per dtype, on first use.
 3. ``attention``: checks the inputs, calls the forward kernel, and records an autograd node
    whose backward calls the backward kernel.
 
@@ -92,7 +93,7 @@ def _check_inputs(q, k, v, past=None):
     if past is not None:
         if not isinstance(past, (tuple, list)) or len(past) != 2:
             raise ValueError(f"attention's past must be a pair (past_k, past_v) of "
-                             f"(B, H, P, d) arrays, got {type(past).__name__}")
+                             f"(B, H, Tp, d) arrays, got {type(past).__name__}")
         named["past_k"], named["past_v"] = past
     arrays = {name: x.data if isinstance(x, Tensor) else np.asarray(x)
               for name, x in named.items()}
@@ -167,7 +168,7 @@ def attention_reference(q, k, v, causal: bool = True, past=None):
 #     + c sc] (strides counted in elements).
 # Every pair copies the rows it needs into small contiguous buffers (``_gather_rows``),
 # a straight block copy when sc == 1, which is all the cost the layout adds. With a KV
-# cache, a pair's first P key rows come from the past's keys and the rest from k (values
+# cache, a pair's first Tp key rows come from the past's keys and the rest from k (values
 # likewise). Each kernel has ONE compiled signature per dtype (see ``_compiled``) for
 # every layout, with or without a cache. The outputs are C-contiguous arrays that the
 # wrapper allocates and passes in.
@@ -200,9 +201,7 @@ def _flat_view(x: np.ndarray):
     array whose strides are not whole elements."""
     size = x.itemsize
     if x.size == 0:
-        empty = np.empty(0, x.dtype)
-        empty.flags.writeable = False
-        return empty, (0, 0, 0, 0, 0)
+        return np.empty(0, x.dtype), (0, 0, 0, 0, 0)
     if not x.flags.aligned or any(s % size for s in x.strides):
         x = np.ascontiguousarray(x)
     # Flip the axes that run backwards (negative strides): x[0, 0, 0, 0] of the flipped
@@ -235,9 +234,10 @@ def _gather_rows_after_cache(past, past_at, flat, at, past_len, b, h, rows):
     """rows[j] = past[b, h, j] for the first ``past_len`` rows of ``rows``, then
     rows[j] = x[b, h, j - past_len]: a KV cache's rows, then the new ones.
 
-    Not inlined, unlike the other helpers: the kernels call it only with a cache, once
-    per pair, and a second inlined copy of the row copies made the kernels take ~60%
-    longer to compile (21 s against 13 s for a first call with an empty cache)."""
+    Not inlined, unlike the other helpers: the kernels call it only with a cache, twice
+    per pair (keys, values), and inlining these row copies as well made the kernels much
+    slower to compile when Numba's on-disk cache is empty (benchmarks/README.md,
+    "After the KV cache")."""
     _gather_rows(past, past_at, b, h, rows[:past_len])
     _gather_rows(flat, at, b, h, rows[past_len:])
 
@@ -481,8 +481,9 @@ def _compiled(kernel: str, dtype: np.dtype):
     without a KV cache: every input as a read-only 1-D contiguous ``flat`` and its ``at``
     tuple of five integers, outputs (and the saved probabilities) C-contiguous.
     ``cache=True`` stores the machine code on disk (in __pycache__ next to this file), so
-    a later process loads it in milliseconds instead of compiling it for seconds. Only what is used gets compiled: a float32
-    forward pass never waits for the float64 kernels or for the backward.
+    a later process loads it in milliseconds instead of compiling it for seconds. Only
+    what is used gets compiled: a float32 forward pass never waits for the float64
+    kernels or for the backward.
     """
     real = numba.from_dtype(dtype)
     flat = types.Array(real, 1, "C", readonly=True)
@@ -507,7 +508,7 @@ def attention(q, k, v, causal: bool = True, past=None):
     """Softmax attention of every (batch, head) pair, through the Numba kernels.
 
     Args:
-        q: queries (B, H, Tq, d); k, v: keys and values (B, H, S, d). Tensors (gradients
+        q: queries (B, H, Tq, d); k, v: keys and values (B, H, Tn, d). Tensors (gradients
             flow back into them) or plain arrays, all float32 or all float64. Any strides
             are accepted and read in place, without a copy: for example
             ``qkv.reshape(B, T, 3, H, d)[:, :, 0].transpose(0, 2, 1, 3)``, the query view
@@ -516,10 +517,10 @@ def attention(q, k, v, causal: bool = True, past=None):
             the Tk positions: query i sits at position Tk - Tq + i and sees keys
             0 .. Tk - Tq + i. (Tq = 1 computes just the last position, as the model's
             final block does.)
-        past: optionally a KV cache, a pair (past_k, past_v) of (B, H, P, d) arrays or
-            Tensors: the keys and values of P earlier positions. The keys are then past_k's
-            followed by k's (Tk = P + S), and likewise the values; gradients reach the
-            cache too. Without it Tk = S.
+        past: optionally a KV cache, a pair (past_k, past_v) of (B, H, Tp, d) arrays or
+            Tensors: the keys and values of Tp earlier positions. The keys are then
+            past_k's followed by k's (Tk = Tp + Tn), and likewise the values; gradients
+            reach the cache too. Without it Tk = Tn.
 
     Returns:
         ``(out, probs)``: the output Tensor (B, H, Tq, d), C-contiguous, and the attention
@@ -529,8 +530,8 @@ def attention(q, k, v, causal: bool = True, past=None):
     """
     q, k, v, past = _check_inputs(q, k, v, past)
     B, H, Tq, d = q.shape
-    P = 0 if past is None else past[0].shape[2]
-    Tk = P + k.shape[2]
+    past_len = 0 if past is None else past[0].shape[2]
+    Tk = past_len + k.shape[2]
     dtype = q.dtype
     scale = dtype.type(1 / math.sqrt(d))
     causal = bool(causal)
@@ -539,7 +540,7 @@ def attention(q, k, v, causal: bool = True, past=None):
     no_cache = np.empty((0,) * 4, dtype)
     cache = [t.data for t in past] if past is not None else [no_cache, no_cache]
     inputs = [*_flat_view(q.data), *_flat_view(k.data), *_flat_view(v.data),
-              *_flat_view(cache[0]), *_flat_view(cache[1]), P]
+              *_flat_view(cache[0]), *_flat_view(cache[1]), past_len]
     _compiled("forward", dtype)(*inputs, scale, causal, out, probs)
 
     keys_and_values = (k, v) if past is None else (k, v, *past)
@@ -552,11 +553,13 @@ def attention(q, k, v, causal: bool = True, past=None):
             _compiled("backward", dtype)(*inputs, *grad_out, probs, scale, causal, grad_q,
                                          grad_k, grad_v)
             accumulate_grad(q, grad_q)
-            accumulate_grad(k, grad_k[:, :, P:])  # views: the past's P positions first
-            accumulate_grad(v, grad_v[:, :, P:])
+            # Views of one buffer, the past's positions first (so, with a cache, k.grad
+            # is not contiguous: fine, since .grad is only read, never written in place).
+            accumulate_grad(k, grad_k[:, :, past_len:])
+            accumulate_grad(v, grad_v[:, :, past_len:])
             if past is not None:
-                accumulate_grad(past[0], grad_k[:, :, :P])
-                accumulate_grad(past[1], grad_v[:, :, :P])
+                accumulate_grad(past[0], grad_k[:, :, :past_len])
+                accumulate_grad(past[1], grad_v[:, :, :past_len])
         node._backward = _backward
     # The backward reads ``probs``: hand out a read-only view so it cannot be changed.
     visible = probs.view()

@@ -27,19 +27,21 @@ pattern is there to look at.
 
 2. The shared prefix. Attention is causal, so positions 0 and 1 ([x, o]) never see y: in
    every layer their activations depend on x alone. A batch of 512 examples holds at most
-   97 different x, so ``forward`` runs those two positions once per distinct prefix,
-   keeps each layer's keys and values (a "KV cache", as language-model servers keep for
-   a shared prompt), and then runs positions 2 and 3 for every example, attending to the
-   cached keys and values of its prefix. The first layer then costs about 60% of the
-   plain one. The prefix is every position but the last two.
+   97 different x (mod 97; 120 for permutations of S5), so ``forward`` runs those two
+   positions once per distinct prefix, keeps each layer's keys and values (a "KV cache",
+   as language-model servers keep for a shared prompt), and then runs positions 2 and 3
+   for every example, attending to the cached keys and values of its prefix. The first
+   layer then costs about 60% of the plain one. The prefix is every position but the
+   last two.
 
 3. The first block's projections of the other positions. The first block's input at a
    position is just the token's embedding plus the position's, so its queries, keys and
-   values there depend on that token alone. A batch holds at most 97 different [y, =]
-   suffixes, so ``forward`` projects each distinct suffix once and copies the result to
-   the examples that have it (the copy's backward adds their gradients back up). Only
-   the attention and what follows it run per example. This saves about 11% of the
-   multiply-adds of a training step's matrix products (0.74 to 0.66 GFLOP forward).
+   values there depend on the token and position alone. A batch holds no more distinct
+   [y, =] suffixes than there are values of y, so ``forward`` projects each distinct
+   suffix once and copies the result to the examples that have it (the copy's backward
+   adds their gradients back up). Only the attention and what follows it run per
+   example. This saves about 11% of the multiply-adds of a training step's matrix
+   products (0.74 to 0.66 GFLOP forward).
 """
 
 from __future__ import annotations
@@ -192,10 +194,11 @@ class Transformer(Module):
                 cache[i] = (keys[prefix_of], values[prefix_of])  # one copy per example
         # The rest, [y, =]: the first block projects each distinct suffix once (shortcut 3).
         suffixes, suffix_of = np.unique(tokens[:, P:], axis=0, return_inverse=True)
+        suffix_of = suffix_of.reshape(-1)  # (B,): NumPy versions differ in its shape
         x = self.embed(suffixes, first_position=P)
         for i, block in enumerate(self.blocks):
             last = i == len(self.blocks) - 1
-            which = suffix_of.reshape(-1) if i == 0 else None
+            which = suffix_of if i == 0 else None
             x, _, _ = block(x, past=cache[i], last_query_only=last, which=which)
         return self.head(self.norm(x[:, -1]))
 
