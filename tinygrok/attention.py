@@ -243,6 +243,21 @@ def _gather_rows_after_cache(past, past_at, flat, at, past_len, b, h, rows):
 
 
 @njit(cache=True, inline="always")
+def _gather_pair(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, past_len, b, h,
+                 Q, K, V):
+    """Q, K and V of the pair (b, h): its queries, and its keys and values with the
+    cache's ``past_len`` rows first. Without a cache the rows are copied exactly as
+    before the cache existed (through slices of K and V they were slower)."""
+    _gather_rows(q, q_at, b, h, Q)
+    if past_len == 0:
+        _gather_rows(k, k_at, b, h, K)
+        _gather_rows(v, v_at, b, h, V)
+    else:
+        _gather_rows_after_cache(past_k, pk_at, k, k_at, past_len, b, h, K)
+        _gather_rows_after_cache(past_v, pv_at, v, v_at, past_len, b, h, V)
+
+
+@njit(cache=True, inline="always")
 def _dot(x, y):
     """sum_c x[c] y[c] for contiguous x and y, added up in eight lanes.
 
@@ -432,13 +447,8 @@ def _forward_kernel(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, pas
         lanes = np.empty((8, long_rows), out.dtype)
         for pair in _chunk_pairs(chunk, chunks, B * H):
             b, h = pair // H, pair % H
-            _gather_rows(q, q_at, b, h, Q)
-            if past_len == 0:
-                _gather_rows(k, k_at, b, h, K)
-                _gather_rows(v, v_at, b, h, V)
-            else:  # the cache's rows first
-                _gather_rows_after_cache(past_k, pk_at, k, k_at, past_len, b, h, K)
-                _gather_rows_after_cache(past_v, pv_at, v, v_at, past_len, b, h, V)
+            _gather_pair(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, past_len,
+                         b, h, Q, K, V)
             _attend_pair(Q, K, V, scale, causal, out[b, h], probs[b, h], k_cols, lanes)
 
 
@@ -460,13 +470,8 @@ def _backward_kernel(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, pa
         lanes = np.empty((8, long_rows), grad_q.dtype)
         for pair in _chunk_pairs(chunk, chunks, B * H):
             b, h = pair // H, pair % H
-            _gather_rows(q, q_at, b, h, Q)
-            if past_len == 0:
-                _gather_rows(k, k_at, b, h, K)
-                _gather_rows(v, v_at, b, h, V)
-            else:  # the cache's rows first
-                _gather_rows_after_cache(past_k, pk_at, k, k_at, past_len, b, h, K)
-                _gather_rows_after_cache(past_v, pv_at, v, v_at, past_len, b, h, V)
+            _gather_pair(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, past_len,
+                         b, h, Q, K, V)
             _gather_rows(g, g_at, b, h, dO)
             _backprop_pair(Q, K, V, probs[b, h], dO, scale, causal, grad_q[b, h],
                            grad_k[b, h], grad_v[b, h], dS, v_cols, lanes)
