@@ -6,7 +6,7 @@ import pytest
 from tinygrok import autograd as ag
 from tinygrok.autograd import Tensor, no_grad
 from tinygrok.gradcheck import gradcheck
-from tinygrok.model import Transformer
+from tinygrok.model import Transformer, distinct_rows
 
 SMALL = dict(vocab_size=7, num_classes=5, d_model=8, heads=2, layers=2)
 
@@ -206,3 +206,23 @@ def test_bad_configuration_and_input_are_refused():
         Transformer(vocab_size=7, num_classes=5, d_model=10, heads=4)
     with pytest.raises(ValueError, match="shape"):
         small_model()(np.zeros((2, 6), dtype=int))
+
+
+@pytest.mark.parametrize("shape, high", [((512, 2), 99), ((40, 1), 7), ((33, 3), 1000),
+                                         ((0, 2), 5), ((6, 2), 1)])
+def test_distinct_rows_equals_numpys_unique_rows(shape, high):
+    tokens = np.random.default_rng(high).integers(0, high, size=shape)
+    rows, index = distinct_rows(tokens)
+    expected_rows, expected_index = np.unique(tokens, axis=0, return_inverse=True)
+    np.testing.assert_array_equal(rows, expected_rows)
+    np.testing.assert_array_equal(index, expected_index.reshape(-1))
+    np.testing.assert_array_equal(rows[index], tokens)
+
+
+def test_tokens_outside_the_vocabulary_are_refused():
+    model = small_model()
+    for bad in ([[0, 1, 7, 1]], [[0, 1, -1, 1]]):
+        with pytest.raises(ValueError, match=r"\[0, 7\), got values from"):
+            model(np.array(bad))
+    with pytest.raises(ValueError, match="integer ids"):
+        model(np.zeros((2, 4)))

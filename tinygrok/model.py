@@ -54,6 +54,21 @@ from tinygrok.autograd import Tensor
 from tinygrok.nn import MLP, Embedding, LayerNorm, Linear, Module, uniform
 
 
+def distinct_rows(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of non-negative integers ``tokens`` (N, S), sorted, and for each
+    row n the index of its distinct row: ``tokens[n] == rows[index[n]]``.
+
+    The same as ``np.unique(tokens, axis=0, return_inverse=True)``, about ten times
+    faster: each row is first read as one integer, its tokens being the digits of a
+    number in base (largest token + 1), so the sort compares plain integers instead of
+    rows. Digits in that order sort numbers as rows sort, so the result is identical.
+    """
+    base = int(tokens.max()) + 1 if tokens.size else 1
+    codes = np.ravel_multi_index(tuple(tokens.T), (base,) * tokens.shape[1])
+    _, first, index = np.unique(codes, return_index=True, return_inverse=True)
+    return tokens[first], index.reshape(-1)  # (NumPy versions differ in index's shape)
+
+
 class MultiHeadAttention(Module):
     """Causal multi-head self-attention with a fused Q, K, V projection.
 
@@ -157,6 +172,11 @@ class Transformer(Module):
         if tokens.ndim != 2 or tokens.shape[1] > self.config["max_len"]:
             raise ValueError(f"tokens must have shape (batch, T) with T <= "
                              f"{self.config['max_len']}, got {tokens.shape}")
+        if tokens.dtype.kind not in "iu":
+            raise ValueError(f"tokens must be integer ids, got {tokens.dtype}")
+        if tokens.size and (tokens.min() < 0 or tokens.max() >= self.config["vocab_size"]):
+            raise ValueError(f"tokens must lie in [0, {self.config['vocab_size']}), got values "
+                             f"from {tokens.min()} to {tokens.max()}")
         if return_attention:
             return self.forward_plain(tokens)
         return self.forward(tokens)
@@ -183,8 +203,7 @@ class Transformer(Module):
         cache = [None] * len(self.blocks)
         if P:
             # Each distinct prefix once; ``prefix_of[n]`` is the row of example n's prefix.
-            prefixes, prefix_of = np.unique(tokens[:, :P], axis=0, return_inverse=True)
-            prefix_of = prefix_of.reshape(-1)
+            prefixes, prefix_of = distinct_rows(tokens[:, :P])
             x = self.embed(prefixes)
             for i, block in enumerate(self.blocks):
                 if i == len(self.blocks) - 1:  # the last block's prefix outputs reach nothing
@@ -193,8 +212,7 @@ class Transformer(Module):
                     x, _, (keys, values) = block(x)
                 cache[i] = (keys[prefix_of], values[prefix_of])  # one copy per example
         # The rest, [y, =]: the first block projects each distinct suffix once (shortcut 3).
-        suffixes, suffix_of = np.unique(tokens[:, P:], axis=0, return_inverse=True)
-        suffix_of = suffix_of.reshape(-1)  # (B,): NumPy versions differ in its shape
+        suffixes, suffix_of = distinct_rows(tokens[:, P:])
         x = self.embed(suffixes, first_position=P)
         for i, block in enumerate(self.blocks):
             last = i == len(self.blocks) - 1
