@@ -59,7 +59,7 @@ class TrainConfig:
     probe_size: int = 64          # examples from each split whose attention is logged
     embed_every: int = 100
     checkpoint_every: int = 500
-    eval_batch_size: int = 4096
+    eval_batch_size: int = 8192   # a whole split of the default task (4,656) in one batch
 
     def validate(self) -> None:
         """Raise ValueError, naming the setting, for anything that cannot run."""
