@@ -44,7 +44,7 @@ What is where in this file
    kernels to it.
 2. The Numba kernels: ``_attend_pair`` and ``_backprop_pair`` do the maths above for one
    (batch, head) pair as plain loops, on rows that ``_gather_rows`` copied out of the
-   inputs (found through ``_flat_view``; ``_gather_rows_after_cache`` with a KV cache);
+   inputs (found through ``_flat_view``; with a KV cache, the cache's rows first);
    ``_forward_kernel`` and ``_backward_kernel`` run them for every pair in parallel;
    ``_compiled`` compiles each once per dtype, on first use.
 3. ``attention``: checks the inputs, calls the forward kernel, and records an autograd node
@@ -169,7 +169,7 @@ def attention_reference(q, k, v, causal: bool = True, past=None):
 # Every pair copies the rows it needs into small contiguous buffers (``_gather_rows``),
 # a straight block copy when sc == 1, which is all the cost the layout adds. With a KV
 # cache, a pair's first Tp key rows come from the past's keys and the rest from k (values
-# likewise). Each kernel has ONE compiled signature per dtype (see ``_compiled``) for
+# likewise): the same loop, choosing each row's source as it goes. Each kernel has ONE compiled signature per dtype (see ``_compiled``) for
 # every layout, with or without a cache. The outputs are C-contiguous arrays that the
 # wrapper allocates and passes in.
 #
@@ -214,47 +214,34 @@ def _flat_view(x: np.ndarray):
 
 
 @njit(cache=True, inline="always")
-def _gather_rows(flat, at, b, h, rows):
-    """rows[j] = x[b, h, j] for every row j of ``rows``, x given as ``flat`` and ``at``."""
-    origin, sb, sh, sj, sc = at
+def _gather_rows(past, past_at, flat, at, past_len, b, h, rows):
+    """rows[j] = past[b, h, j] for the first ``past_len`` rows (a KV cache's), then
+    rows[j] = x[b, h, j - past_len], with past and x given as (flat, at) pairs. Without a
+    cache (past_len 0) every row comes from x."""
     d = rows.shape[1]
     for j in range(rows.shape[0]):
-        start = origin + b * sb + h * sh + j * sj
+        if j < past_len:
+            source, (origin, sb, sh, sj, sc), row = past, past_at, j
+        else:
+            source, (origin, sb, sh, sj, sc), row = flat, at, j - past_len
+        start = origin + b * sb + h * sh + row * sj
         if sc == 1:  # d adjacent numbers: a block copy, in SIMD
-            row = flat[start:start + d]  # a slice: indices below need no sign checks
+            adjacent = source[start:start + d]  # a slice: indices below need no sign checks
             for c in range(d):
-                rows[j, c] = row[c]
+                rows[j, c] = adjacent[c]
         else:
             for c in range(d):
-                rows[j, c] = flat[start + c * sc]
-
-
-@njit(cache=True)
-def _gather_rows_after_cache(past, past_at, flat, at, past_len, b, h, rows):
-    """rows[j] = past[b, h, j] for the first ``past_len`` rows of ``rows``, then
-    rows[j] = x[b, h, j - past_len]: a KV cache's rows, then the new ones.
-
-    Not inlined, unlike the other helpers: the kernels call it only with a cache, twice
-    per pair (keys, values), and inlining these row copies as well made the kernels much
-    slower to compile when Numba's on-disk cache is empty (benchmarks/README.md,
-    "After the KV cache")."""
-    _gather_rows(past, past_at, b, h, rows[:past_len])
-    _gather_rows(flat, at, b, h, rows[past_len:])
+                rows[j, c] = source[start + c * sc]
 
 
 @njit(cache=True, inline="always")
 def _gather_pair(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, past_len, b, h,
                  Q, K, V):
     """Q, K and V of the pair (b, h): its queries, and its keys and values with the
-    cache's ``past_len`` rows first. Without a cache the rows are copied exactly as
-    before the cache existed (through slices of K and V they were slower)."""
-    _gather_rows(q, q_at, b, h, Q)
-    if past_len == 0:
-        _gather_rows(k, k_at, b, h, K)
-        _gather_rows(v, v_at, b, h, V)
-    else:
-        _gather_rows_after_cache(past_k, pk_at, k, k_at, past_len, b, h, K)
-        _gather_rows_after_cache(past_v, pv_at, v, v_at, past_len, b, h, V)
+    cache's ``past_len`` rows first."""
+    _gather_rows(q, q_at, q, q_at, 0, b, h, Q)
+    _gather_rows(past_k, pk_at, k, k_at, past_len, b, h, K)
+    _gather_rows(past_v, pv_at, v, v_at, past_len, b, h, V)
 
 
 @njit(cache=True, inline="always")
@@ -472,7 +459,7 @@ def _backward_kernel(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, pa
             b, h = pair // H, pair % H
             _gather_pair(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, past_len,
                          b, h, Q, K, V)
-            _gather_rows(g, g_at, b, h, dO)
+            _gather_rows(g, g_at, g, g_at, 0, b, h, dO)
             _backprop_pair(Q, K, V, probs[b, h], dO, scale, causal, grad_q[b, h],
                            grad_k[b, h], grad_v[b, h], dS, v_cols, lanes)
 
