@@ -480,3 +480,27 @@ def test_bad_dtypes_name_every_dtype(dtypes):
         attention(*arrays(shape, shape, shape, dtypes))
     for dtype in dtypes:
         assert np.dtype(dtype).name in str(info.value)
+
+
+@pytest.mark.parametrize("cache_layout", ["transposed", "positions reversed", "heads interleaved"])
+def test_kv_cache_in_any_layout_matches_reference(cache_layout):
+    """The cache's rows are read in place whatever their strides, like q, k and v."""
+    P, S, Tq, d = 3, 2, 2, 8
+    stored_shape, view = {
+        "transposed": ((B, H, d, P), lambda t: t.transpose(0, 1, 3, 2)),  # a row's numbers apart
+        "positions reversed": ((B, H, P, d), lambda t: t[:, :, ::-1]),    # a negative stride
+        "heads interleaved": ((B, P, H, d), lambda t: t.transpose(0, 2, 1, 3)),
+    }[cache_layout]
+    stored_arrays = np.random.default_rng(11).standard_normal((2, *stored_shape))
+    results = []
+    for fn in (attention, attention_reference):
+        leaves, (q, k, v), _ = cached_inputs(P, S, Tq, d, np.float64, "contiguous", seed=3)
+        stored = [Tensor(a.copy(), requires_grad=True) for a in stored_arrays]
+        out, probs = fn(q, k, v, past=(view(stored[0]), view(stored[1])))
+        out.sum().backward()
+        results.append((out.data, probs, [t.grad for t in leaves[:3] + stored]))
+    (out, probs, grads), (ref_out, ref_probs, ref_grads) = results
+    assert_close(out, ref_out, np.float64)
+    assert_close(probs, ref_probs, np.float64)
+    for grad, ref_grad in zip(grads, ref_grads):
+        assert_close(grad, ref_grad, np.float64)

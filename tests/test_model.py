@@ -208,10 +208,15 @@ def test_bad_configuration_and_input_are_refused():
         small_model()(np.zeros((2, 6), dtype=int))
 
 
-@pytest.mark.parametrize("shape, high", [((512, 2), 99), ((40, 1), 7), ((33, 3), 1000),
-                                         ((0, 2), 5), ((6, 2), 1)])
-def test_distinct_rows_equals_numpys_unique_rows(shape, high):
-    tokens = np.random.default_rng(high).integers(0, high, size=shape)
+@pytest.mark.parametrize("shape, high, dtype", [
+    ((512, 2), 99, np.int64), ((40, 1), 7, np.uint8), ((33, 3), 1000, np.int32),
+    ((0, 2), 5, np.int64), ((6, 2), 1, np.int64), ((3, 0), 1, np.int64),
+    ((300, 8), 200, np.uint64),    # 200**8 < 2**63: the largest codes that still fit
+    ((300, 12), 200, np.int64)])   # 200**12 does not: np.unique itself
+def test_distinct_rows_equals_numpys_unique_rows(shape, high, dtype):
+    tokens = np.random.default_rng(high).integers(0, high, size=shape).astype(dtype)
+    if shape[0] > 100:  # make sure some rows repeat
+        tokens[shape[0] // 2:] = tokens[:shape[0] - shape[0] // 2]
     rows, index = distinct_rows(tokens)
     expected_rows, expected_index = np.unique(tokens, axis=0, return_inverse=True)
     np.testing.assert_array_equal(rows, expected_rows)
@@ -226,3 +231,17 @@ def test_tokens_outside_the_vocabulary_are_refused():
             model(np.array(bad))
     with pytest.raises(ValueError, match="integer ids"):
         model(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="1 <= T"):
+        model(np.zeros((2, 0), dtype=int))
+
+
+def test_shortcuts_are_exact_for_long_rows_of_large_tokens():
+    # a prefix of 10 tokens out of 200: too long for distinct_rows' integer codes
+    model = Transformer(vocab_size=200, num_classes=5, d_model=8, heads=2, layers=2,
+                        max_len=12, dtype=np.float64)
+    tokens = np.random.default_rng(4).integers(0, 200, size=(30, 12))
+    tokens[15:, :10] = tokens[:15, :10]  # shared prefixes
+    with no_grad():
+        fast = model(tokens).data
+        plain, _ = model.forward_plain(tokens)
+    np.testing.assert_allclose(fast, plain.data, rtol=1e-12, atol=1e-13)

@@ -169,9 +169,9 @@ def attention_reference(q, k, v, causal: bool = True, past=None):
 # Every pair copies the rows it needs into small contiguous buffers (``_gather_rows``),
 # a straight block copy when sc == 1, which is all the cost the layout adds. With a KV
 # cache, a pair's first Tp key rows come from the past's keys and the rest from k (values
-# likewise): the same loop, choosing each row's source as it goes. Each kernel has ONE compiled signature per dtype (see ``_compiled``) for
-# every layout, with or without a cache. The outputs are C-contiguous arrays that the
-# wrapper allocates and passes in.
+# likewise): the same loop, choosing each row's source as it goes. Each kernel has ONE
+# compiled signature per dtype (see ``_compiled``) for every layout, with or without a
+# cache. The outputs are C-contiguous arrays that the wrapper allocates and passes in.
 #
 # Speed. The compiler turns a loop into SIMD instructions (8 float32 at once) only when
 # it walks adjacent elements of a contiguous array, and never for a sum into a single
@@ -221,10 +221,10 @@ def _gather_rows(past, past_at, flat, at, past_len, b, h, rows):
     d = rows.shape[1]
     for j in range(rows.shape[0]):
         if j < past_len:
-            source, (origin, sb, sh, sj, sc), row = past, past_at, j
+            source, (origin, sb, sh, sj, sc), source_row = past, past_at, j
         else:
-            source, (origin, sb, sh, sj, sc), row = flat, at, j - past_len
-        start = origin + b * sb + h * sh + row * sj
+            source, (origin, sb, sh, sj, sc), source_row = flat, at, j - past_len
+        start = origin + b * sb + h * sh + source_row * sj
         if sc == 1:  # d adjacent numbers: a block copy, in SIMD
             adjacent = source[start:start + d]  # a slice: indices below need no sign checks
             for c in range(d):
@@ -239,7 +239,7 @@ def _gather_pair(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, past_l
                  Q, K, V):
     """Q, K and V of the pair (b, h): its queries, and its keys and values with the
     cache's ``past_len`` rows first."""
-    _gather_rows(q, q_at, q, q_at, 0, b, h, Q)
+    _gather_rows(q, q_at, q, q_at, 0, b, h, Q)  # past_len 0: every row from q
     _gather_rows(past_k, pk_at, k, k_at, past_len, b, h, K)
     _gather_rows(past_v, pv_at, v, v_at, past_len, b, h, V)
 
@@ -459,7 +459,7 @@ def _backward_kernel(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, pa
             b, h = pair // H, pair % H
             _gather_pair(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, past_len,
                          b, h, Q, K, V)
-            _gather_rows(g, g_at, g, g_at, 0, b, h, dO)
+            _gather_rows(g, g_at, g, g_at, 0, b, h, dO)  # every row from g
             _backprop_pair(Q, K, V, probs[b, h], dO, scale, causal, grad_q[b, h],
                            grad_k[b, h], grad_v[b, h], dS, v_cols, lanes)
 
