@@ -1,12 +1,15 @@
 """Thread settings: the OpenMP wait policy that import sets, and the thread count."""
 
+import json
 import os
 import subprocess
 import sys
 
+import numba
 import pytest
 
 from tinygrok import threads
+from tinygrok.train import TrainConfig, train
 
 PRINT_POLICY = "import tinygrok, os; print(os.environ.get('OMP_WAIT_POLICY'))"
 
@@ -38,3 +41,38 @@ def test_set_threads_checks_the_range_and_applies():
         assert threads.current_threads() == 1
     finally:
         threads.set_threads(before)
+
+
+def test_kernels_on_one_thread_restores_the_count_even_after_an_error():
+    before = threads.current_threads()
+    numba_before = numba.get_num_threads()
+    with pytest.raises(RuntimeError, match="inside"):
+        with threads.kernels_on_one_thread():
+            assert numba.get_num_threads() == 1
+            assert threads.current_threads() == before  # BLAS keeps its threads
+            raise RuntimeError("inside")
+    assert numba.get_num_threads() == numba_before
+
+
+def test_current_threads_reports_blas_threads():
+    available, before = threads.available_threads(), threads.current_threads()
+    try:
+        threads.set_threads(1)
+        assert threads.current_threads() == 1
+        threads.set_threads(available)
+        with threads.kernels_on_one_thread():
+            assert threads.current_threads() == available
+    finally:
+        threads.set_threads(before)
+
+
+def test_the_training_loop_runs_the_kernels_on_one_thread(tmp_path):
+    seen = []
+    before = numba.get_num_threads()
+    summary = train(TrainConfig(task="x_plus_y", p=7, steps=10, batch_size=8, d_model=8,
+                                heads=2, layers=1, log_every=5, probe_size=2),
+                    tmp_path / "run", on_log=lambda run, row: seen.append(numba.get_num_threads()))
+    assert seen == [1, 1] and summary["steps"] == 10
+    assert numba.get_num_threads() == before
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["threads"] == \
+        threads.current_threads()

@@ -3,11 +3,24 @@
 NumPy's matrix products run in OpenBLAS's threads and the kernels in Numba's; both pools
 share the same cores, so they get the same count (more threads than cores only makes them
 wait for each other). Results are bit-identical for a given thread count, which is why
-``config.json`` records it.
+``config.json`` records it. (The kernels give the same bits at any thread count; the count
+that matters is BLAS's, which is what ``current_threads`` reports.)
+
+Inside the training loop the kernels run on ONE thread (``kernels_on_one_thread``).
+After each matrix product OpenBLAS's worker threads keep spinning on the other cores,
+waiting for the next product (that is what makes the next one start at once). A kernel's
+extra threads, woken then, find every core busy: on the 2-core machine a GELU that takes
+1.2 ms on two idle cores took 2.3 ms right after a product at two threads and at one. Each
+parallel launch also pays the wake-up (about 60 us there, against 2 us at one thread), and
+a training step launches about 50 kernels. Measured in one process taking turns
+(benchmarks/README.md, "One kernel thread"), whole training steps took 0.93-0.95 of the
+time with the kernels on one thread.
 """
 
+import contextlib
+
 import numba
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 
 def available_threads() -> int:
@@ -26,4 +39,18 @@ def set_threads(threads: int | None = None) -> int:
 
 
 def current_threads() -> int:
-    return numba.get_num_threads()
+    """The number of threads the matrix products use (BLAS's), which fixes the results."""
+    counts = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    return max(counts) if counts else numba.get_num_threads()
+
+
+@contextlib.contextmanager
+def kernels_on_one_thread():
+    """Run the Numba kernels on one thread inside the ``with`` block, BLAS unchanged (the
+    module docstring says why); the previous count comes back afterwards."""
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)

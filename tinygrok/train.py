@@ -34,7 +34,7 @@ from tinygrok.allocator import keep_freed_memory
 from tinygrok.autograd import no_grad
 from tinygrok.model import Transformer
 from tinygrok.tasks import make_task, sample_batch, split
-from tinygrok.threads import current_threads
+from tinygrok.threads import current_threads, kernels_on_one_thread
 
 CHECKPOINT = "checkpoint.npz"
 SUMMARY = "summary.json"
@@ -318,21 +318,24 @@ def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> di
         previous_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
     started = time.perf_counter() - run.elapsed_before
     try:
-        while run.step < c.steps:
-            if interrupted:
-                run.save_checkpoint(time.perf_counter() - started)
-                raise Interrupted(run.step)
-            lr = run.train_step()
-            now = time.perf_counter() - started
-            if run.step % c.log_every == 0 or run.step == c.steps:
-                row = run.log_metrics(lr, now)
-                run.log_attention()
-                if on_log is not None:
-                    on_log(run, row)
-            if run.step % c.embed_every == 0 or run.step == c.steps:
-                run.log_embeddings()
-            if run.step % c.checkpoint_every == 0 and run.step < c.steps:
-                run.save_checkpoint(now)
+        # The kernels run on one thread in the loop and BLAS on all of its own: between
+        # products BLAS's threads keep the other cores busy (tinygrok/threads.py).
+        with kernels_on_one_thread():
+            while run.step < c.steps:
+                if interrupted:
+                    run.save_checkpoint(time.perf_counter() - started)
+                    raise Interrupted(run.step)
+                lr = run.train_step()
+                now = time.perf_counter() - started
+                if run.step % c.log_every == 0 or run.step == c.steps:
+                    row = run.log_metrics(lr, now)
+                    run.log_attention()
+                    if on_log is not None:
+                        on_log(run, row)
+                if run.step % c.embed_every == 0 or run.step == c.steps:
+                    run.log_embeddings()
+                if run.step % c.checkpoint_every == 0 and run.step < c.steps:
+                    run.save_checkpoint(now)
     finally:
         if catch_ctrl_c:
             signal.signal(signal.SIGINT, previous_handler)
