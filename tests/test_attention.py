@@ -412,42 +412,6 @@ def test_one_compiled_signature_per_dtype(dtype):
             assert len(compiled.signatures) == 1
 
 
-@pytest.mark.parametrize("n", [1, 7, 8, 13, 32, 35])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_dot_adds_in_eight_lanes_in_a_fixed_order(n, dtype):
-    """_dot is the documented summation order exactly (lane l: c = l, l + 8, ...; the
-    leftover c beyond the last multiple of 8 into lane 0; lanes added pairwise), and the
-    dot product to rounding."""
-    rng = np.random.default_rng(6)
-    x, y = rng.standard_normal((2, n)).astype(dtype)
-    lanes = [dtype(0)] * 8
-    blocks = n - n % 8
-    for c in range(blocks):
-        lanes[c % 8] = dtype(lanes[c % 8] + x[c] * y[c])
-    for c in range(blocks, n):
-        lanes[0] = dtype(lanes[0] + x[c] * y[c])
-    expected = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + (
-        (lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
-    assert att._dot(x, y) == expected
-    assert att._dot_in_lanes(x, y) == expected  # the scalar code the vector code mirrors
-    np.testing.assert_allclose(att._dot(x, y), x.astype(np.float64) @ y,
-                               rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-6)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_vector_dot_matches_the_scalar_lanes_on_rows_of_a_matrix(dtype):
-    """The hand-written vector code reads rows at any offset in memory (unaligned loads)
-    and gives the scalar eight-lane code's numbers bit for bit, also for large and tiny
-    magnitudes where a different order would round differently."""
-    rng = np.random.default_rng(7)
-    for n in (0, 3, 8, 16, 31, 32, 33, 64, 129):
-        rows = rng.standard_normal((5, n)) * 10.0 ** rng.integers(-6, 7, (5, n))
-        rows = rows.astype(dtype)
-        for i in range(5):
-            for j in range(5):
-                assert att._dot(rows[i], rows[j]) == att._dot_in_lanes(rows[i], rows[j])
-
-
 def test_row_dots_loop_orders_agree_exactly():
     """One _dot per key and all keys at once (the long-row order) add the same products in
     the same order, so the short and long row paths give identical numbers."""

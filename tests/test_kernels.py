@@ -64,26 +64,6 @@ def test_float32_layer_norm_backward_matches_float64(n):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("n", [1, 7, 8, 13, 128, 131])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_sum_in_lanes_adds_in_eight_lanes_in_a_fixed_order(n, dtype):
-    """sum_in_lanes is the documented summation order exactly (lane l: c = l, l + 8, ...;
-    the leftover c beyond the last multiple of 8 into lane 0; lanes added pairwise), and
-    the sum to rounding."""
-    x = np.random.default_rng(7).standard_normal(n).astype(dtype)
-    lanes = [dtype(0)] * 8
-    blocks = n - n % 8
-    for c in range(blocks):
-        lanes[c % 8] = dtype(lanes[c % 8] + x[c])
-    for c in range(blocks, n):
-        lanes[0] = dtype(lanes[0] + x[c])
-    expected = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + (
-        (lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
-    assert kernels.sum_in_lanes(x) == expected
-    np.testing.assert_allclose(kernels.sum_in_lanes(x), x.astype(np.float64).sum(),
-                               rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-5)
-
-
 def test_scatter_add_rows_adds_repeated_indices():
     rows = np.arange(12, dtype=np.float32).reshape(4, 3)
     out = kernels.scatter_add_rows(np.array([2, 0, 2, 2]), rows, 5)

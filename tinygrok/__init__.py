@@ -5,6 +5,7 @@ The pieces, in the order data flows through them:
 - ``autograd``  : ``Tensor`` and reverse-mode differentiation over NumPy arrays
 - ``gradcheck`` : finite-difference check of any gradient
 - ``attention`` : Numba softmax-attention kernels that hand back the attention matrices
+- ``lanes``     : dot products in eight SIMD lanes, for the attention and LayerNorm kernels
 - ``nn``, ``model`` : the paper's 2-layer transformer
 - ``adamw``     : AdamW with decoupled weight decay and a linear warm-up
 - ``tasks``     : x+y, x-y, x/y mod p and permutation composition in S5

@@ -66,13 +66,11 @@ import math
 
 import numba
 import numpy as np
-from llvmlite import ir
 from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from tinygrok import autograd as ag
 from tinygrok.autograd import Tensor, accumulate_grad, new_node
+from tinygrok.lanes import dot
 
 # A masked score in the reference: far enough below any real score that exp() of it
 # underflows to exactly 0 in float32 and float64 (exp(-1e9) = 0 in both).
@@ -183,9 +181,9 @@ def attention_reference(q, k, v, causal: bool = True, past=None):
 # - products are written as  row[:] += number * other_row[:]  over adjacent elements
 #   wherever possible (O = P V, dV, dQ, dK);
 # - the dot products of S = Q K^T and dP = dO V^T keep eight partial sums instead of one
-#   (``_dot``), in an order fixed by the code rather than the compiler. The eight sums sit
-#   side by side in one SIMD register: ``_dot_in_vector_lanes`` writes those vector
-#   instructions itself, since the compiler will not. For long rows ``_row_dots``
+#   (``lanes.dot``), in an order fixed by the code rather than the compiler. The eight
+#   sums sit side by side in one SIMD register, in vector instructions that lanes.py
+#   writes itself, since the compiler will not. For long rows ``_row_dots``
 #   computes a whole row of dot products at once, in SIMD across the keys, in the same
 #   order;
 # - the helpers below are inlined into the kernels (``inline="always"``): at T = 4 a
@@ -249,99 +247,6 @@ def _gather_pair(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, past_l
     _gather_rows(past_v, pv_at, v, v_at, past_len, b, h, V)
 
 
-def _dot_in_lanes(x, y):
-    """sum_c x[c] y[c] for contiguous x and y, added up in eight lanes: what ``_dot``
-    computes, written as plain scalar code.
-
-    Lane l sums the products of c = l, l + 8, l + 16, ... (c beyond the last multiple of
-    8 go to lane 0), and the lanes are added pairwise at the end. It is not fastmath: the
-    order is written here, fixed, the same on every call and thread; it just rounds
-    differently from a left-to-right sum (within float rounding). The eight running sums
-    do not depend on each other, so even as scalar code the CPU works on several at once,
-    where a single sum would be a chain of additions, each waiting for the one before.
-    """
-    n = x.shape[0]
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = x.dtype.type(0)
-    blocks = n - n % 8
-    for c in range(0, blocks, 8):
-        s0 += x[c] * y[c]
-        s1 += x[c + 1] * y[c + 1]
-        s2 += x[c + 2] * y[c + 2]
-        s3 += x[c + 3] * y[c + 3]
-        s4 += x[c + 4] * y[c + 4]
-        s5 += x[c + 5] * y[c + 5]
-        s6 += x[c + 6] * y[c + 6]
-        s7 += x[c + 7] * y[c + 7]
-    for c in range(blocks, n):
-        s0 += x[c] * y[c]
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
-
-
-@intrinsic
-def _dot_in_vector_lanes(typingctx, x, y):
-    """``_dot_in_lanes`` with its eight lanes held in one SIMD register: the same numbers
-    bit for bit, about 3.7x faster at d = 32 (2.5 against 9.3 ns a dot).
-
-    Each block of eight (c = 8m .. 8m + 7) is one vector load of x, one of y, one vector
-    multiply and one vector add into the eight lane sums: exactly the scalar code's
-    operations on its s0 .. s7, done side by side. The compiler would only do this itself
-    with LLVM's SLP vectorizer, which Numba leaves off (it miscompiled code before:
-    numba/numba#8852), and it may never reorder additions (no fastmath). So this function
-    writes the vector instructions itself, as LLVM IR, the way Numba writes its own
-    built-ins: ``codegen`` emits the code that runs inside the kernels.
-    x and y: 1-D C-contiguous arrays of one float dtype (the rows of the scratch buffers).
-    """
-    if not (isinstance(x, types.Array) and isinstance(y, types.Array) and x.ndim == y.ndim == 1
-            and x.layout == y.layout == "C" and x.dtype == y.dtype
-            and isinstance(x.dtype, types.Float)):
-        return None  # no such signature: Numba reports the types it got
-
-    def codegen(context, builder, signature, args):
-        x_array = context.make_array(signature.args[0])(context, builder, args[0])
-        y_array = context.make_array(signature.args[1])(context, builder, args[1])
-        real = context.get_data_type(signature.return_type)
-        item_size = context.get_abi_sizeof(real)
-        lanes = ir.VectorType(real, 8)
-        n = builder.extract_value(x_array.shape, 0)
-        zero, one, eight = (ir.Constant(n.type, value) for value in (0, 1, 8))
-        blocks = builder.sub(n, builder.srem(n, eight))
-
-        def load_eight(array, c):  # array[c .. c + 7] as one vector
-            pointer = builder.bitcast(builder.gep(array.data, [c]), lanes.as_pointer())
-            return builder.load(pointer, align=item_size)
-
-        def lane(vector, number):
-            return builder.extract_element(vector, ir.Constant(ir.IntType(32), number))
-
-        sums = cgutils.alloca_once_value(builder, ir.Constant(lanes, None))  # eight zeros
-        with cgutils.for_range_slice(builder, zero, blocks, eight) as (c, _):
-            products = builder.fmul(load_eight(x_array, c), load_eight(y_array, c))
-            builder.store(builder.fadd(builder.load(sums), products), sums)
-        sums = builder.load(sums)
-        lane0 = cgutils.alloca_once_value(builder, lane(sums, 0))
-        with cgutils.for_range_slice(builder, blocks, n, one) as (c, _):  # leftovers: lane 0
-            product = builder.fmul(builder.load(builder.gep(x_array.data, [c])),
-                                   builder.load(builder.gep(y_array.data, [c])))
-            builder.store(builder.fadd(builder.load(lane0), product), lane0)
-        s = [builder.load(lane0)] + [lane(sums, number) for number in range(1, 8)]
-        first_half = builder.fadd(builder.fadd(s[0], s[1]), builder.fadd(s[2], s[3]))
-        second_half = builder.fadd(builder.fadd(s[4], s[5]), builder.fadd(s[6], s[7]))
-        return builder.fadd(first_half, second_half)
-
-    return x.dtype(x, y), codegen
-
-
-@njit(cache=True, inline="always")
-def _dot(x, y):
-    """sum_c x[c] y[c] for contiguous x and y, in ``_dot_in_lanes``'s order and with its
-    result, by eight-wide vector instructions (``_dot_in_vector_lanes``)."""
-    return _dot_in_vector_lanes(x, y)
-
-
-if numba.config.DISABLE_JIT:  # kernels running as plain Python (to step through them)
-    _dot = _dot_in_lanes
-
-
 _LONG_ROW = 16  # from this many keys on, _row_dots computes all sums at once (see there)
 
 
@@ -352,16 +257,16 @@ def _row_dots(x, rows, cols, lanes, n, out):
     ``rows`` (Tk, d); ``cols`` is either empty, (d, 0), or ``rows`` transposed, (d, Tk),
     with ``lanes`` (8, Tk) as scratch. Two loop orders compute the same sums:
 
-    - one ``_dot`` per key: the faster order for a few keys;
+    - one ``dot`` per key: the faster order for a few keys;
     - with ``cols``: all n sums at once, one c at a time, lanes[l, :n] += x[c] * cols[c, :n]
-      with _dot's lane l of c, then _dot's pairwise sum of the lanes: loops over adjacent
+      with dot's lane l of c, then dot's pairwise sum of the lanes: loops over adjacent
       elements that run in SIMD across the keys, far faster for long rows.
 
     Both add the same products in the same order, so they agree exactly.
     """
     if cols.shape[1] == 0:
         for j in range(n):
-            out[j] = _dot(x, rows[j])
+            out[j] = dot(x, rows[j])
         return
     d = x.shape[0]
     blocks = d - d % 8

@@ -1,6 +1,5 @@
 """Small fused Numba kernels behind three autograd ops: GELU, LayerNorm and the
 embedding's scatter-add. Each one does in a single pass what NumPy would do in many.
-Also ``sum_in_lanes``, the eight-lane sum that LayerNorm adds up its rows with.
 
 The maths of each op is written (and explained) next to its autograd op in
 ``tinygrok/autograd.py``; here is only how it is computed fast. Conventions:
@@ -26,6 +25,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from tinygrok.lanes import dot
+
 ERF_LIMIT = np.float32(4.0)
 ERF_P = np.array([1.1283788681030273, 0.20614925026893616, 0.051390696316957474,
                   0.0039670588448643684, 0.00014825277321506292, -1.9774629436142277e-06,
@@ -46,44 +47,6 @@ def erf_float32(x):
     for i in range(3, -1, -1):
         denominator = denominator * s + ERF_Q[i]
     return x * numerator / denominator
-
-
-# -- A sum in eight lanes ----------------------------------------------------------------
-#
-# Without fastmath the compiler must add ``total += x[c]`` in the written order, so a sum
-# of n numbers is a chain of n additions, each waiting for the one before (about 4 cycles
-# apiece). Keeping eight running sums, lane l for c = l, l + 8, l + 16, ..., gives the CPU
-# eight independent chains to overlap: LayerNorm over rows of 128 became 2.4-3x faster
-# forward, 1.6x backward. The order is still fixed by the code (the same on every call and
-# thread); it only rounds differently from a left-to-right sum. (Numba leaves LLVM's SLP
-# vectorizer off, so the eight lanes stay scalar instructions rather than one SIMD one.)
-# The attention kernels add their dot products the same way (``attention._dot``). Each
-# file keeps its own helper on purpose: Numba's on-disk cache checks only the file a
-# cached kernel is in, so a helper imported from another file could change without the
-# kernels that inline it being compiled again.
-
-@njit(cache=True, inline="always")
-def sum_in_lanes(x):
-    """sum_c x[c] for a contiguous x, added up in eight lanes.
-
-    Lane l sums x[c] for c = l, l + 8, l + 16, ... (c beyond the last multiple of 8 go to
-    lane 0), and the lanes are added pairwise at the end.
-    """
-    n = x.shape[0]
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = x.dtype.type(0)
-    blocks = n - n % 8
-    for c in range(0, blocks, 8):
-        s0 += x[c]
-        s1 += x[c + 1]
-        s2 += x[c + 2]
-        s3 += x[c + 3]
-        s4 += x[c + 4]
-        s5 += x[c + 5]
-        s6 += x[c + 6]
-        s7 += x[c + 7]
-    for c in range(blocks, n):
-        s0 += x[c]
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
 # -- GELU -------------------------------------------------------------------------------
@@ -160,18 +123,22 @@ def gelu_backward(x: np.ndarray, grad_out: np.ndarray) -> np.ndarray:
 
 # -- LayerNorm over the last axis ----------------------------------------------------------
 
+# LayerNorm adds up each row with ``lanes.dot``: eight running sums in one SIMD register,
+# in a fixed order (tinygrok/lanes.py). A plain sum would be one chain of additions, each
+# waiting for the one before. A row's sum is its dot product with ones, and the sum of
+# its squares its dot product with itself.
+
 @njit(cache=True, parallel=True)
 def _layer_norm_forward(x, weight, bias, eps, out, xhat, rstd):
-    # out's row serves as scratch for the squares before it receives the result.
     rows, n = x.shape
     size, one = x.dtype.type(n), x.dtype.type(1)  # typed, so float32 stays float32
+    ones = np.ones(n, x.dtype)
     for r in prange(rows):
-        row, centred, squares = x[r], xhat[r], out[r]
-        mean = sum_in_lanes(row) / size
+        row, centred = x[r], xhat[r]
+        mean = dot(row, ones) / size
         for j in range(n):
             centred[j] = row[j] - mean
-            squares[j] = centred[j] * centred[j]
-        inv = one / np.sqrt(sum_in_lanes(squares) / size + eps)
+        inv = one / np.sqrt(dot(centred, centred) / size + eps)
         rstd[r] = inv
         for j in range(n):
             centred[j] *= inv  # now xhat
@@ -180,20 +147,19 @@ def _layer_norm_forward(x, weight, bias, eps, out, xhat, rstd):
 
 @njit(cache=True, parallel=True)
 def _layer_norm_backward_input(grad_out, weight, xhat, rstd, grad_in):
-    # grad_in's row serves as scratch for the two sums (so it must not share memory with
-    # xhat or grad_out; the wrapper allocates it).
+    # grad_in's row holds gh = grad_out * weight until it receives the result (so it must
+    # not share memory with xhat or grad_out; the wrapper allocates it).
     rows, n = grad_out.shape
     size = grad_out.dtype.type(n)
+    ones = np.ones(n, grad_out.dtype)
     for r in prange(rows):
-        scratch = grad_in[r]
+        gh = grad_in[r]
         for j in range(n):
-            scratch[j] = grad_out[r, j] * weight[j] * xhat[r, j]  # gh * xhat
-        mean_gh_xhat = sum_in_lanes(scratch) / size
+            gh[j] = grad_out[r, j] * weight[j]
+        mean_gh_xhat = dot(gh, xhat[r]) / size
+        mean_gh = dot(gh, ones) / size
         for j in range(n):
-            scratch[j] = grad_out[r, j] * weight[j]  # gh
-        mean_gh = sum_in_lanes(scratch) / size
-        for j in range(n):
-            scratch[j] = rstd[r] * (scratch[j] - mean_gh - xhat[r, j] * mean_gh_xhat)
+            gh[j] = rstd[r] * (gh[j] - mean_gh - xhat[r, j] * mean_gh_xhat)
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
