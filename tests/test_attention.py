@@ -412,20 +412,6 @@ def test_one_compiled_signature_per_dtype(dtype):
             assert len(compiled.signatures) == 1
 
 
-def test_row_dots_loop_orders_agree_exactly():
-    """One _dot per key and all keys at once (the long-row order) add the same products in
-    the same order, so the short and long row paths give identical numbers."""
-    rng = np.random.default_rng(6)
-    x = rng.standard_normal(13).astype(np.float32)
-    rows = rng.standard_normal((20, 13)).astype(np.float32)
-    by_key, at_once = np.empty(20, np.float32), np.empty(20, np.float32)
-    lanes = np.empty((8, 20), np.float32)
-    att._row_dots(x, rows, np.empty((13, 0), np.float32), lanes, 17, by_key)
-    att._row_dots(x, rows, np.ascontiguousarray(rows.T), lanes, 17, at_once)
-    np.testing.assert_array_equal(by_key[:17], at_once[:17])
-    np.testing.assert_allclose(by_key[:17], rows[:17] @ x, rtol=1e-5)
-
-
 # -- bad input ------------------------------------------------------------------------
 
 def arrays(q_shape, k_shape, v_shape, dtypes=(np.float64,) * 3):

@@ -43,7 +43,8 @@ What is where in this file
    softmax, matmul). Obviously right and differentiated by autograd; the tests hold the
    kernels to it.
 2. The Numba kernels: ``_attend_pair`` and ``_backprop_pair`` do the maths above for one
-   (batch, head) pair as plain loops, on rows that ``_gather_rows`` copied out of the
+   (batch, head) pair as plain loops (the dot products by ``lanes.dot``, in SIMD), on
+   rows that ``_gather_rows`` copied out of the
    inputs (found through ``_flat_view``; with a KV cache, the cache's rows first);
    ``_forward_kernel`` and ``_backward_kernel`` run them for every pair in parallel;
    ``_compiled`` compiles each once per dtype, on first use.
@@ -183,9 +184,7 @@ def attention_reference(q, k, v, causal: bool = True, past=None):
 # - the dot products of S = Q K^T and dP = dO V^T keep eight partial sums instead of one
 #   (``lanes.dot``), in an order fixed by the code rather than the compiler. The eight
 #   sums sit side by side in one SIMD register, in vector instructions that lanes.py
-#   writes itself, since the compiler will not. For long rows ``_row_dots``
-#   computes a whole row of dot products at once, in SIMD across the keys, in the same
-#   order;
+#   writes itself, since the compiler will not;
 # - the helpers below are inlined into the kernels (``inline="always"``): at T = 4 a
 #   function call per pair and row, with every array passed as a struct, cost more than
 #   the arithmetic (it made the kernels ~1.7x slower);
@@ -247,68 +246,22 @@ def _gather_pair(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, past_l
     _gather_rows(past_v, pv_at, v, v_at, past_len, b, h, V)
 
 
-_LONG_ROW = 16  # from this many keys on, _row_dots computes all sums at once (see there)
-
-
 @njit(cache=True, inline="always")
-def _row_dots(x, rows, cols, lanes, n, out):
-    """out[j] = x . rows[j] for j < n: a row of S = Q K^T or of dP = dO V^T.
-
-    ``rows`` (Tk, d); ``cols`` is either empty, (d, 0), or ``rows`` transposed, (d, Tk),
-    with ``lanes`` (8, Tk) as scratch. Two loop orders compute the same sums:
-
-    - one ``dot`` per key: the faster order for a few keys;
-    - with ``cols``: all n sums at once, one c at a time, lanes[l, :n] += x[c] * cols[c, :n]
-      with dot's lane l of c, then dot's pairwise sum of the lanes: loops over adjacent
-      elements that run in SIMD across the keys, far faster for long rows.
-
-    Both add the same products in the same order, so they agree exactly.
-    """
-    if cols.shape[1] == 0:
-        for j in range(n):
-            out[j] = dot(x, rows[j])
-        return
-    d = x.shape[0]
-    blocks = d - d % 8
-    for lane in range(8):
-        for j in range(n):
-            lanes[lane, j] = x.dtype.type(0)
-    for c in range(d):
-        xc = x[c]
-        acc = lanes[c % 8 if c < blocks else 0]
-        column = cols[c]
-        for j in range(n):
-            acc[j] += xc * column[j]
-    for j in range(n):
-        out[j] = ((lanes[0, j] + lanes[1, j]) + (lanes[2, j] + lanes[3, j])) + (
-            (lanes[4, j] + lanes[5, j]) + (lanes[6, j] + lanes[7, j]))
-
-
-@njit(cache=True, inline="always")
-def _transpose(rows, cols):
-    """cols[c, j] = rows[j, c] for the columns j that ``cols`` has (none, or all)."""
-    for j in range(cols.shape[1]):
-        for c in range(cols.shape[0]):
-            cols[c, j] = rows[j, c]
-
-
-@njit(cache=True, inline="always")
-def _attend_pair(Q, K, V, scale, causal, O, P, k_cols, lanes):
+def _attend_pair(Q, K, V, scale, causal, O, P):
     """One (batch, head) pair: P = softmax(scale Q K^T, masked) and O = P V.
 
     Q (Tq, d), K and V (Tk, d): contiguous copies of the inputs. O (Tq, d), P (Tq, Tk):
-    outputs. k_cols (d, Tk) or (d, 0) for short rows, lanes (8, Tk): scratch for
-    ``_row_dots``.
+    outputs.
     """
     Tq, d = Q.shape
     Tk = K.shape[0]
     zero = Q.dtype.type(0)
-    _transpose(K, k_cols)
     for i in range(Tq):
         seen = Tk - Tq + i + 1 if causal else Tk  # keys 0 .. seen-1 are visible
         row = P[i]
         # Scores: row[j] = Q[i] . K[j] (scaled below); masked keys are never computed.
-        _row_dots(Q[i], K, k_cols, lanes, seen, row)
+        for j in range(seen):
+            row[j] = dot(Q[i], K[j])
         # Stable softmax: subtracting the row maximum keeps every exp() <= 1.
         peak = row[0]
         for j in range(1, seen):
@@ -333,16 +286,15 @@ def _attend_pair(Q, K, V, scale, causal, O, P, k_cols, lanes):
 
 
 @njit(cache=True, inline="always")
-def _backprop_pair(Q, K, V, P, dO, scale, causal, dQ, dK, dV, dS, v_cols, lanes):
+def _backprop_pair(Q, K, V, P, dO, scale, causal, dQ, dK, dV, dS):
     """One (batch, head) pair: dQ, dK, dV from dO and the saved P (module docstring).
 
     Q, K, V, dO: contiguous copies of the inputs; P: the forward's probabilities. dQ, dK,
-    dV: outputs. dS (Tk,), v_cols (d, Tk) or (d, 0), lanes (8, Tk): scratch.
+    dV: outputs. dS (Tk,): scratch.
     """
     Tq, d = Q.shape
     Tk = K.shape[0]
     zero = Q.dtype.type(0)
-    _transpose(V, v_cols)
     for j in range(Tk):
         for c in range(d):
             dK[j, c] = zero
@@ -358,7 +310,8 @@ def _backprop_pair(Q, K, V, P, dO, scale, causal, dQ, dK, dV, dS, v_cols, lanes)
                 dV[j, c] += p * grad[c]
         # dP[i, j] = dO[i] . V[j], then dS = P * (dP - rowsum(dP * P)), times the scale
         # of S (so that dQ and dK below need no scale). dS[j] holds dP first.
-        _row_dots(grad, V, v_cols, lanes, seen, dS)
+        for j in range(seen):
+            dS[j] = dot(grad, V[j])
         row_dot = zero
         for j in range(seen):
             row_dot += dS[j] * probs[j]
@@ -397,19 +350,16 @@ def _forward_kernel(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, pas
     keys are past_k's ``past_len`` rows, then k's (values likewise)."""
     B, H, Tq, d = out.shape
     Tk = probs.shape[3]
-    long_rows = Tk if Tk >= _LONG_ROW else 0
     chunks = min(B * H, _CHUNKS)
     for chunk in prange(chunks):
         Q = np.empty((Tq, d), out.dtype)
         K = np.empty((Tk, d), out.dtype)
         V = np.empty((Tk, d), out.dtype)
-        k_cols = np.empty((d, long_rows), out.dtype)
-        lanes = np.empty((8, long_rows), out.dtype)
         for pair in _chunk_pairs(chunk, chunks, B * H):
             b, h = pair // H, pair % H
             _gather_pair(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, past_len,
                          b, h, Q, K, V)
-            _attend_pair(Q, K, V, scale, causal, out[b, h], probs[b, h], k_cols, lanes)
+            _attend_pair(Q, K, V, scale, causal, out[b, h], probs[b, h])
 
 
 def _backward_kernel(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, past_len,
@@ -418,7 +368,6 @@ def _backward_kernel(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, pa
     grad_k and grad_v cover all Tk positions, the past's ``past_len`` first."""
     B, H, Tq, d = grad_q.shape
     Tk = probs.shape[3]
-    long_rows = Tk if Tk >= _LONG_ROW else 0
     chunks = min(B * H, _CHUNKS)
     for chunk in prange(chunks):
         Q = np.empty((Tq, d), grad_q.dtype)
@@ -426,15 +375,13 @@ def _backward_kernel(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, pa
         V = np.empty((Tk, d), grad_q.dtype)
         dO = np.empty((Tq, d), grad_q.dtype)
         dS = np.empty(Tk, grad_q.dtype)
-        v_cols = np.empty((d, long_rows), grad_q.dtype)
-        lanes = np.empty((8, long_rows), grad_q.dtype)
         for pair in _chunk_pairs(chunk, chunks, B * H):
             b, h = pair // H, pair % H
             _gather_pair(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, past_len,
                          b, h, Q, K, V)
             _gather_rows(g, g_at, g, g_at, 0, b, h, dO)  # every row from g
             _backprop_pair(Q, K, V, probs[b, h], dO, scale, causal, grad_q[b, h],
-                           grad_k[b, h], grad_v[b, h], dS, v_cols, lanes)
+                           grad_k[b, h], grad_v[b, h], dS)
 
 
 @functools.cache
