@@ -206,13 +206,17 @@ def _flat_view(x: np.ndarray):
         return np.empty(0, x.dtype), (0, 0, 0, 0, 0)
     if not x.flags.aligned or any(s % size for s in x.strides):
         x = np.ascontiguousarray(x)
+    strides = [s // size for s in x.strides]
     # Flip the axes that run backwards (negative strides): x[0, 0, 0, 0] of the flipped
-    # view is then the lowest address x touches, where ``flat`` starts.
-    lowest = x[tuple(slice(None, None, -1) if s < 0 else slice(None) for s in x.strides)]
-    span = 1 + sum((n - 1) * abs(s) for n, s in zip(x.shape, x.strides)) // size
+    # view is then the lowest address x touches, where ``flat`` starts, and x[0, 0, 0, 0]
+    # itself lies (n - 1) |s| further on for each such axis.
+    lowest = x
+    if any(s < 0 for s in strides):
+        lowest = x[tuple(slice(None, None, -1) if s < 0 else slice(None) for s in strides)]
+    span = 1 + sum((n - 1) * abs(s) for n, s in zip(x.shape, strides))
     flat = np.lib.stride_tricks.as_strided(lowest, (span,), (size,), writeable=False)
-    origin = (x.ctypes.data - lowest.ctypes.data) // size
-    return flat, (origin,) + tuple(s // size for s in x.strides)
+    origin = sum((n - 1) * -s for n, s in zip(x.shape, strides) if s < 0)
+    return flat, (origin, *strides)
 
 
 @njit(cache=True, inline="always")
