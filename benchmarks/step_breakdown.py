@@ -13,8 +13,10 @@ validation pairs, no graph), op by op the same way. ``--loop`` runs ``train.trai
 for ``--steps`` steps and times the parts its loop calls (steps, evaluation, attention
 probes, embeddings, checkpoints), per step, with no op wrappers.
 
-The wrappers replace functions in ``tinygrok.autograd`` for this process only; ops that
-call each other are not nested in the listed ops (the model calls them one by one).
+Steps and evaluations run with the Numba kernels on one thread, as in the training loop
+(``tinygrok.threads.kernels_on_one_thread``). The wrappers replace functions in
+``tinygrok.autograd`` for this process only; ops that call each other are not nested in
+the listed ops (the model calls them one by one).
 """
 
 import argparse
@@ -28,6 +30,7 @@ import numpy as np
 import tinygrok.autograd as ag
 import tinygrok.model as model_module
 import tinygrok.train as train_module
+from tinygrok.threads import kernels_on_one_thread
 from tinygrok.train import Run, TrainConfig, warm_up_kernels
 
 OPS = ("linear", "layer_norm", "gelu", "add", "getitem", "reshape", "transpose",
@@ -111,10 +114,11 @@ def main():
                                      run.config.eval_batch_size)
 
     work, unit = (evaluate, "an evaluation") if args.eval else (run.train_step, "a step")
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        work()
-    per_step = (time.perf_counter() - start) / args.steps * 1e3
+    with kernels_on_one_thread():  # as the training loop runs them
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            work()
+        per_step = (time.perf_counter() - start) / args.steps * 1e3
     print(f"{per_step:.1f} ms {unit} (with the wrappers), {args.steps} times")
     first = "forward" if args.eval else "forward (and AdamW)"
     for title, totals in ((first, forward), ("backward", backward)):

@@ -33,12 +33,16 @@ HERE = Path(__file__).parent
 
 def tinygrok_stepper(batch, threads):
     import tinygrok  # noqa: F401  (sets OMP_WAIT_POLICY before any OpenMP pool starts)
-    from tinygrok.threads import set_threads
+    from tinygrok.threads import kernels_on_one_thread, set_threads
     from tinygrok.train import Run, TrainConfig
 
     set_threads(threads)
     run = Run(TrainConfig(batch_size=batch), out_dir="unused")  # also sets the allocator
-    return run.train_step
+
+    def step():
+        with kernels_on_one_thread():  # as the training loop runs them
+            run.train_step()
+    return step
 
 
 def torch_stepper(batch, threads):

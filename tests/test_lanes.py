@@ -66,3 +66,49 @@ def test_only_contiguous_float_vectors_are_accepted():
 
     with pytest.raises(Exception, match="dot_in_vector_lanes"):
         strided(np.ones(8))
+
+
+def layer_norm_with_scalar_lanes(x, weight, bias, eps, grad_out):
+    """kernels.py's LayerNorm, forward and backward, written again in NumPy around the
+    scalar ``dot_in_lanes``: the same operations in the same order, so the same bits."""
+    dtype, n = x.dtype.type, x.shape[1]
+    ones = np.ones(n, x.dtype)
+    out, xhat, grad_in = (np.empty_like(x) for _ in range(3))
+    for r in range(len(x)):
+        centred = x[r] - lanes.dot_in_lanes(x[r], ones) / dtype(n)
+        rstd = dtype(1) / np.sqrt(lanes.dot_in_lanes(centred, centred) / dtype(n) + dtype(eps))
+        xhat[r] = centred * rstd
+        out[r] = xhat[r] * weight + bias
+        gh = grad_out[r] * weight
+        mean_gh_xhat = lanes.dot_in_lanes(gh, xhat[r]) / dtype(n)
+        mean_gh = lanes.dot_in_lanes(gh, ones) / dtype(n)
+        grad_in[r] = rstd * (gh - mean_gh - xhat[r] * mean_gh_xhat)
+    return out, grad_in
+
+
+@pytest.mark.parametrize("n", [13, 128])
+def test_the_layer_norm_kernels_add_up_with_lanes_dot(n):
+    """Bit for bit what the scalar lanes give. This also fails when lanes.py was edited
+    and Numba's cache still holds LayerNorm kernels compiled with the old code (see the
+    caveat in tinygrok/lanes.py)."""
+    from tinygrok import kernels
+
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal((6, n)) * 3 + 1).astype(np.float32)
+    weight, bias, grad_out = (rng.standard_normal(shape).astype(np.float32)
+                              for shape in (n, n, (6, n)))
+    out, xhat, rstd = kernels.layer_norm_forward(x, weight, bias, 1e-5)
+    grad_in = kernels.layer_norm_backward_input(grad_out, weight, xhat, rstd)
+    expected_out, expected_grad_in = layer_norm_with_scalar_lanes(x, weight, bias, 1e-5,
+                                                                  grad_out)
+    np.testing.assert_array_equal(out, expected_out)
+    np.testing.assert_array_equal(grad_in, expected_grad_in)
+
+
+@pytest.mark.parametrize("dot", [lanes.dot, lanes.dot_in_lanes])
+def test_dot_stops_at_the_shorter_vector_like_zip(dot):
+    """Never a read past the end of either vector (the vector code has no bounds checks)."""
+    x = np.arange(1, 17, dtype=np.float32)
+    assert dot(x, np.ones(8, np.float32)) == 36
+    assert dot(np.ones(8, np.float32), x) == 36
+    assert dot(x, np.ones(0, np.float32)) == 0

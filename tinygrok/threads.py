@@ -1,20 +1,21 @@
 """How many CPU threads tinygrok uses: one number for BLAS and for the Numba kernels.
 
 NumPy's matrix products run in OpenBLAS's threads and the kernels in Numba's; both pools
-share the same cores, so they get the same count (more threads than cores only makes them
-wait for each other). Results are bit-identical for a given thread count, which is why
-``config.json`` records it. (The kernels give the same bits at any thread count; the count
-that matters is BLAS's, which is what ``current_threads`` reports.)
+share the same cores, so ``set_threads`` gives them the same count (more threads than
+cores only makes them wait for each other). Results are bit-identical for a given thread
+count, which is why ``config.json`` records it. The kernels give the same bits at any
+thread count; the count that matters is BLAS's, which is what ``current_threads`` reports.
 
 Inside the training loop the kernels run on ONE thread (``kernels_on_one_thread``).
 After each matrix product OpenBLAS's worker threads keep spinning on the other cores,
 waiting for the next product (that is what makes the next one start at once). A kernel's
-extra threads, woken then, find every core busy: on the 2-core machine a GELU that takes
-1.2 ms on two idle cores took 2.3 ms right after a product at two threads and at one. Each
-parallel launch also pays the wake-up (about 60 us there, against 2 us at one thread), and
-a training step launches about 50 kernels. Measured in one process taking turns
-(benchmarks/README.md, "One kernel thread"), whole training steps took 0.93-0.95 of the
-time with the kernels on one thread.
+extra threads, woken then, find every core busy: on the 2-core machine a GELU over
+(9312, 512) that takes 1.2 ms on two idle cores took 2.3 ms right after a product, at two
+threads as at one. Each parallel launch also pays the wake-up of the other thread (about
+60 us there, against 2 us at one thread), and a training step launches about 50 kernels.
+Measured in one process taking turns, whole training steps took 0.93-0.97 of the time
+with the kernels on one thread, and evaluations 0.95-1.01 (benchmarks/README.md, "A
+seventh session").
 """
 
 import contextlib
@@ -27,21 +28,30 @@ def available_threads() -> int:
     return numba.config.NUMBA_NUM_THREADS
 
 
+_chosen = None  # the count set_threads last chose
+
+
 def set_threads(threads: int | None = None) -> int:
     """Use ``threads`` threads (default: all that Numba may use) and return the count."""
+    global _chosen
     threads = threads or available_threads()
     if not 1 <= threads <= available_threads():
         raise ValueError(f"threads must be between 1 and {available_threads()} on this "
                          f"machine, got {threads}")
     threadpool_limits(limits=threads, user_api="blas")
     numba.set_num_threads(threads)
+    _chosen = threads
     return threads
 
 
 def current_threads() -> int:
-    """The number of threads the matrix products use (BLAS's), which fixes the results."""
+    """The number of threads the matrix products use, which fixes the results: what
+    ``set_threads`` chose, or else what the BLAS library uses by default (the largest
+    count if several are loaded; all cores if none is found)."""
+    if _chosen is not None:
+        return _chosen
     counts = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
-    return max(counts) if counts else numba.get_num_threads()
+    return max(counts) if counts else available_threads()
 
 
 @contextlib.contextmanager
