@@ -44,10 +44,10 @@ What is where in this file
    kernels to it.
 2. The Numba kernels: ``_attend_pair`` and ``_backprop_pair`` do the maths above for one
    (batch, head) pair as plain loops (the dot products by ``lanes.dot``, in SIMD), on
-   rows that ``_gather_rows`` copied out of the
-   inputs (found through ``_flat_view``; with a KV cache, the cache's rows first);
-   ``_forward_kernel`` and ``_backward_kernel`` run them for every pair in parallel;
-   ``_compiled`` compiles each once per dtype, on first use.
+   rows that ``_gather_rows`` copied out of the inputs (found through ``_flat_view``;
+   with a KV cache, the cache's rows first); ``_forward_kernel`` and ``_backward_kernel``
+   run them for every pair in parallel; ``_compiled`` compiles each once per dtype, on
+   first use.
 3. ``attention``: checks the inputs, calls the forward kernel, and records an autograd node
    whose backward calls the backward kernel.
 
