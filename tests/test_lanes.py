@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from numba import njit
+from numba.core.errors import TypingError
 
 from tinygrok import lanes
 
@@ -64,7 +65,7 @@ def test_only_contiguous_float_vectors_are_accepted():
     def strided(x):
         return lanes.dot(x[::2], x[::2])
 
-    with pytest.raises(Exception, match="dot_in_vector_lanes"):
+    with pytest.raises(TypingError, match="dot_in_vector_lanes"):
         strided(np.ones(8))
 
 

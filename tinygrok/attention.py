@@ -264,7 +264,8 @@ def _attend_pair(Q, K, V, scale, causal, O, P):
     Q (Tq, d), K and V (Tk, d): contiguous copies of the inputs. O (Tq, d), P (Tq, Tk):
     outputs. The three steps run one after the other over all queries, not query by
     query: the dot products of all rows (and then the exp() calls, and then the output
-    rows) do not wait for each other, so the CPU overlaps them (21% faster at T = 4).
+    rows) do not wait for each other, so the CPU overlaps them (at T = 4 the forward
+    took 0.84 of its time at one thread, 0.90 at two).
     """
     Tq, d = Q.shape
     Tk = K.shape[0]
