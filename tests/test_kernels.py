@@ -22,13 +22,23 @@ def test_float32_erf_error_is_below_5e_7_everywhere():
     assert np.all(np.abs(phi - gelu_exact) <= 3e-7 * np.maximum(1, np.abs(x)))
 
 
-def test_float32_gelu_backward_matches_float64():
+def test_float32_gelu_slope_matches_float64():
     x = np.random.default_rng(0).standard_normal((64, 33)) * 3
-    g = np.random.default_rng(1).standard_normal((64, 33))
-    exact = kernels.gelu_backward(x, g)
-    fast = kernels.gelu_backward(x.astype(np.float32), g.astype(np.float32))
-    assert fast.dtype == np.float32
+    out64, exact = kernels.gelu_and_slope(x)
+    out32, fast = kernels.gelu_and_slope(x.astype(np.float32))
+    assert fast.dtype == out32.dtype == np.float32
     np.testing.assert_allclose(fast, exact, rtol=1e-5, atol=1e-6)
+    # the value that comes with the slope is GELU itself, bit for bit
+    assert np.array_equal(out32, kernels.gelu_forward(x.astype(np.float32)))
+    assert np.array_equal(out64, kernels.gelu_forward(x))
+
+
+def test_gelu_slope_is_the_derivative():
+    """Against a central difference of the exact float64 GELU, away from 0 and far out."""
+    x = np.concatenate([np.linspace(-9, 9, 181), [-30.0, 30.0]])
+    h = 1e-6
+    numeric = (kernels.gelu_forward(x + h) - kernels.gelu_forward(x - h)) / (2 * h)
+    np.testing.assert_allclose(kernels.gelu_and_slope(x)[1], numeric, rtol=1e-7, atol=1e-8)
 
 
 @pytest.mark.parametrize("n", [16, 13, 128])  # 13: a row that leaves numbers over the lanes

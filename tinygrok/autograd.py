@@ -687,12 +687,15 @@ def gelu(a: Tensor) -> Tensor:
 
     Phi(a) = (1 + erf(a / sqrt 2)) / 2.   d/da = Phi(a) + a * phi(a),
     where phi(a) = exp(-a^2 / 2) / sqrt(2 pi) is the normal density.
-    NumPy has no erf, so both directions run in the Numba kernels of ``tinygrok.kernels``
-    (float64 with the exact erf, float32 with a polynomial erf good to 4e-7).
+    NumPy has no erf, so GELU runs in the Numba kernels of ``tinygrok.kernels`` (float64
+    with the exact erf, float32 with a polynomial erf good to 4e-7). When a gradient will
+    be wanted, the same pass also computes the slope d/da, so the backward is one multiply.
     """
-    out = new_node(kernels.gelu_forward(a.data), (a,), "gelu")
-    if out.requires_grad:
-        out._backward = lambda grad_out: accumulate_grad(a, kernels.gelu_backward(a.data, grad_out))
+    if not (_grad_enabled and a.requires_grad):
+        return new_node(kernels.gelu_forward(a.data), (a,), "gelu")
+    result, slope = kernels.gelu_and_slope(a.data)
+    out = new_node(result, (a,), "gelu")
+    out._backward = lambda grad_out: accumulate_grad(a, grad_out * slope)
     return out
 
 
