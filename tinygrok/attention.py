@@ -204,6 +204,10 @@ def _flat_view(x: np.ndarray):
     size = x.itemsize
     if x.size == 0:
         return np.empty(0, x.dtype), (0, 0, 0, 0, 0)
+    if x.flags.c_contiguous:  # the common case, and the quick one: x's own memory in order
+        flat = x.reshape(-1)  # a new view; marking it read-only leaves x writeable
+        flat.flags.writeable = False
+        return flat, (0, *(s // size for s in x.strides))
     if not x.flags.aligned or any(s % size for s in x.strides):
         x = np.ascontiguousarray(x)
     strides = [s // size for s in x.strides]
