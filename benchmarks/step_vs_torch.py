@@ -32,12 +32,12 @@ HERE = Path(__file__).parent
 
 
 def tinygrok_stepper(batch, threads):
-    import tinygrok  # noqa: F401  (sets OMP_WAIT_POLICY before any OpenMP pool starts)
+    import tinygrok  # noqa: F401  (sets OMP_WAIT_POLICY and the allocator before any work)
     from tinygrok.threads import kernels_on_one_thread, set_threads
     from tinygrok.train import Run, TrainConfig
 
     set_threads(threads)
-    run = Run(TrainConfig(batch_size=batch), out_dir="unused")  # also sets the allocator
+    run = Run(TrainConfig(batch_size=batch), out_dir="unused")
 
     def step():
         with kernels_on_one_thread():  # as the training loop runs them

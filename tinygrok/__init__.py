@@ -24,3 +24,13 @@ __version__ = "0.1.0"
 # idle threads sleep. It is read when the pool starts (at the first parallel kernel, after
 # this import); a value already set in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# glibc's malloc hands big freed blocks back to the system, and the next allocation of the
+# same size then pays a page fault per 4 KB. tinygrok allocates such blocks all the time
+# (every op's output and gradient), so it asks malloc to keep them (allocator.py). At
+# import, not at the first training step: a forward and backward through attention alone
+# (B=512, T=4) took 1.06 ms instead of 0.63 when a few arrays held elsewhere left freed
+# blocks at the top of the heap (benchmarks/README.md, "An eighth session").
+from tinygrok.allocator import keep_freed_memory  # noqa: E402  (after the setting above)
+
+keep_freed_memory()

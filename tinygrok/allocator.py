@@ -8,7 +8,9 @@ heap) and the trim threshold (keep up to 256 MB of freed heap) makes later steps
 the memory instead. Measured on the 2-core machine this takes a float32 training step
 from about 210 ms to 125-140 ms (one thread, busy machine; see the closing notes).
 
-This changes a process-wide setting, once; on systems without glibc it does nothing.
+``import tinygrok`` calls ``keep_freed_memory()``, so every use of tinygrok gets it, not
+only training runs. It changes a process-wide setting, once; on systems without glibc it
+does nothing.
 """
 
 import ctypes

@@ -30,7 +30,6 @@ import numpy as np
 
 from tinygrok import __version__, runfiles
 from tinygrok.adamw import AdamW
-from tinygrok.allocator import keep_freed_memory
 from tinygrok.autograd import no_grad
 from tinygrok.model import Transformer
 from tinygrok.tasks import make_task, sample_batch, split
@@ -136,7 +135,6 @@ class Run:
 
     def __init__(self, config: TrainConfig, out_dir: Path):
         config.validate()
-        keep_freed_memory()  # each step reuses the last step's memory: see allocator.py
         self.config, self.out = config, Path(out_dir)
         c = config
         self.task = make_task(c.task, c.p)
