@@ -9,9 +9,10 @@ can be compared on one machine:
   cross-entropy, backward, AdamW (lr 1e-3, betas (0.9, 0.98), weight decay 0.5) with the
   linear warm-up over 50 steps;
 - every 10 steps, with ``--eval whole`` (default): loss and accuracy on the whole
-  validation half (4,656 pairs, batches of 4,096, no graph) and the attention of 128 probe
-  examples, as tinygrok does; with ``--eval sampled``: loss and accuracy on 512 random
-  validation pairs only (the "cheaper, sampled eval" of the issue), no attention.
+  validation half (4,656 pairs, batches of 4,096, no graph; tinygrok evaluates it in one
+  batch) and the attention of 128 probe examples, as tinygrok does; with ``--eval
+  sampled``: loss and accuracy on 512 random validation pairs only (the "cheaper,
+  sampled eval" of the issue), no attention.
 
 It runs ``--steps`` steps (default 1,500) and extrapolates to the 7,500 of the default run;
 the cost of a step does not change over a run. Only the loop is timed: unlike

@@ -51,7 +51,8 @@ class Block(nn.Module):
 
 
 class TorchGrokTransformer(nn.Module):
-    """The model of DESIGN.md "The experiment", with PyTorch's default initialisation."""
+    """The model of ../shared/DESIGN.md "The experiment", with PyTorch's default
+    initialisation."""
 
     def __init__(self, vocab_size, num_classes, d_model=128, heads=4, layers=2, max_len=5):
         super().__init__()

@@ -6,7 +6,7 @@ back to the system on ``free``: every step then pays the kernel to map and zero 
 memory again, page by page. Raising the mmap threshold (serve blocks up to 64 MB from the
 heap) and the trim threshold (keep up to 256 MB of freed heap) makes later steps reuse
 the memory instead. Measured on the 2-core machine this takes a float32 training step
-from about 210 ms to 125-140 ms (one thread, busy machine; see the closing notes).
+from about 210 ms to 125-140 ms (one thread, a busy machine, measured when this was added).
 
 ``import tinygrok`` calls ``keep_freed_memory()``, so every use of tinygrok gets it, not
 only training runs. It changes a process-wide setting, once; on systems without glibc it

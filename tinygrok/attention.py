@@ -178,7 +178,7 @@ def attention_reference(q, k, v, causal: bool = True, past=None):
 # Speed. The compiler turns a loop into SIMD instructions (8 float32 at once) only when
 # it walks adjacent elements of a contiguous array, and never for a sum into a single
 # variable (that would reorder the additions, which only fastmath allows, and we do not
-# use fastmath; see DESIGN.md). So:
+# use fastmath; see docs/internals.md). So:
 # - products are written as  row[:] += number * other_row[:]  over adjacent elements
 #   wherever possible (O = P V, dV, dQ, dK);
 # - the dot products of S = Q K^T and dP = dO V^T keep eight partial sums instead of one

@@ -14,7 +14,8 @@ The contract
         {"task": "x_div_y", "p": 97, "seed": 0, "steps": 7500, "batch_size": 512,
          "lr": 0.001, "weight_decay": 0.5, "warmup": 50, "train_frac": 0.5,
          "d_model": 128, "heads": 4, "layers": 2, "log_every": 10, "probe_size": 64,
-         "embed_every": 100, "checkpoint_every": 500, "threads": 2,
+         "embed_every": 100, "checkpoint_every": 500, "eval_batch_size": 8192,
+         "num_train": 4656, "num_val": 4656, "threads": 2,
          "vocab": ["o", "=", "0", "1", ...], "num_classes": 97, "version": "0.1.0"}
 
 ``metrics.csv``
