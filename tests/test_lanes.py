@@ -113,3 +113,60 @@ def test_dot_stops_at_the_shorter_vector_like_zip(dot):
     assert dot(x, np.ones(8, np.float32)) == 36
     assert dot(np.ones(8, np.float32), x) == 36
     assert dot(x, np.ones(0, np.float32)) == 0
+
+
+@njit
+def _weighted_sum(weights, rows, count, out):
+    lanes.weighted_sum_of_rows(weights, rows, count, out)
+
+
+def rows_added_in_order(weights, rows, count, dtype):
+    """The order of ``weighted_sum_of_rows`` written once more with NumPy: start at 0 and
+    add weight * row for each row in turn, rounding to ``dtype`` after every operation."""
+    total = np.zeros(rows.shape[1], dtype)
+    for j in range(count):
+        total = (total + (weights[j] * rows[j]).astype(dtype)).astype(dtype)
+    return total
+
+
+@pytest.mark.parametrize("d", [1, 7, 8, 13, 32, 40, 71])  # 32-column blocks, 8s, leftovers
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weighted_sum_of_rows_adds_the_rows_in_order(d, dtype):
+    """Bit for bit, for counts from none to all rows, magnitudes from 1e-6 to 1e6."""
+    rng = np.random.default_rng(10)
+    rows = (rng.standard_normal((130, d)) * 10.0 ** rng.integers(-6, 7, (130, d))).astype(dtype)
+    weights = rng.random(130).astype(dtype)
+    for count in (0, 1, 3, 4, 9, 128, 130):
+        expected = rows_added_in_order(weights, rows, count, dtype)
+        out, scalar = np.full(d, 7, dtype), np.full(d, 7, dtype)
+        _weighted_sum(weights, rows, count, out)                  # the vector registers
+        lanes.weighted_sum_in_lanes(weights, rows, count, scalar)  # the scalar code
+        np.testing.assert_array_equal(out, expected)
+        np.testing.assert_array_equal(scalar, expected)
+
+
+@pytest.mark.parametrize("add", [_weighted_sum, lanes.weighted_sum_in_lanes])
+def test_weighted_sum_stays_inside_its_arrays(add):
+    """count is clipped to the rows and weights there are (and to 0 below); only the
+    columns that both a row and out have are written."""
+    rows = np.arange(12, dtype=np.float32).reshape(3, 4)  # rows [0..3], [4..7], [8..11]
+    weights = np.ones(2, np.float32)
+    out = np.full(6, -1, np.float32)
+    add(weights, rows, 5, out)  # only 2 weights: rows 0 and 1
+    np.testing.assert_array_equal(out, [4, 6, 8, 10, -1, -1])
+    add(weights, rows, -3, out)
+    np.testing.assert_array_equal(out, [0, 0, 0, 0, -1, -1])
+    short = np.full(2, -1, np.float32)
+    add(weights, rows, 2, short)
+    np.testing.assert_array_equal(short, [4, 6])
+
+
+def test_weighted_sum_takes_only_contiguous_arrays_of_one_float_dtype():
+    @njit
+    def strided(rows, out):
+        lanes.weighted_sum_of_rows(rows[0], rows[:, ::2], 2, out)
+
+    with pytest.raises(TypingError, match="weighted_sum_in_vector_registers"):
+        strided(np.ones((4, 8)), np.ones(4))
+    with pytest.raises(TypingError, match="weighted_sum_in_vector_registers"):
+        _weighted_sum(np.ones(4, np.float32), np.ones((4, 4)), 4, np.ones(4))

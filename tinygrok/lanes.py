@@ -1,4 +1,5 @@
-"""Dot products added up in eight lanes, with the eight lanes in one SIMD register.
+"""Dot products added up in eight lanes, with the eight lanes in one SIMD register; and
+sums of weighted rows with the output row in SIMD registers.
 
 The attention kernels (S = Q K^T, dP = dO V^T) and LayerNorm (a row's mean and variance)
 spend much of their time in sums of products. Two rules shape how they are added up:
@@ -26,11 +27,19 @@ for rows of 32 (2.5 against 9.3 ns a dot product).
 A sum is a dot product with ones (x * 1 is x exactly), and a sum of squares is the dot
 product of a row with itself, so LayerNorm uses ``dot`` too.
 
+The attention kernels also add up whole rows: O[i] = sum_j P[i, j] V[j], one output row
+of a matrix product. Written as a loop over j of ``out[c] += weight * row[c]`` loops,
+every row j reads the output row from memory and writes it back, and each short loop
+pays the compiler's checks around it. ``weighted_sum_of_rows`` keeps the output row in
+vector registers while the rows are added, in the same order (row 0 first), so with the
+same bits: ``weighted_sum_in_lanes`` is the scalar code and
+``weighted_sum_in_vector_registers`` the vector instructions.
+
 A trap when editing this file: Numba's on-disk cache checks only the file a cached kernel
-is in, so the kernels of attention.py and kernels.py that inline ``dot`` are NOT compiled
-again when this file changes; they keep running the old code. After an edit, delete
-Numba's cache for tinygrok (the ``*.nbi`` and ``*.nbc`` files in ``tinygrok/__pycache__``,
-or under ``NUMBA_CACHE_DIR`` when it is set). tests/test_lanes.py fails on a stale
+is in, so the kernels of attention.py and kernels.py that inline ``dot`` (or
+``weighted_sum_of_rows``) are NOT compiled again when this file changes; they keep
+running the old code. After an edit, delete Numba's cache for tinygrok (the ``*.nbi`` and
+``*.nbc`` files in ``tinygrok/__pycache__``, or under ``NUMBA_CACHE_DIR`` when it is set). tests/test_lanes.py fails on a stale
 LayerNorm kernel, as a reminder.
 """
 
@@ -122,6 +131,118 @@ def dot_in_vector_lanes(typingctx, x, y):
     return x.dtype(x, y), codegen
 
 
+def weighted_sum_in_lanes(weights, rows, count, out):
+    """out[c] = sum_j weights[j] rows[j, c] over the first ``count`` rows, for every column
+    c: out starts at 0 and adds the rows in order, j = 0, 1, ... (the order
+    ``weighted_sum_of_rows`` computes, written as plain scalar code). This is the row of
+    a matrix product P V, one output row at a time: the attention output O[i] = sum_j
+    P[i, j] V[j] and the gradient dQ[i] = sum_j dS[i, j] K[j]."""
+    n = max(0, min(count, weights.shape[0], rows.shape[0]))
+    d = min(rows.shape[1], out.shape[0])
+    for c in range(d):
+        out[c] = 0
+    for j in range(n):
+        weight = weights[j]
+        for c in range(d):
+            out[c] += weight * rows[j, c]
+
+
+@intrinsic
+def weighted_sum_in_vector_registers(typingctx, weights, rows, count, out):
+    """``weighted_sum_in_lanes`` with the output row held in vector registers: the same
+    bits, since every column still adds the same products in the same order.
+
+    The scalar loop (in Numba, one ``out[c] += weight * rows[j, c]`` loop per row j) reads
+    and writes out[c] back to memory for every row, and each short loop pays the checks
+    the compiler adds around it (may ``out`` and ``rows`` overlap?). Here 32 columns at a
+    time (four vectors of 8) stay in registers while all the rows are added, and are
+    stored once; then blocks of 8 columns, then the last columns one by one. weights and
+    out: 1-D C-contiguous; rows: 2-D C-contiguous; one float dtype. Like ``dot``, it
+    reads no further than the shortest of count, weights and rows, and writes no further
+    than the shorter of out and a row.
+    """
+    if not (isinstance(weights, types.Array) and isinstance(rows, types.Array)
+            and isinstance(out, types.Array) and weights.ndim == out.ndim == 1
+            and rows.ndim == 2 and weights.layout == rows.layout == out.layout == "C"
+            and weights.dtype == rows.dtype == out.dtype and out.mutable
+            and isinstance(out.dtype, types.Float) and isinstance(count, types.Integer)):
+        return None  # no such signature: Numba reports the types it got
+
+    def codegen(context, builder, signature, args):
+        weights_array = context.make_array(signature.args[0])(context, builder, args[0])
+        rows_array = context.make_array(signature.args[1])(context, builder, args[1])
+        count_value = context.cast(builder, args[2], signature.args[2], types.intp)
+        out_array = context.make_array(signature.args[3])(context, builder, args[3])
+        real = context.get_data_type(signature.args[3].dtype)  # float or double
+        item_size = context.get_abi_sizeof(real)
+        vector_type = ir.VectorType(real, 8)
+
+        def smaller(a, b):
+            return builder.select(builder.icmp_signed("<", a, b), a, b)
+
+        num_rows, row_length = cgutils.unpack_tuple(builder, rows_array.shape, 2)
+        zero, one, eight, thirty_two = (ir.Constant(num_rows.type, v) for v in (0, 1, 8, 32))
+        n = smaller(smaller(count_value, builder.extract_value(weights_array.shape, 0)),
+                    num_rows)
+        n = builder.select(builder.icmp_signed("<", n, zero), zero, n)  # count may be < 0
+        d = smaller(row_length, builder.extract_value(out_array.shape, 0))
+        quads_end = builder.sub(d, builder.srem(d, thirty_two))  # d - d % 32
+        blocks_end = builder.sub(d, builder.srem(d, eight))      # d - d % 8
+
+        def row_pointer(j, c):  # &rows[j, c]: C-contiguous, a row is row_length long
+            return builder.gep(rows_array.data, [builder.add(builder.mul(j, row_length), c)])
+
+        def as_vector_pointer(pointer):
+            return builder.bitcast(pointer, vector_type.as_pointer())
+
+        def weight_in_every_lane(j):
+            weight = builder.load(builder.gep(weights_array.data, [j]))
+            single = builder.insert_element(ir.Constant(vector_type, ir.Undefined), weight,
+                                            ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(single, ir.Constant(vector_type, ir.Undefined),
+                                          ir.Constant(ir.VectorType(ir.IntType(32), 8), None))
+
+        def add_rows_to_vectors(c0, vectors):
+            """vectors[k] = columns c0 + 8k .. c0 + 8k + 7 of the sum, kept in registers."""
+            sums = [cgutils.alloca_once_value(builder, ir.Constant(vector_type, None))
+                    for _ in range(vectors)]  # zeros; LLVM keeps these variables in registers
+            with cgutils.for_range(builder, n) as loop:
+                weight = weight_in_every_lane(loop.index)
+                for k, total in enumerate(sums):
+                    column = builder.add(c0, ir.Constant(c0.type, 8 * k))
+                    row = builder.load(as_vector_pointer(row_pointer(loop.index, column)),
+                                       align=item_size)
+                    builder.store(builder.fadd(builder.load(total), builder.fmul(weight, row)),
+                                  total)
+            for k, total in enumerate(sums):
+                column = builder.add(c0, ir.Constant(c0.type, 8 * k))
+                target = as_vector_pointer(builder.gep(out_array.data, [column]))
+                builder.store(builder.load(total), target, align=item_size)
+
+        with cgutils.for_range_slice(builder, zero, quads_end, thirty_two) as (c0, _):
+            add_rows_to_vectors(c0, 4)
+        with cgutils.for_range_slice(builder, quads_end, blocks_end, eight) as (c0, _):
+            add_rows_to_vectors(c0, 1)
+        with cgutils.for_range_slice(builder, blocks_end, d, one) as (c, _):  # leftovers
+            total = cgutils.alloca_once_value(builder, ir.Constant(real, 0.0))
+            with cgutils.for_range(builder, n) as loop:
+                weight = builder.load(builder.gep(weights_array.data, [loop.index]))
+                product = builder.fmul(weight, builder.load(row_pointer(loop.index, c)))
+                builder.store(builder.fadd(builder.load(total), product), total)
+            builder.store(builder.load(total), builder.gep(out_array.data, [c]))
+        return context.get_dummy_value()
+
+    return types.void(weights, rows, count, out), codegen
+
+
+@njit(cache=True, inline="always")
+def weighted_sum_of_rows(weights, rows, count, out):
+    """out[c] = sum_j weights[j] rows[j, c] over the first ``count`` rows, added in row
+    order from 0 (``weighted_sum_in_lanes``'s numbers), with the output row in registers.
+    weights, out: 1-D and rows: 2-D, C-contiguous, one float dtype."""
+    weighted_sum_in_vector_registers(weights, rows, count, out)
+
+
 @njit(cache=True, inline="always")
 def dot(x, y):
     """sum_c x[c] y[c] for 1-D C-contiguous x and y, in eight lanes (``dot_in_lanes``'s
@@ -133,3 +254,4 @@ def dot(x, y):
 
 if numba.config.DISABLE_JIT:  # kernels running as plain Python (to step through them)
     dot = dot_in_lanes  # noqa: F811
+    weighted_sum_of_rows = weighted_sum_in_lanes  # noqa: F811
