@@ -301,43 +301,42 @@ def _attend_pair(Q, K, V, scale, causal, O, P):
 
 
 @njit(cache=True, inline="always")
-def _backprop_pair(Q, K, V, P, dO, scale, causal, dQ, dK, dV, dS):
+def _backprop_pair(Q, K, V, P, dO, scale, causal, dQ, dK, dV, dS, column):
     """One (batch, head) pair: dQ, dK, dV from dO and the saved P (module docstring).
 
     Q, K, V, dO: contiguous copies of the inputs; P: the forward's probabilities. dQ, dK,
-    dV: outputs. dS (Tk,): scratch.
+    dV: outputs. dS (Tq, Tk) and column (Tq,): scratch. Three steps: dS for every query,
+    then each dQ row, then each key's dK and dV rows; every output row adds up in vector
+    registers (``weighted_sum_of_rows``), its terms in query or key order.
     """
     Tq, d = Q.shape
     Tk = K.shape[0]
     zero = Q.dtype.type(0)
-    for j in range(Tk):
-        for c in range(d):
-            dK[j, c] = zero
-            dV[j, c] = zero
-
+    # dP[i, j] = dO[i] . V[j], then dS = P * (dP - rowsum(dP * P)), times the scale of S
+    # (so that dQ and dK below need no scale). Each row of dS holds dP first.
     for i in range(Tq):
-        seen = _visible_keys(i, Tq, Tk, causal)
-        query, grad, probs = Q[i], dO[i], P[i]
-        # dV = P^T dO: query i adds P[i, j] dO[i] to every value it saw.
+        seen, row, probs = _visible_keys(i, Tq, Tk, causal), dS[i], P[i]
         for j in range(seen):
-            p = probs[j]
-            for c in range(d):
-                dV[j, c] += p * grad[c]
-        # dP[i, j] = dO[i] . V[j], then dS = P * (dP - rowsum(dP * P)), times the scale
-        # of S (so that dQ and dK below need no scale). dS[j] holds dP first.
-        for j in range(seen):
-            dS[j] = dot(grad, V[j])
+            row[j] = dot(dO[i], V[j])
         row_dot = zero
         for j in range(seen):
-            row_dot += dS[j] * probs[j]
+            row_dot += row[j] * probs[j]
         for j in range(seen):
-            dS[j] = scale * (probs[j] * (dS[j] - row_dot))
-        # dQ[i] = sum_j dS[i, j] K[j]  and  dK[j] += dS[i, j] Q[i].
-        weighted_sum_of_rows(dS, K, seen, dQ[i])
-        for j in range(seen):
-            s = dS[j]
-            for c in range(d):
-                dK[j, c] += s * query[c]
+            row[j] = scale * (probs[j] * (row[j] - row_dot))
+    # dQ[i] = sum_j dS[i, j] K[j], over the keys query i saw.
+    for i in range(Tq):
+        weighted_sum_of_rows(dS[i], K, _visible_keys(i, Tq, Tk, causal), dQ[i])
+    # dV[j] = sum_i P[i, j] dO[i] and dK[j] = sum_i dS[i, j] Q[i], over the queries that
+    # saw key j: queries first .. Tq-1 (query i sees keys up to Tk - Tq + i). The weights
+    # are a column of P or dS, copied into ``column`` so that they lie side by side.
+    for j in range(Tk):
+        first = max(0, j - (Tk - Tq)) if causal else 0
+        for i in range(first, Tq):
+            column[i - first] = P[i, j]
+        weighted_sum_of_rows(column, dO[first:], Tq - first, dV[j])
+        for i in range(first, Tq):
+            column[i - first] = dS[i, j]
+        weighted_sum_of_rows(column, Q[first:], Tq - first, dK[j])
 
 
 # The two kernels: the B*H pairs are numbered 0 .. B*H-1 (pair = b*H + h), so both
@@ -386,14 +385,15 @@ def _backward_kernel(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, pa
         K = np.empty((Tk, d), grad_q.dtype)
         V = np.empty((Tk, d), grad_q.dtype)
         dO = np.empty((Tq, d), grad_q.dtype)
-        dS = np.empty(Tk, grad_q.dtype)
+        dS = np.empty((Tq, Tk), grad_q.dtype)
+        column = np.empty(Tq, grad_q.dtype)
         for pair in _chunk_pairs(chunk, chunks, B * H):
             b, h = pair // H, pair % H
             _gather_pair(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, past_len,
                          b, h, Q, K, V)
             _gather_rows(g, g_at, g, g_at, 0, b, h, dO)  # every row from g
             _backprop_pair(Q, K, V, probs[b, h], dO, scale, causal, grad_q[b, h],
-                           grad_k[b, h], grad_v[b, h], dS)
+                           grad_k[b, h], grad_v[b, h], dS, column)
 
 
 @functools.cache
