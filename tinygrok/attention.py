@@ -43,7 +43,8 @@ What is where in this file
    softmax, matmul). Obviously right and differentiated by autograd; the tests hold the
    kernels to it.
 2. The Numba kernels: ``_attend_pair`` and ``_backprop_pair`` do the maths above for one
-   (batch, head) pair as plain loops (the dot products by ``lanes.dot``, in SIMD), on
+   (batch, head) pair as plain loops (the dot products by ``lanes.dot`` and each output
+   row, a weighted sum of rows, by ``lanes.weighted_sum_of_rows``, both in SIMD), on
    rows that ``_gather_rows`` copied out of the inputs (found through ``_flat_view``;
    with a KV cache, the cache's rows first); ``_forward_kernel`` and ``_backward_kernel``
    run them for every pair in parallel; ``_compiled`` compiles each once per dtype, on
@@ -179,11 +180,11 @@ def attention_reference(q, k, v, causal: bool = True, past=None):
 # it walks adjacent elements of a contiguous array, and never for a sum into a single
 # variable (that would reorder the additions, which only fastmath allows, and we do not
 # use fastmath; see docs/internals.md). So:
-# - products are written as  row[:] += number * other_row[:]  over adjacent elements
-#   wherever possible (dV, dK); the output rows O[i] = sum_j P[i, j] V[j] and dQ[i] =
-#   sum_j dS[i, j] K[j] stay in vector registers while they add up
-#   (``lanes.weighted_sum_of_rows``), instead of going back to memory after every row
-#   (same order, same bits; 0.83 of the time at T = 128, 0.90 at T = 4 on one thread);
+# - every output row of a matrix product (O[i] = sum_j P[i, j] V[j]; dQ[i], dK[j] and
+#   dV[j] likewise) stays in vector registers while its terms add up
+#   (``lanes.weighted_sum_of_rows``), instead of going back to memory after every term
+#   as a loop of  row[:] += number * other_row[:]  would: same order, same bits, and
+#   0.71 of the time at T = 128, 0.88 at T = 4 (forward + backward, two threads);
 # - the dot products of S = Q K^T and dP = dO V^T keep eight partial sums instead of one
 #   (``lanes.dot``), in an order fixed by the code rather than the compiler. The eight
 #   sums sit side by side in one SIMD register, in vector instructions that lanes.py
