@@ -1,4 +1,5 @@
-"""Dot products in eight lanes: the documented order, and the vector code's exact bits."""
+"""Dot products in eight lanes and weighted sums of rows: the documented order, and the
+vector code's exact bits."""
 
 import numpy as np
 import pytest
@@ -140,12 +141,12 @@ def test_weighted_sum_of_rows_adds_the_rows_in_order(d, dtype):
         expected = rows_added_in_order(weights, rows, count, dtype)
         out, scalar = np.full(d, 7, dtype), np.full(d, 7, dtype)
         _weighted_sum(weights, rows, count, out)                  # the vector registers
-        lanes.weighted_sum_in_lanes(weights, rows, count, scalar)  # the scalar code
+        lanes.weighted_sum_in_order(weights, rows, count, scalar)  # the scalar code
         np.testing.assert_array_equal(out, expected)
         np.testing.assert_array_equal(scalar, expected)
 
 
-@pytest.mark.parametrize("add", [_weighted_sum, lanes.weighted_sum_in_lanes])
+@pytest.mark.parametrize("add", [_weighted_sum, lanes.weighted_sum_in_order])
 def test_weighted_sum_stays_inside_its_arrays(add):
     """count is clipped to the rows and weights there are (and to 0 below); only the
     columns that both a row and out have are written."""

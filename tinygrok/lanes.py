@@ -32,15 +32,15 @@ of a matrix product. Written as a loop over j of ``out[c] += weight * row[c]`` l
 every row j reads the output row from memory and writes it back, and each short loop
 pays the compiler's checks around it. ``weighted_sum_of_rows`` keeps the output row in
 vector registers while the rows are added, in the same order (row 0 first), so with the
-same bits: ``weighted_sum_in_lanes`` is the scalar code and
+same bits: ``weighted_sum_in_order`` is the scalar code and
 ``weighted_sum_in_vector_registers`` the vector instructions.
 
 A trap when editing this file: Numba's on-disk cache checks only the file a cached kernel
 is in, so the kernels of attention.py and kernels.py that inline ``dot`` (or
 ``weighted_sum_of_rows``) are NOT compiled again when this file changes; they keep
 running the old code. After an edit, delete Numba's cache for tinygrok (the ``*.nbi`` and
-``*.nbc`` files in ``tinygrok/__pycache__``, or under ``NUMBA_CACHE_DIR`` when it is set). tests/test_lanes.py fails on a stale
-LayerNorm kernel, as a reminder.
+``*.nbc`` files in ``tinygrok/__pycache__``, or under ``NUMBA_CACHE_DIR`` when it is
+set). tests/test_lanes.py fails on a stale LayerNorm kernel, as a reminder.
 """
 
 import numba
@@ -131,12 +131,12 @@ def dot_in_vector_lanes(typingctx, x, y):
     return x.dtype(x, y), codegen
 
 
-def weighted_sum_in_lanes(weights, rows, count, out):
+def weighted_sum_in_order(weights, rows, count, out):
     """out[c] = sum_j weights[j] rows[j, c] over the first ``count`` rows, for every column
     c: out starts at 0 and adds the rows in order, j = 0, 1, ... (the order
-    ``weighted_sum_of_rows`` computes, written as plain scalar code). This is the row of
-    a matrix product P V, one output row at a time: the attention output O[i] = sum_j
-    P[i, j] V[j] and the gradient dQ[i] = sum_j dS[i, j] K[j]."""
+    ``weighted_sum_of_rows`` computes, written as plain scalar code). This is one output
+    row of a matrix product: the attention output O[i] = sum_j P[i, j] V[j], and in the
+    backward the rows of dQ, dK and dV."""
     n = max(0, min(count, weights.shape[0], rows.shape[0]))
     d = min(rows.shape[1], out.shape[0])
     for c in range(d):
@@ -149,7 +149,7 @@ def weighted_sum_in_lanes(weights, rows, count, out):
 
 @intrinsic
 def weighted_sum_in_vector_registers(typingctx, weights, rows, count, out):
-    """``weighted_sum_in_lanes`` with the output row held in vector registers: the same
+    """``weighted_sum_in_order`` with the output row held in vector registers: the same
     bits, since every column still adds the same products in the same order.
 
     The scalar loop (in Numba, one ``out[c] += weight * rows[j, c]`` loop per row j) reads
@@ -238,7 +238,7 @@ def weighted_sum_in_vector_registers(typingctx, weights, rows, count, out):
 @njit(cache=True, inline="always")
 def weighted_sum_of_rows(weights, rows, count, out):
     """out[c] = sum_j weights[j] rows[j, c] over the first ``count`` rows, added in row
-    order from 0 (``weighted_sum_in_lanes``'s numbers), with the output row in registers.
+    order from 0 (``weighted_sum_in_order``'s numbers), with the output row in registers.
     weights, out: 1-D and rows: 2-D, C-contiguous, one float dtype."""
     weighted_sum_in_vector_registers(weights, rows, count, out)
 
@@ -254,4 +254,4 @@ def dot(x, y):
 
 if numba.config.DISABLE_JIT:  # kernels running as plain Python (to step through them)
     dot = dot_in_lanes  # noqa: F811
-    weighted_sum_of_rows = weighted_sum_in_lanes  # noqa: F811
+    weighted_sum_of_rows = weighted_sum_in_order  # noqa: F811
