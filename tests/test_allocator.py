@@ -1,5 +1,6 @@
 """``import tinygrok`` tells glibc's malloc to keep freed memory (tinygrok/allocator.py)."""
 
+import os
 import subprocess
 import sys
 
@@ -16,3 +17,14 @@ def test_importing_tinygrok_sets_the_allocator():
     out = subprocess.run([sys.executable, "-c", "import tinygrok.allocator as a; print(a._done)"],
                          capture_output=True, text=True, check=True).stdout.strip()
     assert out == "True"
+
+
+def test_your_own_malloc_thresholds_are_left_alone():
+    """With MALLOC_TRIM_THRESHOLD_ in the environment glibc applies it itself, and importing
+    tinygrok does not override it."""
+    if not allocator.keep_freed_memory():
+        pytest.skip("no glibc mallopt here: the allocator setting does nothing")
+    env = dict(os.environ, MALLOC_TRIM_THRESHOLD_="131072")
+    out = subprocess.run([sys.executable, "-c", "import tinygrok.allocator as a; print(a._done)"],
+                         capture_output=True, text=True, check=True, env=env).stdout.strip()
+    assert out == "False"

@@ -378,8 +378,10 @@ def layouts_of(x):
 def test_flat_view_reads_every_layout_in_place(name):
     x = np.random.default_rng(7).standard_normal((2, 3, 4, 5)).astype(np.float32)
     view = layouts_of(x)[name]
+    writeable = view.flags.writeable
     flat, at = att._flat_view(view)
     assert np.shares_memory(flat, view) and not flat.flags.writeable
+    assert view.flags.writeable == writeable  # the caller's array is left as it was
     assert_flat_view_reads(flat, at, view)
 
 
@@ -469,3 +471,69 @@ def test_kv_cache_in_any_layout_matches_reference(cache_layout):
     assert_close(probs, ref_probs, np.float64)
     for grad, ref_grad in zip(grads, ref_grads):
         assert_close(grad, ref_grad, np.float64)
+
+
+def rows_added_in_order(weights, rows):
+    """sum_j weights[j] rows[j] in float32, from 0 and row by row, rounding each step."""
+    total = np.zeros(rows.shape[1], np.float32)
+    for w, row in zip(weights, rows):
+        total = (total + (w * row).astype(np.float32)).astype(np.float32)
+    return total
+
+
+def pair_in_kernel_order(Q, K, V, P, dO, causal):
+    """O, dQ, dK, dV of one (batch, head) pair, float32, in the order the kernels add up:
+    O[i] and dQ[i] over keys j = 0, 1, ...; dK[j] and dV[j] over the queries that saw key
+    j, in query order; dP by the eight-lane dot. P (the forward's softmax, whose exp()
+    NumPy cannot reproduce bit for bit) is taken from the kernel."""
+    from tinygrok.lanes import dot_in_lanes
+
+    Tq, d = Q.shape
+    Tk = K.shape[0]
+    scale = np.float32(1 / np.sqrt(d))
+    seen = [Tk - Tq + i + 1 if causal else Tk for i in range(Tq)]
+    O = np.stack([rows_added_in_order(P[i, :seen[i]], V[:seen[i]]) for i in range(Tq)])
+    dS = np.zeros((Tq, Tk), np.float32)
+    for i in range(Tq):
+        dP = [dot_in_lanes(dO[i], V[j]) for j in range(seen[i])]
+        row_dot = np.float32(0)
+        for j in range(seen[i]):
+            row_dot = np.float32(row_dot + dP[j] * P[i, j])
+        for j in range(seen[i]):
+            dS[i, j] = scale * (P[i, j] * (dP[j] - row_dot))
+    dQ = np.stack([rows_added_in_order(dS[i, :seen[i]], K[:seen[i]]) for i in range(Tq)])
+    saw = [[i for i in range(Tq) if j < seen[i]] for j in range(Tk)]
+    dK = np.stack([rows_added_in_order(dS[saw[j], j], Q[saw[j]]) for j in range(Tk)])
+    dV = np.stack([rows_added_in_order(P[saw[j], j], dO[saw[j]]) for j in range(Tk)])
+    return O, dQ, dK, dV
+
+
+@pytest.mark.parametrize("causal, Tq, Tn, Tp", [(True, 5, 5, 0), (False, 4, 4, 0),
+                                                 (True, 2, 2, 3), (False, 1, 2, 3)])
+def test_kernels_add_up_in_the_documented_order(causal, Tq, Tn, Tp):
+    """Bit for bit: the output and the three gradients of every pair, against NumPy adding
+    the same terms in the same order. d = 45 runs the weighted sums' 32-column, 8-column
+    and single-column paths. This also fails when tinygrok/lanes.py was edited and Numba's
+    cache still holds attention kernels compiled with the old code."""
+    rng = np.random.default_rng(12)
+    B, H, d = 2, 3, 45
+    q = Tensor(rng.standard_normal((B, H, Tq, d)).astype(np.float32), requires_grad=True)
+    k, v = (Tensor(rng.standard_normal((B, H, Tn, d)).astype(np.float32), requires_grad=True)
+            for _ in range(2))
+    past = tuple(Tensor(rng.standard_normal((B, H, Tp, d)).astype(np.float32),
+                        requires_grad=True) for _ in range(2)) if Tp else None
+    grad = rng.standard_normal((B, H, Tq, d)).astype(np.float32)
+    out, probs = attention(q, k, v, causal=causal, past=past)
+    out.backward(grad)
+    keys = np.concatenate([past[0].data, k.data], axis=2) if Tp else k.data
+    values = np.concatenate([past[1].data, v.data], axis=2) if Tp else v.data
+    grad_keys = np.concatenate([past[0].grad, k.grad], axis=2) if Tp else k.grad
+    grad_values = np.concatenate([past[1].grad, v.grad], axis=2) if Tp else v.grad
+    for b in range(B):
+        for h in range(H):
+            O, dQ, dK, dV = pair_in_kernel_order(q.data[b, h], keys[b, h], values[b, h],
+                                                 probs[b, h], grad[b, h], causal)
+            np.testing.assert_array_equal(out.data[b, h], O)
+            np.testing.assert_array_equal(q.grad[b, h], dQ)
+            np.testing.assert_array_equal(grad_keys[b, h], dK)
+            np.testing.assert_array_equal(grad_values[b, h], dV)

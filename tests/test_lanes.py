@@ -1,6 +1,7 @@
 """Dot products in eight lanes and weighted sums of rows: the documented order, and the
 vector code's exact bits."""
 
+import numba
 import numpy as np
 import pytest
 from numba import njit
@@ -61,6 +62,7 @@ def test_a_sum_is_a_dot_product_with_ones():
     assert lanes.dot(x, np.ones_like(x)) == plain
 
 
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="typing errors come from the compiler")
 def test_only_contiguous_float_vectors_are_accepted():
     @njit
     def strided(x):
@@ -146,22 +148,30 @@ def test_weighted_sum_of_rows_adds_the_rows_in_order(d, dtype):
         np.testing.assert_array_equal(scalar, expected)
 
 
+@pytest.mark.parametrize("d", [4, 13, 40, 72])  # every path: 32 columns, 8, one by one
 @pytest.mark.parametrize("add", [_weighted_sum, lanes.weighted_sum_in_order])
-def test_weighted_sum_stays_inside_its_arrays(add):
+def test_weighted_sum_stays_inside_its_arrays(add, d):
     """count is clipped to the rows and weights there are (and to 0 below); only the
-    columns that both a row and out have are written."""
-    rows = np.arange(12, dtype=np.float32).reshape(3, 4)  # rows [0..3], [4..7], [8..11]
-    weights = np.ones(2, np.float32)
-    out = np.full(6, -1, np.float32)
-    add(weights, rows, 5, out)  # only 2 weights: rows 0 and 1
-    np.testing.assert_array_equal(out, [4, 6, 8, 10, -1, -1])
-    add(weights, rows, -3, out)
-    np.testing.assert_array_equal(out, [0, 0, 0, 0, -1, -1])
-    short = np.full(2, -1, np.float32)
-    add(weights, rows, 2, short)
-    np.testing.assert_array_equal(short, [4, 6])
+    columns that both a row and out have are written: the numbers around ``out`` in its
+    buffer stay as they were."""
+    rows = np.arange(3 * d, dtype=np.float32).reshape(3, d)
+    ones = np.ones(5, np.float32)
+    buffer = np.full(d + 20, -1, np.float32)
+    out = buffer[10:10 + d + 4]  # longer than a row: its last 4 must stay -1
+    add(ones[:2], rows, 5, out)  # only 2 weights: rows 0 and 1
+    np.testing.assert_array_equal(out[:d], rows[0] + rows[1])
+    add(ones, rows, 5, out)  # 5 weights but 3 rows: all three rows
+    np.testing.assert_array_equal(out[:d], rows[0] + rows[1] + rows[2])
+    add(ones, rows, -3, out)
+    np.testing.assert_array_equal(out[:d], np.zeros(d))
+    assert np.all(buffer[:10] == -1) and np.all(buffer[10 + d:] == -1)
+    short = buffer[10:12]  # shorter than a row: only its 2 columns are written
+    add(ones, rows, 2, short)
+    np.testing.assert_array_equal(short, rows[0, :2] + rows[1, :2])
+    assert np.all(buffer[12:] == np.concatenate([np.zeros(d - 2), np.full(10, -1)]))
 
 
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="typing errors come from the compiler")
 def test_weighted_sum_takes_only_contiguous_arrays_of_one_float_dtype():
     @njit
     def strided(rows, out):
@@ -171,3 +181,5 @@ def test_weighted_sum_takes_only_contiguous_arrays_of_one_float_dtype():
         strided(np.ones((4, 8)), np.ones(4))
     with pytest.raises(TypingError, match="weighted_sum_in_vector_registers"):
         _weighted_sum(np.ones(4, np.float32), np.ones((4, 4)), 4, np.ones(4))
+    with pytest.raises(TypingError, match="weighted_sum_in_vector_registers"):  # unsigned
+        _weighted_sum(np.ones(4), np.ones((4, 4)), np.uint64(4), np.ones(4))

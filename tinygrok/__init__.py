@@ -5,7 +5,8 @@ The pieces, in the order data flows through them:
 - ``autograd``  : ``Tensor`` and reverse-mode differentiation over NumPy arrays
 - ``gradcheck`` : finite-difference check of any gradient
 - ``attention`` : Numba softmax-attention kernels that hand back the attention matrices
-- ``lanes``     : dot products in eight SIMD lanes, for the attention and LayerNorm kernels
+- ``lanes``     : dot products in eight SIMD lanes and sums of weighted rows in SIMD
+                  registers, for the attention and LayerNorm kernels
 - ``nn``, ``model`` : the paper's 2-layer transformer
 - ``adamw``     : AdamW with decoupled weight decay and a linear warm-up
 - ``tasks``     : x+y, x-y, x/y mod p and permutation composition in S5
@@ -30,7 +31,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # (every op's output and gradient), so it asks malloc to keep them (allocator.py). At
 # import, not at the first training step: a forward and backward through attention alone
 # (B=512, T=4) took 1.06 ms instead of 0.63 when a few arrays held elsewhere left freed
-# blocks at the top of the heap (benchmarks/README.md, "An eighth session").
+# blocks at the top of the heap (benchmarks/README.md, "An eighth session"). As with
+# OMP_WAIT_POLICY, your own setting wins: glibc reads MALLOC_MMAP_THRESHOLD_ and
+# MALLOC_TRIM_THRESHOLD_ from the environment itself, and then tinygrok leaves them be.
 from tinygrok.allocator import keep_freed_memory  # noqa: E402  (after the setting above)
 
-keep_freed_memory()
+if not (os.environ.get("MALLOC_MMAP_THRESHOLD_") or os.environ.get("MALLOC_TRIM_THRESHOLD_")):
+    keep_freed_memory()

@@ -9,7 +9,8 @@ the memory instead. Measured on the 2-core machine this takes a float32 training
 from about 210 ms to 125-140 ms (one thread, a busy machine, measured when this was added).
 
 ``import tinygrok`` calls ``keep_freed_memory()``, so every use of tinygrok gets it, not
-only training runs. It changes a process-wide setting, once; on systems without glibc it
+only training runs (unless ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` is set
+in the environment: then glibc has your own thresholds, and they stay). It changes a process-wide setting, once; on systems without glibc it
 does nothing.
 """
 

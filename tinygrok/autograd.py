@@ -691,9 +691,9 @@ def gelu(a: Tensor) -> Tensor:
     with the exact erf, float32 with a polynomial erf good to 4e-7). When a gradient will
     be wanted, the same pass also computes the slope d/da, so the backward is one multiply.
     """
-    if not (_grad_enabled and a.requires_grad):
+    if not (_grad_enabled and a.requires_grad):  # new_node's rule for a gradient to flow
         return new_node(kernels.gelu_forward(a.data), (a,), "gelu")
-    result, slope = kernels.gelu_and_slope(a.data)
+    result, slope = kernels.gelu_and_slope(a.data)  # slope: kept until the backward
     out = new_node(result, (a,), "gelu")
     out._backward = lambda grad_out: accumulate_grad(a, grad_out * slope)
     return out

@@ -84,7 +84,9 @@ def _gelu_and_slope_float32(x, out, slope):
         v = x[i]
         one_plus_erf = np.float32(1) + erf_float32(v * inv_sqrt2)
         out[i] = half * v * one_plus_erf  # the same operations as _gelu_forward_float32
-        # beyond |x| = 6, x * density < 4e-8: clamping keeps exp_negative in its range
+        # Beyond |x| = 6 the density is held at phi(6) = 6e-9, which keeps exp_negative in
+        # its range; the slope is then off by |x| phi(6): under float32's resolution of a
+        # slope near 1 (x > 6) for |x| < 20, and at most 6e-9 |x| away from 0 (x < -6).
         clamped = min(abs(v), np.float32(6))
         density = inv_sqrt_2pi * exp_negative_float32(half * clamped * clamped)
         slope[i] = half * one_plus_erf + v * density

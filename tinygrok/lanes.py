@@ -28,9 +28,9 @@ A sum is a dot product with ones (x * 1 is x exactly), and a sum of squares is t
 product of a row with itself, so LayerNorm uses ``dot`` too.
 
 The attention kernels also add up whole rows: O[i] = sum_j P[i, j] V[j], one output row
-of a matrix product. Written as a loop over j of ``out[c] += weight * row[c]`` loops,
-every row j reads the output row from memory and writes it back, and each short loop
-pays the compiler's checks around it. ``weighted_sum_of_rows`` keeps the output row in
+of a matrix product. Written as a loop over j around a loop ``out[c] += weight *
+row[c]``, every row j reads the output row from memory and writes it back, and each short
+inner loop pays the compiler's checks around it. ``weighted_sum_of_rows`` keeps the output row in
 vector registers while the rows are added, in the same order (row 0 first), so with the
 same bits: ``weighted_sum_in_order`` is the scalar code and
 ``weighted_sum_in_vector_registers`` the vector instructions.
@@ -40,7 +40,8 @@ is in, so the kernels of attention.py and kernels.py that inline ``dot`` (or
 ``weighted_sum_of_rows``) are NOT compiled again when this file changes; they keep
 running the old code. After an edit, delete Numba's cache for tinygrok (the ``*.nbi`` and
 ``*.nbc`` files in ``tinygrok/__pycache__``, or under ``NUMBA_CACHE_DIR`` when it is
-set). tests/test_lanes.py fails on a stale LayerNorm kernel, as a reminder.
+set). tests/test_lanes.py fails on a stale LayerNorm kernel and tests/test_attention.py
+on stale attention kernels, as a reminder.
 """
 
 import numba
@@ -136,7 +137,8 @@ def weighted_sum_in_order(weights, rows, count, out):
     c: out starts at 0 and adds the rows in order, j = 0, 1, ... (the order
     ``weighted_sum_of_rows`` computes, written as plain scalar code). This is one output
     row of a matrix product: the attention output O[i] = sum_j P[i, j] V[j], and in the
-    backward the rows of dQ, dK and dV."""
+    backward the rows of dQ, dK and dV. ``out`` must not share memory with ``weights`` or
+    ``rows`` (the vector version reads every row before it writes out)."""
     n = max(0, min(count, weights.shape[0], rows.shape[0]))
     d = min(rows.shape[1], out.shape[0])
     for c in range(d):
@@ -152,20 +154,30 @@ def weighted_sum_in_vector_registers(typingctx, weights, rows, count, out):
     """``weighted_sum_in_order`` with the output row held in vector registers: the same
     bits, since every column still adds the same products in the same order.
 
-    The scalar loop (in Numba, one ``out[c] += weight * rows[j, c]`` loop per row j) reads
-    and writes out[c] back to memory for every row, and each short loop pays the checks
-    the compiler adds around it (may ``out`` and ``rows`` overlap?). Here 32 columns at a
-    time (four vectors of 8) stay in registers while all the rows are added, and are
-    stored once; then blocks of 8 columns, then the last columns one by one. weights and
-    out: 1-D C-contiguous; rows: 2-D C-contiguous; one float dtype. Like ``dot``, it
-    reads no further than the shortest of count, weights and rows, and writes no further
-    than the shorter of out and a row.
+    The scalar code (in Numba, a loop over j around a loop ``out[c] += weight * rows[j,
+    c]``) reads out[c] from memory and writes it back for every row, and each short inner
+    loop pays the checks the compiler adds around it (may ``out`` and ``rows`` overlap?).
+    Here 32 columns at a time stay in four vector registers while all the rows are added,
+    and are stored once; then blocks of 8 columns, then the last columns one by one. One
+    step of the 32-column loop, for row j, in LLVM IR (float32):
+
+        %weight = load float, weights[j]            ; then copied into all 8 lanes
+        %row_k  = load <8 x float>, rows[j, c0 + 8k]    ; k = 0 .. 3
+        %sum_k  = fadd %sum_k, (fmul %weight, %row_k)
+
+    Same bits as the scalar code because fmul and fadd carry no fast-math flags: LLVM may
+    neither reorder them nor fuse them into one FMA instruction (see ``dot_in_vector_lanes``
+    for the builder, alloca and gep). weights and out: 1-D C-contiguous; rows: 2-D
+    C-contiguous; one float dtype; count a signed integer. Like ``dot``, it reads no
+    further than the shortest of count, weights and rows, and writes no further than the
+    shorter of out and a row. ``out`` must not share memory with ``weights`` or ``rows``.
     """
     if not (isinstance(weights, types.Array) and isinstance(rows, types.Array)
             and isinstance(out, types.Array) and weights.ndim == out.ndim == 1
             and rows.ndim == 2 and weights.layout == rows.layout == out.layout == "C"
             and weights.dtype == rows.dtype == out.dtype and out.mutable
-            and isinstance(out.dtype, types.Float) and isinstance(count, types.Integer)):
+            and isinstance(out.dtype, types.Float)
+            and isinstance(count, types.Integer) and count.signed):
         return None  # no such signature: Numba reports the types it got
 
     def codegen(context, builder, signature, args):
@@ -175,19 +187,22 @@ def weighted_sum_in_vector_registers(typingctx, weights, rows, count, out):
         out_array = context.make_array(signature.args[3])(context, builder, args[3])
         real = context.get_data_type(signature.args[3].dtype)  # float or double
         item_size = context.get_abi_sizeof(real)
-        vector_type = ir.VectorType(real, 8)
+        vector_type = ir.VectorType(real, 8)  # 8 float32: 256 bits; 8 float64: 512 bits
+        zero_vector = ir.Constant(vector_type, None)  # None: all lanes 0
 
         def smaller(a, b):
             return builder.select(builder.icmp_signed("<", a, b), a, b)
 
+        def larger(a, b):
+            return builder.select(builder.icmp_signed(">", a, b), a, b)
+
         num_rows, row_length = cgutils.unpack_tuple(builder, rows_array.shape, 2)
         zero, one, eight, thirty_two = (ir.Constant(num_rows.type, v) for v in (0, 1, 8, 32))
-        n = smaller(smaller(count_value, builder.extract_value(weights_array.shape, 0)),
-                    num_rows)
-        n = builder.select(builder.icmp_signed("<", n, zero), zero, n)  # count may be < 0
-        d = smaller(row_length, builder.extract_value(out_array.shape, 0))
-        quads_end = builder.sub(d, builder.srem(d, thirty_two))  # d - d % 32
-        blocks_end = builder.sub(d, builder.srem(d, eight))      # d - d % 8
+        num_weights = builder.extract_value(weights_array.shape, 0)
+        n = larger(zero, smaller(smaller(count_value, num_weights), num_rows))  # rows added
+        d = smaller(row_length, builder.extract_value(out_array.shape, 0))  # columns
+        end_of_32s = builder.sub(d, builder.srem(d, thirty_two))  # d - d % 32
+        end_of_8s = builder.sub(d, builder.srem(d, eight))        # d - d % 8
 
         def row_pointer(j, c):  # &rows[j, c]: C-contiguous, a row is row_length long
             return builder.gep(rows_array.data, [builder.add(builder.mul(j, row_length), c)])
@@ -196,34 +211,40 @@ def weighted_sum_in_vector_registers(typingctx, weights, rows, count, out):
             return builder.bitcast(pointer, vector_type.as_pointer())
 
         def weight_in_every_lane(j):
-            weight = builder.load(builder.gep(weights_array.data, [j]))
-            single = builder.insert_element(ir.Constant(vector_type, ir.Undefined), weight,
-                                            ir.Constant(ir.IntType(32), 0))
-            return builder.shuffle_vector(single, ir.Constant(vector_type, ir.Undefined),
-                                          ir.Constant(ir.VectorType(ir.IntType(32), 8), None))
+            """weights[j] in all 8 lanes: insertelement puts it in lane 0, and
+            shufflevector with an all-zero mask copies lane 0 everywhere (on x86 one
+            broadcast instruction)."""
+            weight = builder.load(builder.gep(weights_array.data, [j]), name="weight")
+            in_lane_0 = builder.insert_element(ir.Constant(vector_type, ir.Undefined), weight,
+                                               ir.Constant(ir.IntType(32), 0))
+            all_lanes_from_lane_0 = ir.Constant(ir.VectorType(ir.IntType(32), 8), None)
+            return builder.shuffle_vector(in_lane_0, ir.Constant(vector_type, ir.Undefined),
+                                          all_lanes_from_lane_0)
 
-        def add_rows_to_vectors(c0, vectors):
-            """vectors[k] = columns c0 + 8k .. c0 + 8k + 7 of the sum, kept in registers."""
-            sums = [cgutils.alloca_once_value(builder, ir.Constant(vector_type, None))
-                    for _ in range(vectors)]  # zeros; LLVM keeps these variables in registers
+        def add_rows_in_registers(c0, vector_count):
+            """Columns c0 .. c0 + 8 vector_count - 1 of the sum: sums[k] holds columns
+            c0 + 8k .. c0 + 8k + 7 while all n rows are added, then goes to out."""
+            sums = [cgutils.alloca_once_value(builder, zero_vector)  # LLVM keeps these
+                    for _ in range(vector_count)]                     # in registers
             with cgutils.for_range(builder, n) as loop:
                 weight = weight_in_every_lane(loop.index)
                 for k, total in enumerate(sums):
                     column = builder.add(c0, ir.Constant(c0.type, 8 * k))
                     row = builder.load(as_vector_pointer(row_pointer(loop.index, column)),
-                                       align=item_size)
-                    builder.store(builder.fadd(builder.load(total), builder.fmul(weight, row)),
-                                  total)
+                                       align=item_size, name="row")  # unaligned load
+                    added = builder.fadd(builder.load(total), builder.fmul(weight, row),
+                                         name="sum")
+                    builder.store(added, total)
             for k, total in enumerate(sums):
                 column = builder.add(c0, ir.Constant(c0.type, 8 * k))
                 target = as_vector_pointer(builder.gep(out_array.data, [column]))
-                builder.store(builder.load(total), target, align=item_size)
+                builder.store(builder.load(total), target, align=item_size)  # unaligned
 
-        with cgutils.for_range_slice(builder, zero, quads_end, thirty_two) as (c0, _):
-            add_rows_to_vectors(c0, 4)
-        with cgutils.for_range_slice(builder, quads_end, blocks_end, eight) as (c0, _):
-            add_rows_to_vectors(c0, 1)
-        with cgutils.for_range_slice(builder, blocks_end, d, one) as (c, _):  # leftovers
+        with cgutils.for_range_slice(builder, zero, end_of_32s, thirty_two) as (c0, _):
+            add_rows_in_registers(c0, 4)
+        with cgutils.for_range_slice(builder, end_of_32s, end_of_8s, eight) as (c0, _):
+            add_rows_in_registers(c0, 1)
+        with cgutils.for_range_slice(builder, end_of_8s, d, one) as (c, _):  # leftovers
             total = cgutils.alloca_once_value(builder, ir.Constant(real, 0.0))
             with cgutils.for_range(builder, n) as loop:
                 weight = builder.load(builder.gep(weights_array.data, [loop.index]))
