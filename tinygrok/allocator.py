@@ -10,8 +10,8 @@ from about 210 ms to 125-140 ms (one thread, a busy machine, measured when this 
 
 ``import tinygrok`` calls ``keep_freed_memory()``, so every use of tinygrok gets it, not
 only training runs (unless ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` is set
-in the environment: then glibc has your own thresholds, and they stay). It changes a process-wide setting, once; on systems without glibc it
-does nothing.
+in the environment: then glibc has your own thresholds, and they stay). It changes a
+process-wide setting, once; on systems without glibc it does nothing.
 """
 
 import ctypes

@@ -30,9 +30,9 @@ product of a row with itself, so LayerNorm uses ``dot`` too.
 The attention kernels also add up whole rows: O[i] = sum_j P[i, j] V[j], one output row
 of a matrix product. Written as a loop over j around a loop ``out[c] += weight *
 row[c]``, every row j reads the output row from memory and writes it back, and each short
-inner loop pays the compiler's checks around it. ``weighted_sum_of_rows`` keeps the output row in
-vector registers while the rows are added, in the same order (row 0 first), so with the
-same bits: ``weighted_sum_in_order`` is the scalar code and
+inner loop pays the compiler's checks around it. ``weighted_sum_of_rows`` keeps the
+output row in vector registers while the rows are added, in the same order (row 0
+first), so with the same bits: ``weighted_sum_in_order`` is the scalar code and
 ``weighted_sum_in_vector_registers`` the vector instructions.
 
 A trap when editing this file: Numba's on-disk cache checks only the file a cached kernel
