@@ -7,6 +7,7 @@ The pieces, in the order data flows through them:
 - ``attention`` : Numba softmax-attention kernels that hand back the attention matrices
 - ``lanes``     : dot products in eight SIMD lanes and sums of weighted rows in SIMD
                   registers, for the attention and LayerNorm kernels
+- ``softmax_exp``: exp() of sixteen float32 at once, for the attention's softmax
 - ``nn``, ``model`` : the paper's 2-layer transformer
 - ``adamw``     : AdamW with decoupled weight decay and a linear warm-up
 - ``tasks``     : x+y, x-y, x/y mod p and permutation composition in S5
