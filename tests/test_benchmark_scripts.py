@@ -28,3 +28,15 @@ def test_step_breakdown_reports_every_part(mode, expected):
     if mode == ["--eval"]:
         # no graph, so nothing runs backward, and no optimizer step
         assert "backward" not in result.stdout and "AdamW" not in result.stdout
+
+
+def test_launch_overhead_reports_one_and_two_threads():
+    import numba
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba may use one thread only here: the script has nothing to compare")
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "launch_overhead.py"),
+                             "--work", "0", "50"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("work")]
+    assert len(lines) == 2 and all("one thread" in l and "two threads" in l for l in lines)
+    assert "Numba's threading layer:" in result.stdout
