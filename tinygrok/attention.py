@@ -193,7 +193,8 @@ def attention_reference(q, k, v, causal: bool = True, past=None):
 # - the softmax's exp() runs on a whole chunk of pairs at once, sixteen float32 per
 #   instruction (``softmax_exp.exp_each``), instead of one call of the C library's expf
 #   per score: 0.91 of the time at T = 128 and 0.92-0.97 at T = 4 (forward + backward).
-#   Its results are within one unit in the last place of the exactly rounded exp;
+#   Its results are within one unit in the last place of the exactly rounded exp for
+#   scores down to ln(FLT_MIN) = -87.34 below the row's largest, and 0 below that;
 # - the helpers below are inlined into the kernels (``inline="always"``): at T = 4 a
 #   function call per pair and row, with every array passed as a struct, cost more than
 #   the arithmetic (it made the kernels ~1.7x slower);
@@ -392,6 +393,8 @@ def _forward_kernel(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, pas
             _gather_rows(past_k, pk_at, k, k_at, past_len, b, h, K)
             _shifted_scores(Q, K, scale, causal, probs[b, h])
         # exp() of all the chunk's scores in one go: its pairs' blocks lie end to end.
+        # (The masked entries go through it too, 0 -> 1, and _softmax_and_output sets
+        # them back to exact zeros.)
         first, size = pairs.start * Tq * Tk, len(pairs) * Tq * Tk
         exp_each(every_prob[first:first + size], size)
         for pair in pairs:
