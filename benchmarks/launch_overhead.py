@@ -42,7 +42,7 @@ def microseconds_per_launch(work: int, launches: int = 300, rounds: int = 7) -> 
         start = time.perf_counter()
         for _ in range(launches):
             chunks_of_work(out, work)
-            sum(range(200))  # about 5 us of Python between launches
+            sum(range(200))  # about 1 us of Python between launches
         best = min(best, (time.perf_counter() - start) / launches)
     return best * 1e6
 

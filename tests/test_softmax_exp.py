@@ -10,8 +10,8 @@ from numba import njit
 
 from tinygrok.softmax_exp import LOWEST, exp_each, exp_each_in_order
 
-JIT = not numba.config.DISABLE_JIT
-needs_jit = pytest.mark.skipif(not JIT, reason="the vector code runs only when Numba compiles")
+needs_jit = pytest.mark.skipif(numba.config.DISABLE_JIT,
+                               reason="the vector code runs only when Numba compiles")
 
 
 @njit(cache=False)
