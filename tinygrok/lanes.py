@@ -124,10 +124,22 @@ def dot_in_vector_lanes(typingctx, x, y):
             product = builder.fmul(builder.load(builder.gep(x_array.data, [c])),
                                    builder.load(builder.gep(y_array.data, [c])))
             builder.store(builder.fadd(builder.load(lane0), product), lane0)
-        s = [builder.load(lane0)] + [lane(sums, number) for number in range(1, 8)]
-        first_half = builder.fadd(builder.fadd(s[0], s[1]), builder.fadd(s[2], s[3]))
-        second_half = builder.fadd(builder.fadd(s[4], s[5]), builder.fadd(s[6], s[7]))
-        return builder.fadd(first_half, second_half)
+        sums = builder.insert_element(sums, builder.load(lane0), ir.Constant(ir.IntType(32), 0))
+
+        def add_swapped(vector, order):
+            """vector + the same lanes in ``order``: lane l gets vector[l] + vector[order[l]]
+            (one shuffle and one vector add, however many of the lanes are wanted)."""
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), 8), order)
+            undefined = ir.Constant(vector_type, ir.Undefined)
+            swapped = builder.shuffle_vector(vector, undefined, mask)
+            return builder.fadd(vector, swapped)
+
+        # The pairwise sums, four and then two at a time: lanes 0, 2, 4, 6 of ``pairs``
+        # hold s0 + s1, s2 + s3, s4 + s5, s6 + s7 (the other four lanes go unused),
+        # lanes 0 and 4 of ``halves`` (s0 + s1) + (s2 + s3) and (s4 + s5) + (s6 + s7).
+        pairs = add_swapped(sums, [1, 0, 3, 2, 5, 4, 7, 6])
+        halves = add_swapped(pairs, [2, 3, 0, 1, 6, 7, 4, 5])
+        return builder.fadd(lane(halves, 0), lane(halves, 4))
 
     return x.dtype(x, y), codegen
 
