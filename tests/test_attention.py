@@ -405,6 +405,53 @@ def test_kernel_matches_reference_on_more_layouts(name, dtype):
         assert_close(actual, expected, dtype)
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 6, 8), (1, 1, 1, 4), (5, 1, 3, 2), (1, 4, 1, 8)])
+def test_pairs_end_to_end_only_for_c_contiguous_arrays(shape):
+    x = np.zeros(shape, np.float32)
+    B, H, T, d = shape
+    assert att._pairs_end_to_end(att._flat_view(x)[1], H, T, d)
+    wide = np.zeros((B, H, T + 1, d), np.float32)  # each pair's rows, with one row between
+    assert not att._pairs_end_to_end(att._flat_view(wide[:, :, 1:])[1], H, T, d)
+    fused = np.zeros((B, T, 3, H, d), np.float32)[:, :, 0].transpose(0, 2, 1, 3)
+    assert not att._pairs_end_to_end(att._flat_view(fused)[1], H, T, d)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("Tq", [None, 2])
+def test_rows_read_in_place_give_the_copied_rows_numbers(Tq, dtype):
+    """Plain contiguous inputs are read where they are; every other layout is copied into
+    scratch rows first. The arithmetic after that is the same, so the numbers must be the
+    same bit for bit, forward and backward, and also when only the output gradient (the
+    backward's fourth input) is not contiguous."""
+    rng = np.random.default_rng(9)
+    T = 5
+    q, k, v = (rng.standard_normal((3, 2, T, 8)).astype(dtype) for _ in range(3))
+    if Tq is not None:
+        q = np.ascontiguousarray(q[:, :, T - Tq:])
+    grad = rng.standard_normal(q.shape).astype(dtype)
+    results = {}
+    for name in ("contiguous", "fused", "every other row", "broadcast gradient"):
+        if name in ("contiguous", "broadcast gradient"):
+            inputs = [Tensor(x.copy(), requires_grad=True) for x in (q, k, v)]
+        else:
+            inputs = [Tensor(layouts_of(x)[name], requires_grad=True) for x in (q, k, v)]
+        g = np.broadcast_to(grad[:1], grad.shape) if name == "broadcast gradient" else grad
+        out, probs = attention(*inputs, causal=True)
+        out.backward(g)
+        results[name] = [out.data, probs] + [t.grad for t in inputs]
+        if name == "broadcast gradient":  # compare with a copied path given the same g
+            copied = [Tensor(layouts_of(x)["fused"], requires_grad=True) for x in (q, k, v)]
+            out, probs = attention(*copied, causal=True)
+            out.backward(g)
+            results["fused, broadcast gradient"] = [out.data, probs] + [t.grad for t in copied]
+    for name in ("fused", "every other row"):
+        for actual, expected in zip(results[name], results["contiguous"]):
+            np.testing.assert_array_equal(actual, expected)
+    for actual, expected in zip(results["broadcast gradient"],
+                                results["fused, broadcast gradient"]):
+        np.testing.assert_array_equal(actual, expected)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_one_compiled_signature_per_dtype(dtype):
     for layout in ("contiguous", "fused", "transposed"):
