@@ -177,11 +177,12 @@ def attention_reference(q, k, v, causal: bool = True, past=None):
 # cache. Each pair's T rows then lie end to end, rows (b H + h) T .. (b H + h) T + T - 1
 # of the memory seen as (B H T, d) rows, and the pair reads them there
 # (``_pairs_end_to_end``). At T = 4 the copies had been a third of the kernels' time:
-# reading in place takes 0.74-0.75 of it on one thread (0.92-0.96 at T = 128). With a KV
-# cache, a pair's first Tp key rows come from the past's keys and the rest from k (values
-# likewise): the same loop, choosing each row's source as it goes. Each kernel has ONE
-# compiled signature per dtype (see ``_compiled``) for every layout, with or without a
-# cache. The outputs are C-contiguous arrays that the wrapper allocates and passes in.
+# reading in place takes 0.78-0.81 of it on one thread, 0.84-0.88 on two (0.89-0.99 at
+# T = 128). With a KV cache, a pair's first Tp key rows come from the past's keys and the
+# rest from k (values likewise): the same loop, choosing each row's source as it goes.
+# Each kernel has ONE compiled signature per dtype (see ``_compiled``) for every layout,
+# with or without a cache. The outputs are C-contiguous arrays that the wrapper allocates
+# and passes in.
 #
 # Speed. The compiler turns a loop into SIMD instructions (8 float32 at once) only when
 # it walks adjacent elements of a contiguous array, and never for a sum into a single
