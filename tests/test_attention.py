@@ -177,7 +177,8 @@ def test_gradcheck_through_fused_qkv_views():
 
 
 def test_gradient_of_a_plain_sum_arrives_broadcast():
-    """out.sum() hands back a read-only stride-0 gradient; the kernel reads it as is."""
+    """out.sum() hands back a read-only stride-0 gradient (autograd copies it before the
+    backward kernel sees it); the gradients still match the reference's."""
     results = []
     for fn in (attention, attention_reference):
         _, (q, k, v) = make_qkv("contiguous", 5, 8, np.float64)
@@ -405,51 +406,71 @@ def test_kernel_matches_reference_on_more_layouts(name, dtype):
         assert_close(actual, expected, dtype)
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 6, 8), (1, 1, 1, 4), (5, 1, 3, 2), (1, 4, 1, 8)])
-def test_pairs_end_to_end_only_for_c_contiguous_arrays(shape):
-    x = np.zeros(shape, np.float32)
+def spaced(x):
+    """The same numbers with every row two rows apart: never read in place."""
+    return np.repeat(x, 2, axis=2)[:, :, ::2]
+
+
+def some_layouts(shape):
+    """Arrays of ``shape`` (B, H, T, d), C-contiguous or not, all as NumPy flags them."""
     B, H, T, d = shape
-    assert att._pairs_end_to_end(att._flat_view(x)[1], H, T, d)
-    wide = np.zeros((B, H, T + 1, d), np.float32)  # each pair's rows, with one row between
-    assert not att._pairs_end_to_end(att._flat_view(wide[:, :, 1:])[1], H, T, d)
-    fused = np.zeros((B, T, 3, H, d), np.float32)[:, :, 0].transpose(0, 2, 1, 3)
-    assert not att._pairs_end_to_end(att._flat_view(fused)[1], H, T, d)
+    x = np.zeros(shape, np.float32)
+    odd = np.lib.stride_tricks.as_strided(x, shape, (x.strides[0], 7, *x.strides[2:]))
+    return [x, spaced(x), np.zeros((B, H, T + 1, d), np.float32)[:, :, 1:],
+            np.zeros((B, T, 3, H, d), np.float32)[:, :, 0].transpose(0, 2, 1, 3),
+            np.zeros((B, T, H, d), np.float32).transpose(0, 2, 1, 3),
+            np.broadcast_to(x[:1], shape), x[:, :, ::-1],
+            odd if H == 1 else x]  # any stride on an axis of length 1 is still C order
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 6, 8), (1, 1, 1, 4), (5, 1, 3, 2), (1, 4, 1, 8)])
+def test_pairs_end_to_end_exactly_for_c_contiguous_arrays(shape):
+    B, H, T, d = shape
+    for x in some_layouts(shape):
+        flat, at = att._flat_view(x)
+        assert att._pairs_end_to_end(at, H, T, d) == x.flags.c_contiguous, (x.strides, at)
+        if x.flags.c_contiguous:  # then the (B H T, d) rows are x's rows, pair by pair
+            rows = att._as_rows(flat, B * H * T, d)
+            np.testing.assert_array_equal(rows.reshape(shape), x)
+
+
+def test_reads_in_place_only_without_a_cache_and_with_every_input_contiguous():
+    H, Tq, Tk, d = 3, 2, 5, 8
+    q, k, v = (np.zeros((2, H, T, d), np.float32) for T in (Tq, Tk, Tk))
+    at = {name: att._flat_view(x)[1] for name, x in (("q", q), ("k", k), ("v", v))}
+    assert att._reads_in_place(0, at["q"], at["k"], at["v"], H, Tq, Tk, d)
+    assert not att._reads_in_place(1, at["q"], at["k"], at["v"], H, Tq, Tk, d)  # a cache
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        apart = dict(at, **{name: att._flat_view(spaced(x))[1]})
+        assert not att._reads_in_place(0, apart["q"], apart["k"], apart["v"], H, Tq, Tk, d)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("Tq", [None, 2])
+@pytest.mark.parametrize("Tq", [5, 2])
 def test_rows_read_in_place_give_the_copied_rows_numbers(Tq, dtype):
-    """Plain contiguous inputs are read where they are; every other layout is copied into
-    scratch rows first. The arithmetic after that is the same, so the numbers must be the
-    same bit for bit, forward and backward, and also when only the output gradient (the
-    backward's fourth input) is not contiguous."""
+    """Plain contiguous inputs are read where they are; any other layout is copied into
+    scratch rows first. The arithmetic after that is the same, so every mix of the two
+    (q, k, v and the output gradient g each contiguous or not) must give the numbers of
+    all four copied, bit for bit, forward and backward. (g is a writeable view, so it
+    reaches the backward kernel as it is: autograd copies only read-only gradients.)"""
     rng = np.random.default_rng(9)
     T = 5
-    q, k, v = (rng.standard_normal((3, 2, T, 8)).astype(dtype) for _ in range(3))
-    if Tq is not None:
-        q = np.ascontiguousarray(q[:, :, T - Tq:])
+    q = rng.standard_normal((3, 2, Tq, 8)).astype(dtype)
+    k, v = (rng.standard_normal((3, 2, T, 8)).astype(dtype) for _ in range(2))
     grad = rng.standard_normal(q.shape).astype(dtype)
-    results = {}
-    for name in ("contiguous", "fused", "every other row", "broadcast gradient"):
-        if name in ("contiguous", "broadcast gradient"):
-            inputs = [Tensor(x.copy(), requires_grad=True) for x in (q, k, v)]
-        else:
-            inputs = [Tensor(layouts_of(x)[name], requires_grad=True) for x in (q, k, v)]
-        g = np.broadcast_to(grad[:1], grad.shape) if name == "broadcast gradient" else grad
-        out, probs = attention(*inputs, causal=True)
+
+    def numbers(apart):
+        q_, k_, v_, g = (spaced(x) if name in apart else x.copy()
+                         for name, x in zip("qkvg", (q, k, v, grad)))
+        leaves = [Tensor(x, requires_grad=True) for x in (q_, k_, v_)]
+        out, probs = attention(*leaves, causal=True)
         out.backward(g)
-        results[name] = [out.data, probs] + [t.grad for t in inputs]
-        if name == "broadcast gradient":  # compare with a copied path given the same g
-            copied = [Tensor(layouts_of(x)["fused"], requires_grad=True) for x in (q, k, v)]
-            out, probs = attention(*copied, causal=True)
-            out.backward(g)
-            results["fused, broadcast gradient"] = [out.data, probs] + [t.grad for t in copied]
-    for name in ("fused", "every other row"):
-        for actual, expected in zip(results[name], results["contiguous"]):
-            np.testing.assert_array_equal(actual, expected)
-    for actual, expected in zip(results["broadcast gradient"],
-                                results["fused, broadcast gradient"]):
-        np.testing.assert_array_equal(actual, expected)
+        return [out.data, probs] + [t.grad for t in leaves]
+
+    expected = numbers("qkvg")
+    for apart in ("", "q", "k", "v", "g", "kv", "qg", "qkv", "kvg"):
+        for actual, wanted in zip(numbers(apart), expected):
+            np.testing.assert_array_equal(actual, wanted, err_msg=f"apart: {apart!r}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

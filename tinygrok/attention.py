@@ -171,15 +171,16 @@ def attention_reference(q, k, v, causal: bool = True, past=None):
 #   - ``flat``: the memory the array spans, as a 1-D contiguous array (a view), and
 #   - ``at = (origin, sb, sh, sj, sc)``: x[b, h, j, c] is flat[origin + b sb + h sh + j sj
 #     + c sc] (strides counted in elements).
-# Every pair copies the rows it needs into small contiguous buffers (``_gather_rows``),
-# a straight block copy when sc == 1, which is all the cost the layout adds. The one
-# layout that needs no copy is the plainest: C-contiguous (B, H, T, d) arrays and no
+# The plainest layout needs no copying at all: C-contiguous (B, H, T, d) arrays and no
 # cache. Each pair's T rows then lie end to end, rows (b H + h) T .. (b H + h) T + T - 1
 # of the memory seen as (B H T, d) rows, and the pair reads them there
-# (``_pairs_end_to_end``). At T = 4 the copies had been a third of the kernels' time:
-# reading in place takes 0.78-0.81 of it on one thread, 0.84-0.88 on two (0.89-0.99 at
-# T = 128). With a KV cache, a pair's first Tp key rows come from the past's keys and the
-# rest from k (values likewise): the same loop, choosing each row's source as it goes.
+# (``_pairs_end_to_end``). Otherwise each pair copies the rows it needs into small
+# contiguous buffers (``_gather_rows``), a straight block copy when sc == 1, which is all
+# the cost the layout adds. At T = 4 those copies were about 40% of the forward's time;
+# reading in place takes 0.78-0.81 of the kernels' time on one thread and 0.84-0.88 on
+# two (at T = 128: 0.89-0.99, one thread). With a KV cache, a pair's first Tp key rows
+# come from the past's keys and the rest from k (values likewise): the same loop,
+# choosing each row's source as it goes.
 # Each kernel has ONE compiled signature per dtype (see ``_compiled``) for every layout,
 # with or without a cache. The outputs are C-contiguous arrays that the wrapper allocates
 # and passes in.
@@ -224,8 +225,10 @@ def _flat_view(x: np.ndarray):
     if x.flags.c_contiguous:  # the common case, and the quick one: x's own memory in order
         flat = x.reshape(-1)  # a new view; marking it read-only leaves x writeable
         flat.flags.writeable = False
-        sb, sh, sj, sc = x.strides  # (unpacked by hand: a generator took twice as long)
-        return flat, (0, sb // size, sh // size, sj // size, sc // size)
+        # C order puts x[b, h, j, c] at ((b H + h) T + j) d + c, whatever strides NumPy
+        # reports for an axis of length 1 (it may report any: they are never used).
+        _, H, T, d = x.shape
+        return flat, (0, H * T * d, T * d, d, 1)
     if not x.flags.aligned or any(s % size for s in x.strides):
         x = np.ascontiguousarray(x)
     strides = [s // size for s in x.strides]
@@ -269,9 +272,18 @@ def _gather_rows(past, past_at, flat, at, past_len, b, h, rows):
 
 @njit(cache=True, inline="always")
 def _pairs_end_to_end(at, H, T, d):
-    """True when the input given by ``at`` is a C-contiguous (B, H, T, d) array: then pair
-    (b, h)'s row j is row (b H + h) T + j of its memory seen as (B H T, d) rows."""
+    """True when ``at`` is what ``_flat_view`` gives a C-contiguous (B, H, T, d) array:
+    then pair (b, h)'s row j is row (b H + h) T + j of its memory seen as (B H T, d)
+    rows."""
     return at == (0, H * T * d, T * d, d, 1)
+
+
+@njit(cache=True, inline="always")
+def _reads_in_place(past_len, q_at, k_at, v_at, H, Tq, Tk, d):
+    """True when the pairs can read their rows where they are: no KV cache, and q, k and
+    v all C-contiguous. (The backward also asks it of the output gradient.)"""
+    return (past_len == 0 and _pairs_end_to_end(q_at, H, Tq, d)
+            and _pairs_end_to_end(k_at, H, Tk, d) and _pairs_end_to_end(v_at, H, Tk, d))
 
 
 @njit(cache=True, inline="always")
@@ -412,8 +424,7 @@ def _forward_kernel(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, pas
     every_prob = probs.reshape(B * H * Tq * Tk)  # pair by pair, each a (Tq, Tk) block
     # Plain contiguous inputs and no cache: each pair reads its rows in place (pair p's
     # queries are q_rows[p Tq:(p + 1) Tq]). Otherwise the views are empty, unused.
-    in_place = (past_len == 0 and _pairs_end_to_end(q_at, H, Tq, d)
-                and _pairs_end_to_end(k_at, H, Tk, d) and _pairs_end_to_end(v_at, H, Tk, d))
+    in_place = _reads_in_place(past_len, q_at, k_at, v_at, H, Tq, Tk, d)
     pairs_in_place = B * H if in_place else 0
     q_rows = _as_rows(q, pairs_in_place * Tq, d)
     k_rows = _as_rows(k, pairs_in_place * Tk, d)
@@ -449,9 +460,8 @@ def _backward_kernel(q, q_at, k, k_at, v, v_at, past_k, pk_at, past_v, pv_at, pa
     B, H, Tq, d = grad_q.shape
     Tk = probs.shape[3]
     chunks = min(B * H, _CHUNKS)
-    in_place = (past_len == 0 and _pairs_end_to_end(q_at, H, Tq, d)
-                and _pairs_end_to_end(k_at, H, Tk, d) and _pairs_end_to_end(v_at, H, Tk, d)
-                and _pairs_end_to_end(g_at, H, Tq, d))  # as in the forward, g too
+    in_place = (_reads_in_place(past_len, q_at, k_at, v_at, H, Tq, Tk, d)
+                and _pairs_end_to_end(g_at, H, Tq, d))
     pairs_in_place = B * H if in_place else 0
     q_rows = _as_rows(q, pairs_in_place * Tq, d)
     k_rows = _as_rows(k, pairs_in_place * Tk, d)
@@ -514,7 +524,9 @@ def attention(q, k, v, causal: bool = True, past=None):
     Args:
         q: queries (B, H, Tq, d); k, v: keys and values (B, H, Tn, d). Tensors (gradients
             flow back into them) or plain arrays, all float32 or all float64. Any strides
-            are accepted and read in place, without a copy: for example
+            are accepted and read where they are, without a copy of the whole array
+            (each pair's rows are copied into small buffers, unless q, k, v are plain
+            C-contiguous arrays and there is no cache): for example
             ``qkv.reshape(B, T, 3, H, d)[:, :, 0].transpose(0, 2, 1, 3)``, the query view
             of a fused QKV projection, or a view with swapped axes.
         causal: mask every key after the query's position. The queries are the LAST Tq of

@@ -21,8 +21,9 @@ bits; 8 float64 take 512 bits, two registers without AVX-512). The compiler woul
 them into one only with LLVM's SLP vectorizer, which Numba leaves off (it miscompiled
 code: numba/numba#8852). ``dot_in_vector_lanes`` therefore writes those vector
 instructions itself, as LLVM IR, the way Numba writes its own built-ins: the same
-operations on the same lanes in the same order, so the same bits, about 3.7 times faster
-for rows of 32 (2.5 against 9.3 ns a dot product).
+operations on the same lanes in the same order, so the same bits (a NaN result may come
+out as a different NaN), about 3.7 times faster for rows of 32 when it was written (2.5
+against 9.3 ns a dot product; benchmarks/README.md, "A seventh session").
 
 A sum is a dot product with ones (x * 1 is x exactly), and a sum of squares is the dot
 product of a row with itself, so LayerNorm uses ``dot`` too.

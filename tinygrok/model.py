@@ -96,7 +96,8 @@ class MultiHeadAttention(Module):
 
     def _project(self, x: Tensor, part: int, which=None) -> Tensor:
         """Queries (part 0), keys (1) or values (2) of x (B, S, d), split into heads:
-        (B, H, S, d/H), a strided view that the attention kernels read in place.
+        (B, H, S, d/H), a strided view that the attention kernels read without a copy of
+        the whole array (each pair's rows are gathered into small buffers).
 
         ``which``: x holds distinct rows only, and example n's positions are x[which[n]].
         Each distinct row is projected once, then copied to its examples.
