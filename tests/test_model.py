@@ -126,6 +126,40 @@ def test_first_block_projects_each_distinct_prefix_and_suffix_once():
     assert rows_projected == [3, 3, 3, 4, 4, 4, 40, 40, 40]
 
 
+def test_repeated_examples_run_once_and_each_draw_gets_their_logits():
+    # 12 draws of 5 different examples, as a batch drawn with replacement holds repeats
+    model = small_model(seed=14)
+    distinct = tokens_for(5, seed=4)
+    assert len(distinct_rows(distinct)[0]) == 5
+    draws = np.array([3, 0, 3, 1, 4, 4, 2, 3, 0, 1, 2, 4])
+    tokens, labels = distinct[draws], draws % SMALL["num_classes"]
+    seen = []
+    forward_distinct = model.forward_distinct
+
+    def spy(rows):
+        seen.append(rows.copy())
+        return forward_distinct(rows)
+
+    model.forward_distinct = spy  # this model only
+    logits = model.forward(tokens)
+    assert len(seen) == 1 and len(distinct_rows(seen[0])[0]) == len(seen[0]) == 5
+    with no_grad():
+        plain, _ = model.forward_plain(tokens)
+    np.testing.assert_allclose(logits.data, plain.data, rtol=1e-12, atol=1e-13)
+    # the gradients: each repeat's share added up, as if every draw had run on its own
+    grads = {}
+    for name, run in (("fast", lambda: logits), ("plain", lambda: model.forward_plain(tokens)[0])):
+        model.zero_grad()
+        ag.cross_entropy(run(), labels).backward()
+        grads[name] = [p.grad.copy() for p in model.parameters()]
+    for fast, plain_grad in zip(grads["fast"], grads["plain"]):
+        np.testing.assert_allclose(fast, plain_grad, rtol=1e-10, atol=1e-13)
+    # a batch with no repeats goes straight through, in its own order
+    seen.clear()
+    model.forward(distinct)
+    assert len(seen) == 1 and np.array_equal(seen[0], distinct)
+
+
 @pytest.mark.parametrize("return_attention", [False, True])
 def test_loss_gradient_wrt_every_parameter(return_attention):
     # smaller still than SMALL: every parameter element costs two forward passes

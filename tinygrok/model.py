@@ -13,8 +13,8 @@ d = 128, H = 4 heads of 32, L = 2 by default. Parameter names and (out, in) shap
 the equivalent PyTorch modules (``nn.MultiheadAttention`` for the attention), so
 ``state_dict()`` loads straight into a PyTorch copy of this model.
 
-Three exact shortcuts for training and evaluation
---------------------------------------------------
+Four exact shortcuts for training and evaluation
+-------------------------------------------------
 All give the same logits as the plain computation (tests check it, values and
 gradients), for much less work. When the attention patterns are asked for
 (``return_attention=True``) the plain computation runs, so every layer's full (B, H, T, T)
@@ -42,6 +42,11 @@ pattern is there to look at.
    adds their gradients back up). Only the attention and what follows it run per
    example. This saves about 11% of the multiply-adds of a training step's matrix
    products (0.74 to 0.66 GFLOP forward).
+
+4. Repeated examples. A training batch is drawn with replacement, so 512 draws from the
+   4,656 training pairs hold about 485 different ones (a 5% repeat). ``forward`` runs each
+   different example once and copies its logits to every draw of it; the copy's backward
+   adds the repeats' gradients, which is what the repeats would have sent back anyway.
 """
 
 from __future__ import annotations
@@ -204,8 +209,14 @@ class Transformer(Module):
         return self.head(self.norm(x[:, -1])), patterns
 
     def forward(self, tokens: np.ndarray) -> Tensor:
-        """The logits, with the three shortcuts of the module docstring (same values, less
-        work)."""
+        """The logits, with the shortcuts of the module docstring (same values, less work)."""
+        examples, example_of = distinct_rows(tokens)  # shortcut 4: each example once
+        if len(examples) == len(tokens):
+            return self.forward_distinct(tokens)
+        return self.forward_distinct(examples)[example_of]  # a copy of a row per repeat
+
+    def forward_distinct(self, tokens: np.ndarray) -> Tensor:
+        """The logits of examples that are all different, with shortcuts 1 to 3."""
         T = tokens.shape[1]
         P = max(T - 2, 0)  # the shared prefix: [x, o]
         cache = [None] * len(self.blocks)
