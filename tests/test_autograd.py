@@ -270,6 +270,47 @@ def test_shared_gradient_arrays_are_not_corrupted():
     np.testing.assert_allclose(b.grad, 1.0)
 
 
+def test_in_place_accumulation_never_writes_an_array_held_elsewhere():
+    # add's backward hands one array to a and to b; a then receives two slice gradients
+    # and one whole one. Only arrays made during this backward pass may be added into.
+    a, b = rand(4, seed=4), rand(4, seed=5)
+    loss = (a + b).sum() + (a[1:3] * 2.0).sum() + (a[:2] * 3.0).sum() + (a * 4.0).sum()
+    loss.backward()
+    np.testing.assert_allclose(b.grad, 1.0)
+    np.testing.assert_allclose(a.grad, [1 + 3 + 4, 1 + 2 + 3 + 4, 1 + 2 + 4, 1 + 4])
+    # a gradient kept from one backward pass is not changed by the next one
+    kept = a.grad
+    kept_values = kept.copy()
+    loss = (a[1:] * 5.0).sum() + (a * 6.0).sum()
+    loss.backward()
+    np.testing.assert_array_equal(kept, kept_values)
+    np.testing.assert_allclose(a.grad, kept_values + [6, 11, 11, 11])
+    # the gradient passed in by the caller is not written either
+    x = rand(3, seed=6)
+    upstream = np.array([1.0, 2.0, 3.0])
+    y = x * 1.0
+    (y + y).backward(upstream)
+    np.testing.assert_array_equal(upstream, [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(x.grad, 2 * upstream)
+
+
+def test_slices_of_one_weight_add_their_gradients_like_numpy():
+    # the model's fused Q, K, V weight: three row blocks, each used twice
+    w, x1, x2 = rand(6, 3, seed=7), rand(5, 3, seed=8), rand(4, 3, seed=9)
+    loss = Tensor(np.zeros(()))
+    for x in (x1, x2):
+        for part in range(3):
+            loss = loss + ((x @ w[2 * part:2 * part + 2].transpose()) ** 2.0).sum()
+    loss.backward()
+    expected = np.zeros((6, 3))
+    for x in (x1, x2):
+        for part in range(3):
+            rows = slice(2 * part, 2 * part + 2)
+            expected[rows] += 2 * (x.data @ w.data[rows].T).T @ x.data
+    np.testing.assert_allclose(w.grad, expected, rtol=1e-12)
+    assert gradcheck(lambda w: (x1 @ w[:2].transpose() + x1 @ w[4:].transpose()).sum(), [w])
+
+
 def test_deep_graph_does_not_hit_the_recursion_limit():
     x = rand(2)
     y = x

@@ -22,9 +22,13 @@ Rules worth knowing:
   ``tensor.grad = None`` (``Module.zero_grad()`` and ``AdamW.zero_grad()`` do exactly
   that). Intermediate tensors get fresh gradients on every ``backward()``.
 - Treat ``.grad`` arrays as read-only: one gradient array may be shared by several tensors
-  (the backward of ``a + b`` hands the same array to both ``a`` and ``b``). That is also why
-  accumulation writes ``t.grad = t.grad + g`` rather than the in-place ``t.grad += g``: an
-  in-place add would silently change the gradient of a neighbour that shares the array.
+  (the backward of ``a + b`` hands the same array to both ``a`` and ``b``). So the second
+  gradient to reach a tensor is added as ``t.grad = t.grad + g``, a new array: the
+  in-place ``t.grad += g`` would silently change the gradient of a neighbour that shares
+  the array. Only an array that the current ``backward()`` made for this tensor by such an
+  addition (it remembers it in ``t._own_grad``) is added into in place, since nothing else
+  can hold it yet: a tensor that collects many gradients then allocates one array, not
+  one per gradient.
 - Broadcasting works as in NumPy; the backward sums the gradient back to each input's own
   shape (``unbroadcast``).
 - dtypes never change: a float32 tensor times a Python float stays float32. Mixing a
@@ -74,7 +78,8 @@ class Tensor:
         requires_grad: whether gradients should flow into this tensor.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "op", "name")
+    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "op", "name",
+                 "_own_grad")
     __array_ufunc__ = None  # makes `numpy_array * tensor` call Tensor.__rmul__
 
     def __init__(self, data, requires_grad: bool = False, dtype=None, name: str | None = None):
@@ -90,6 +95,7 @@ class Tensor:
         self._backward = None
         self.op = "leaf"
         self.name = name
+        self._own_grad = None
 
     # -- basic properties -------------------------------------------------------------
     @property
@@ -142,8 +148,9 @@ class Tensor:
                 raise ValueError(
                     f"backward(grad) needs a gradient of shape {self.shape}, got {grad.shape}")
         order = self.topological_order()
-        for node in order:  # intermediate gradients belong to one backward pass only
-            if node._parents:
+        for node in order:
+            node._own_grad = None  # no gradient array belongs to this pass yet
+            if node._parents:  # intermediate gradients belong to one backward pass only
                 node.grad = None
         accumulate_grad(self, grad)
         for node in reversed(order):  # from the output back towards the leaves
@@ -265,18 +272,44 @@ def new_node(data: np.ndarray, parents: tuple, op: str) -> Tensor:
     out._backward = None
     out.op = op
     out.name = None
+    out._own_grad = None
     return out
 
 
 def accumulate_grad(tensor: Tensor, grad: np.ndarray) -> None:
-    """Add ``grad`` to ``tensor.grad``, after summing away any broadcast dimensions."""
+    """Add ``grad`` to ``tensor.grad``, after summing away any broadcast dimensions.
+
+    The first gradient becomes ``tensor.grad`` as it is (no copy; it may be shared). The
+    second makes a new array, which this backward pass then owns (``tensor._own_grad``),
+    and the third and later ones are added into that array in place.
+    """
     if not tensor.requires_grad:
         return
     grad = unbroadcast(grad, tensor.data.shape)
     if tensor.grad is None:
-        tensor.grad = grad if grad.flags.writeable else grad.copy()
+        tensor.grad = grad if grad.flags.writeable else grad.copy()  # maybe shared
+    elif tensor.grad is tensor._own_grad:
+        tensor.grad += grad  # this backward pass made the array: no one else holds it
     else:
-        tensor.grad = tensor.grad + grad  # not +=: see the module docstring
+        tensor.grad = tensor._own_grad = tensor.grad + grad  # a new array, this pass's own
+
+
+def accumulate_grad_at(tensor: Tensor, index, grad: np.ndarray) -> None:
+    """Add ``grad`` to ``tensor.grad[index]``, for a basic index (slices and integers).
+
+    The gradient of ``tensor[index]`` touches only those elements. Padded with zeros to the
+    full shape and added as a whole (``accumulate_grad``), each slice would cost two passes
+    over the whole tensor; the model's fused Q, K, V weight receives eleven slices in a
+    training step. Instead the first slice makes a zeroed gradient of the full shape that
+    belongs to this backward pass (``_own_grad``), and every slice is added into it in
+    place. A gradient array that came from elsewhere may be shared, so it is copied first.
+    """
+    if not tensor.requires_grad:
+        return
+    if tensor.grad is None or tensor.grad is not tensor._own_grad:
+        own = np.zeros_like(tensor.data) if tensor.grad is None else tensor.grad.copy()
+        tensor.grad = tensor._own_grad = own
+    tensor.grad[index] += grad
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
@@ -578,7 +611,8 @@ def _has_array_index(index) -> bool:
 def getitem(a: Tensor, index) -> Tensor:
     """a[index] with slices, integers or integer arrays.
 
-    The backward scatters the gradient into a zero array of the input's shape. With integer
+    The backward adds the gradient into the picked elements of a's gradient (zero
+    elsewhere). With slices and integers that is ``accumulate_grad_at``. With integer
     arrays the same element can be picked twice, so it must receive both gradients:
     ``np.add.at`` adds at repeated indices, where ``grad[index] += g`` would keep only one.
     """
@@ -590,13 +624,13 @@ def getitem(a: Tensor, index) -> Tensor:
             if _is_row_lookup(index, a):  # a[rows]: the embedding's scatter-add, faster
                 rows = grad_out.reshape(len(index), -1)
                 grad = kernels.scatter_add_rows(index, rows, a.shape[0]).reshape(a.shape)
+                accumulate_grad(a, grad)
             elif _has_array_index(index):
                 grad = np.zeros_like(a.data)
                 np.add.at(grad, index, grad_out)
+                accumulate_grad(a, grad)
             else:
-                grad = np.zeros_like(a.data)
-                grad[index] = grad_out
-            accumulate_grad(a, grad)
+                accumulate_grad_at(a, index, grad_out)
         out._backward = _backward
     return out
 
