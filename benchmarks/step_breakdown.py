@@ -55,12 +55,16 @@ def backward_by_op(totals):
         for node in order:
             if node._parents:
                 node.grad = None
-        ag.accumulate_grad(self, np.ones_like(self.data) if grad is None else grad)
-        for node in reversed(order):
-            if node._backward is not None and node.grad is not None:
-                start = time.perf_counter()
-                node._backward(node.grad)
-                totals[node.op] += time.perf_counter() - start
+        try:
+            ag.accumulate_grad(self, np.ones_like(self.data) if grad is None else grad)
+            for node in reversed(order):
+                if node._backward is not None and node.grad is not None:
+                    start = time.perf_counter()
+                    node._backward(node.grad)
+                    totals[node.op] += time.perf_counter() - start
+        finally:
+            for node in order:
+                node._own_grad = None
     return backward
 
 

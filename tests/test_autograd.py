@@ -294,6 +294,25 @@ def test_in_place_accumulation_never_writes_an_array_held_elsewhere():
     np.testing.assert_allclose(x.grad, 2 * upstream)
 
 
+def test_gradients_of_a_0d_tensor_stay_arrays():
+    # two 0-d arrays add up to a NumPy scalar, which cannot take a slice or an in-place add
+    a = Tensor(np.array(2.0), requires_grad=True)
+    (a * 1.0 + a[None].sum() + a * 2.0).backward()
+    assert isinstance(a.grad, np.ndarray) and a.grad.shape == () and a.grad == 4.0
+    b = Tensor(np.array(2.0), requires_grad=True)
+    (b * 1.0 + b * 2.0 + b * 3.0).backward()  # the third is added in place
+    assert isinstance(b.grad, np.ndarray) and b.grad.shape == () and b.grad == 6.0
+
+
+@pytest.mark.parametrize("index", [([2, 0, 2], slice(1, 3)), (np.array([True, False, True]),),
+                                   (None, Ellipsis, 1), (0, slice(None, None, -1))],
+                         ids=["list with repeats", "boolean mask", "None and Ellipsis",
+                              "integer and negative step"])
+def test_every_kind_of_index_gets_its_gradient(index):
+    # used twice, so the second gradient is added to the first
+    assert gradcheck(lambda a: a[index] * 2.0 + a[index], [rand(3, 4, seed=1)])
+
+
 def test_slices_of_one_weight_add_their_gradients_like_numpy():
     # the model's fused Q, K, V weight: three row blocks, each used twice
     w, x1, x2 = rand(6, 3, seed=7), rand(5, 3, seed=8), rand(4, 3, seed=9)

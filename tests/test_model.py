@@ -126,7 +126,7 @@ def test_first_block_projects_each_distinct_prefix_and_suffix_once():
     assert rows_projected == [3, 3, 3, 4, 4, 4, 40, 40, 40]
 
 
-def test_repeated_examples_run_once_and_each_draw_gets_their_logits():
+def test_repeated_examples_run_once_and_each_draw_gets_its_logits():
     # 12 draws of 5 different examples, as a batch drawn with replacement holds repeats
     model = small_model(seed=14)
     distinct = tokens_for(5, seed=4)

@@ -571,7 +571,8 @@ def attention(q, k, v, causal: bool = True, past=None):
                                          grad_k, grad_v)
             accumulate_grad(q, grad_q)
             # Views of one buffer, the past's positions first (so, with a cache, k.grad
-            # is not contiguous: fine, since .grad is only read, never written in place).
+            # is not contiguous: fine, since autograd never writes into a gradient it
+            # was handed, only into arrays it allocated itself).
             accumulate_grad(k, grad_k[:, :, past_len:])
             accumulate_grad(v, grad_v[:, :, past_len:])
             if past is not None:

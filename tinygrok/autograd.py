@@ -22,13 +22,16 @@ Rules worth knowing:
   ``tensor.grad = None`` (``Module.zero_grad()`` and ``AdamW.zero_grad()`` do exactly
   that). Intermediate tensors get fresh gradients on every ``backward()``.
 - Treat ``.grad`` arrays as read-only: one gradient array may be shared by several tensors
-  (the backward of ``a + b`` hands the same array to both ``a`` and ``b``). So the second
-  gradient to reach a tensor is added as ``t.grad = t.grad + g``, a new array: the
-  in-place ``t.grad += g`` would silently change the gradient of a neighbour that shares
-  the array. Only an array that the current ``backward()`` made for this tensor by such an
-  addition (it remembers it in ``t._own_grad``) is added into in place, since nothing else
-  can hold it yet: a tensor that collects many gradients then allocates one array, not
-  one per gradient.
+  (the backward of ``a + b`` hands the same array to both ``a`` and ``b``). So a gradient
+  that arrives where one is already stored is added as ``t.grad = t.grad + g``, a new
+  array: the in-place ``t.grad += g`` would silently change the gradient of a neighbour
+  that shares the array. Only an array that the running ``backward()`` allocated for this
+  tensor (it remembers it in ``t._own_grad``) is added into in place. Nothing else can
+  hold such an array yet: ``backward()`` visits the tensors from the output back, so a
+  tensor passes its gradient on (to its own backward, and so to its parents) only after
+  every gradient for it has arrived; and when ``backward()`` returns, it forgets which
+  arrays it made. A tensor that collects many gradients then allocates one array, not one
+  per gradient.
 - Broadcasting works as in NumPy; the backward sums the gradient back to each input's own
   shape (``unbroadcast``).
 - dtypes never change: a float32 tensor times a Python float stays float32. Mixing a
@@ -76,6 +79,8 @@ class Tensor:
         grad: ``dL/d(data)`` after ``backward()``, an array of the same shape and dtype,
             or None before any gradient arrived.
         requires_grad: whether gradients should flow into this tensor.
+        _own_grad: during ``backward()``, the gradient array that this pass allocated for
+            this tensor (so it may add into it in place); None otherwise.
     """
 
     __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "op", "name",
@@ -148,14 +153,17 @@ class Tensor:
                 raise ValueError(
                     f"backward(grad) needs a gradient of shape {self.shape}, got {grad.shape}")
         order = self.topological_order()
-        for node in order:
-            node._own_grad = None  # no gradient array belongs to this pass yet
-            if node._parents:  # intermediate gradients belong to one backward pass only
+        for node in order:  # intermediate gradients belong to one backward pass only
+            if node._parents:
                 node.grad = None
-        accumulate_grad(self, grad)
-        for node in reversed(order):  # from the output back towards the leaves
-            if node._backward is not None and node.grad is not None:
-                node._backward(node.grad)
+        try:
+            accumulate_grad(self, grad)
+            for node in reversed(order):  # from the output back towards the leaves
+                if node._backward is not None and node.grad is not None:
+                    node._backward(node.grad)
+        finally:
+            for node in order:  # the arrays this pass made may now be held by anyone
+                node._own_grad = None
 
     def topological_order(self) -> list["Tensor"]:
         """Every tensor this one depends on, each listed after all of its parents.
@@ -279,9 +287,9 @@ def new_node(data: np.ndarray, parents: tuple, op: str) -> Tensor:
 def accumulate_grad(tensor: Tensor, grad: np.ndarray) -> None:
     """Add ``grad`` to ``tensor.grad``, after summing away any broadcast dimensions.
 
-    The first gradient becomes ``tensor.grad`` as it is (no copy; it may be shared). The
-    second makes a new array, which this backward pass then owns (``tensor._own_grad``),
-    and the third and later ones are added into that array in place.
+    A first gradient becomes ``tensor.grad`` as it is (no copy; it may be shared). Later
+    ones are added into ``tensor.grad`` in place if this backward pass allocated it
+    (``tensor._own_grad``), and otherwise make a new array, which the pass then owns.
     """
     if not tensor.requires_grad:
         return
@@ -291,23 +299,26 @@ def accumulate_grad(tensor: Tensor, grad: np.ndarray) -> None:
     elif tensor.grad is tensor._own_grad:
         tensor.grad += grad  # this backward pass made the array: no one else holds it
     else:
-        tensor.grad = tensor._own_grad = tensor.grad + grad  # a new array, this pass's own
+        # a new array, this pass's own (asarray: a 0-d sum comes back as a NumPy scalar)
+        tensor.grad = tensor._own_grad = np.asarray(tensor.grad + grad)
 
 
 def accumulate_grad_at(tensor: Tensor, index, grad: np.ndarray) -> None:
-    """Add ``grad`` to ``tensor.grad[index]``, for a basic index (slices and integers).
+    """Add ``grad`` to ``tensor.grad[index]``, for an index that picks each element at
+    most once (slices, integers, None, Ellipsis; ``getitem`` sends the rest elsewhere).
 
     The gradient of ``tensor[index]`` touches only those elements. Padded with zeros to the
     full shape and added as a whole (``accumulate_grad``), each slice would cost two passes
-    over the whole tensor; the model's fused Q, K, V weight receives eleven slices in a
-    training step. Instead the first slice makes a zeroed gradient of the full shape that
-    belongs to this backward pass (``_own_grad``), and every slice is added into it in
-    place. A gradient array that came from elsewhere may be shared, so it is copied first.
+    over the whole tensor; the fused Q, K, V weights of the model's two blocks receive
+    eleven slices in a training step. Instead the first slice makes a zeroed gradient of
+    the full shape that belongs to this backward pass (``_own_grad``), and every slice is
+    added into it in place. A gradient array that came from elsewhere may be shared, so it
+    is copied first.
     """
     if not tensor.requires_grad:
         return
     if tensor.grad is None or tensor.grad is not tensor._own_grad:
-        own = np.zeros_like(tensor.data) if tensor.grad is None else tensor.grad.copy()
+        own = np.zeros_like(tensor.data) if tensor.grad is None else np.array(tensor.grad)
         tensor.grad = tensor._own_grad = own
     tensor.grad[index] += grad
 
@@ -613,8 +624,9 @@ def getitem(a: Tensor, index) -> Tensor:
 
     The backward adds the gradient into the picked elements of a's gradient (zero
     elsewhere). With slices and integers that is ``accumulate_grad_at``. With integer
-    arrays the same element can be picked twice, so it must receive both gradients:
-    ``np.add.at`` adds at repeated indices, where ``grad[index] += g`` would keep only one.
+    arrays (or lists) the same element can be picked twice, so it must receive both
+    gradients: ``np.add.at`` adds at repeated indices, where ``grad[index] += g`` would keep
+    only one.
     """
     if isinstance(index, Tensor):
         raise ValueError("index a Tensor with NumPy integers, slices or integer arrays")
