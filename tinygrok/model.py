@@ -215,7 +215,7 @@ class Transformer(Module):
         examples, example_of = distinct_rows(tokens)  # shortcut 4: each example once
         if len(examples) == len(tokens):
             return self.forward_distinct(tokens)
-        return self.forward_distinct(examples)[example_of]  # a copy of a row per repeat
+        return self.forward_distinct(examples)[example_of]  # its row, copied to each draw
 
     def forward_distinct(self, tokens: np.ndarray) -> Tensor:
         """The logits of examples that are all different, with shortcuts 1 to 3."""
