@@ -168,7 +168,9 @@ def test_unwritable_output_folder(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     result = invoke("--out", str(blocker / "run"))
-    assert result.exit_code == 2 and "cannot write" in result.output
+    assert result.exit_code == 2
+    # the folder asked for, then where writing failed
+    assert f"cannot create {blocker / 'run'}: cannot write into {blocker}" in result.output
 
 
 def test_command_trains_refuses_to_overwrite_and_forces(tmp_path):

@@ -51,8 +51,10 @@ def check_writable(out: Path) -> None:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
-        raise click.BadParameter(f"cannot write into {existing} ({error.strerror})",
-                                 param_hint="--out") from None
+        problem = f"cannot write into {existing} ({error.strerror})"
+        if existing != out:  # say which folder was asked for, not only where it failed
+            problem = f"cannot create {out}: {problem}"
+        raise click.BadParameter(problem, param_hint="--out") from None
 
 
 def remove_run_files(out: Path) -> None:
