@@ -38,5 +38,5 @@ def test_launch_overhead_reports_one_and_two_threads():
                              "--work", "0", "50"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith("work")]
-    assert len(lines) == 2 and all("one thread" in l and "two threads" in l for l in lines)
+    assert len(lines) == 2 and all("one thread" in line and "two threads" in line for line in lines)
     assert "Numba's threading layer:" in result.stdout

@@ -178,9 +178,11 @@ def attention_reference(q, k, v, causal: bool = True, past=None):
 # contiguous buffers (``_gather_rows``), a straight block copy when sc == 1, which is all
 # the cost the layout adds. At T = 4 those copies were about 40% of the forward's time;
 # reading in place takes 0.78-0.81 of the kernels' time on one thread and 0.84-0.88 on
-# two (at T = 128: 0.89-0.99, one thread). With a KV cache, a pair's first Tp key rows
-# come from the past's keys and the rest from k (values likewise): the same loop,
-# choosing each row's source as it goes.
+# two (at T = 128: 0.89-0.99, one thread). The model's own calls never take this path
+# (its q, k, v are strided views of projections, and most calls have a KV cache); it
+# serves callers with plain arrays, such as examples/02 and the benchmarks. With a KV
+# cache, a pair's first Tp key rows come from the past's keys and the rest from k
+# (values likewise): the same loop, choosing each row's source as it goes.
 # Each kernel has ONE compiled signature per dtype (see ``_compiled``) for every layout,
 # with or without a cache. The outputs are C-contiguous arrays that the wrapper allocates
 # and passes in.
