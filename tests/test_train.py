@@ -4,6 +4,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -203,3 +205,42 @@ def test_command_suggests_resume_for_an_unfinished_run(tmp_path):
 def test_resume_without_a_checkpoint_is_refused(tmp_path):
     result = invoke("--out", str(tmp_path / "nothing"), "--resume")
     assert result.exit_code == 2 and "no checkpoint" in result.output
+
+
+WARM_UP_THEN_TRAIN = """
+import sys, tempfile
+from numba.core.dispatcher import Dispatcher
+from tinygrok.train import Run, TrainConfig, warm_up_kernels
+
+def compiled():
+    # every Numba kernel of every tinygrok module imported so far, with its signature count
+    return {(name, attr): len(value.signatures)
+            for name, module in list(sys.modules.items()) if name.startswith("tinygrok")
+            for attr, value in vars(module).items() if isinstance(value, Dispatcher)}
+
+warm_up_kernels()
+after_warm_up = compiled()
+run = Run(TrainConfig(task="x_plus_y", p=7, batch_size=16, d_model=8, heads=2,
+                      probe_size=3), tempfile.mkdtemp())
+for _ in range(3):
+    lr = run.train_step()
+run.log_metrics(lr, 0.0)
+run.log_attention()
+compiled_later = {k: n for k, n in compiled().items() if n != after_warm_up.get(k, 0)}
+print("kernels:", len(after_warm_up), "compiled later:", compiled_later)
+"""
+
+
+def test_warm_up_compiles_every_kernel_a_run_uses():
+    """The command compiles the kernels before its progress bar starts (issue 5), so a
+    training step, an evaluation and the attention probes must find nothing new to
+    compile. A fresh process, since this one compiled everything long ago."""
+    if os.environ.get("NUMBA_DISABLE_JIT") == "1":
+        pytest.skip("nothing is compiled with NUMBA_DISABLE_JIT=1")
+    result = subprocess.run([sys.executable, "-c", WARM_UP_THEN_TRAIN], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    counts = re.search(r"kernels: (\d+) compiled later: (.*)", result.stdout)
+    assert counts, result.stdout
+    assert int(counts.group(1)) >= 8  # the kernels were found at all
+    assert counts.group(2) == "{}"

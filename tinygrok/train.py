@@ -263,12 +263,14 @@ class Run:
 
 
 def warm_up_kernels() -> None:
-    """Compile (or load from Numba's cache) every kernel a float32 run uses, by one
-    forward and backward of a tiny model through both the full and the shortcut path."""
+    """Compile (or load from Numba's cache) every kernel a float32 run uses: one forward,
+    backward and AdamW step of a tiny model through the shortcut path, then a forward
+    through the full path (the attention probes')."""
     model = Transformer(vocab_size=5, num_classes=3, d_model=8, heads=2, layers=1)
     tokens = np.array([[2, 0, 3, 1]])
     loss, _ = model.loss(tokens, np.array([1]))
     loss.backward()
+    AdamW(model.parameters()).step()
     with no_grad():
         model(tokens, return_attention=True)
 
