@@ -287,7 +287,8 @@ def new_node(data: np.ndarray, parents: tuple, op: str) -> Tensor:
 def accumulate_grad(tensor: Tensor, grad: np.ndarray) -> None:
     """Add ``grad`` to ``tensor.grad``, after summing away any broadcast dimensions.
 
-    A first gradient becomes ``tensor.grad`` as it is (no copy; it may be shared). Later
+    A first gradient becomes ``tensor.grad`` as it is (no copy unless it is read-only, as
+    ``np.broadcast_to`` views are; it may be shared). Later
     ones are added into ``tensor.grad`` in place if this backward pass allocated it
     (``tensor._own_grad``), and otherwise make a new array, which the pass then owns.
     """
@@ -625,8 +626,10 @@ def getitem(a: Tensor, index) -> Tensor:
     The backward adds the gradient into the picked elements of a's gradient (zero
     elsewhere). With slices and integers that is ``accumulate_grad_at``. With integer
     arrays (or lists) the same element can be picked twice, so it must receive both
-    gradients: ``np.add.at`` adds at repeated indices, where ``grad[index] += g`` would keep
-    only one.
+    gradients, where ``grad[index] += g`` would keep only one. A row lookup ``a[rows]``
+    (one array of non-negative row numbers: every gather in the model) adds them with the
+    Numba loop ``kernels.scatter_add_rows``; any other integer-array index with
+    ``np.add.at``.
     """
     if isinstance(index, Tensor):
         raise ValueError("index a Tensor with NumPy integers, slices or integer arrays")

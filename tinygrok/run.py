@@ -4,9 +4,9 @@
     python -m tinygrok.run --task x_plus_y --seed 1 --steps 3000
     python -m tinygrok.run --out runs/x_div_y-s0 --resume # carry on after Ctrl-C
 
-Every option is checked before anything is written; a bad one gets a one-line error and
-exit code 2. Ctrl-C saves a checkpoint and exits with code 130; a loss that turns NaN
-stops the run with code 1.
+Every option is checked before anything is written; a bad one gets click's usage line, a
+one-line error saying what is accepted, and exit code 2. Ctrl-C saves a checkpoint and
+exits with code 130; a loss that turns NaN stops the run with code 1.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Sections of the report: ``run`` (identity), ``settings``, ``final`` (last logged
 ``phases`` (see ``phases``), ``weight_norm``, ``attention`` (per-head emergence, position
 score, entropy, consistency, and head clusters at the end of each phase), ``fourier``
 (modular tasks only), and ``claims`` (see ``claims``). A section that cannot be computed is
-``{"skipped": reason}``.
+``{"skipped": reason}``; a claim that cannot be judged is ``{"holds": None, "reason": ...}``.
 """
 
 import math
