@@ -77,7 +77,9 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path):
     assert read_bytes(tmp_path / "a" / "metrics.csv") != read_bytes(tmp_path / "c" / "metrics.csv")
 
 
-def test_ctrl_c_then_resume_is_bit_identical(tmp_path, monkeypatch):
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM],
+                         ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_then_resume_is_bit_identical(tmp_path, monkeypatch, signal_number):
     from tinygrok.adamw import AdamW
 
     train(tiny(), tmp_path / "straight")
@@ -86,16 +88,72 @@ def test_ctrl_c_then_resume_is_bit_identical(tmp_path, monkeypatch):
     def step_then_ctrl_c(self):
         real_step(self)
         if self.step_count == 23:  # in the middle of a log window, mid-update
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal_number)
 
     monkeypatch.setattr(AdamW, "step", step_then_ctrl_c)
     with pytest.raises(Interrupted) as stop:
         train(tiny(), tmp_path / "stopped")
     monkeypatch.setattr(AdamW, "step", real_step)
     assert stop.value.step == 23  # the step running when Ctrl-C came was finished first
+    assert stop.value.signal_number == signal_number
     assert run_state(tmp_path / "stopped") == "resumable"
     train(tiny(), tmp_path / "stopped", resume=True)
     assert_same_run(tmp_path / "straight", tmp_path / "stopped")
+
+
+def test_ctrl_c_during_the_set_up_still_saves_a_checkpoint(tmp_path, monkeypatch):
+    from tinygrok.train import Run
+
+    train(tiny(), tmp_path / "straight")
+    real_log_attention = Run.log_attention
+
+    def ctrl_c_then_log(self):  # first called before the first checkpoint is written
+        if self.step == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+        real_log_attention(self)
+
+    monkeypatch.setattr(Run, "log_attention", ctrl_c_then_log)
+    with pytest.raises(Interrupted) as stop:
+        train(tiny(), tmp_path / "stopped")
+    monkeypatch.setattr(Run, "log_attention", real_log_attention)
+    assert stop.value.step == 0 and run_state(tmp_path / "stopped") == "resumable"
+    train(tiny(), tmp_path / "stopped", resume=True)
+    assert_same_run(tmp_path / "straight", tmp_path / "stopped")
+
+
+def crashed_run(out, steps=40):
+    """A run that crashed at step 35, after its checkpoint at step 30."""
+    def crash(run, row):
+        if row["step"] == 35:
+            raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError):
+        train(tiny(steps=steps), out, on_log=crash)
+    return out
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda out: (out / "metrics.csv").write_text(
+        "\n".join((out / "metrics.csv").read_text().splitlines()[:3]) + "\n"),
+     "metrics.csv holds 2 of the 6 logged steps up to the checkpoint's step 30"),
+    (lambda out: (out / "metrics.csv").write_text(""), "metrics.csv holds 0 of the 6"),
+    (lambda out: (out / "metrics.csv").write_text("step,lr\n5,0.1,7\n"), "metrics.csv cannot be read"),
+    (lambda out: (out / "checkpoint.npz").write_bytes(b""), "checkpoint.npz cannot be read"),
+    (lambda out: (out / "checkpoint.npz").write_bytes(b"garbage" * 100), "checkpoint.npz cannot be read"),
+    (lambda out: (out / "attention.npz").unlink(), "attention.npz cannot be read"),
+    (lambda out: (out / "config.json").write_text("{"), "config.json cannot be read"),
+], ids=["metrics-cut", "metrics-empty", "metrics-garbled", "checkpoint-empty",
+        "checkpoint-garbage", "attention-missing", "config-broken"])
+def test_a_damaged_run_is_refused_not_resumed(tmp_path, damage, message):
+    from tinygrok.train import DamagedRun
+
+    out = crashed_run(tmp_path / "run")
+    damage(out)
+    with pytest.raises(DamagedRun, match=re.escape(message)):
+        train(tiny(), out, resume=True)
+    result = invoke("--out", str(out), "--resume")
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output and run_state(out) == "resumable"
 
 
 def test_crash_resumes_from_the_last_periodic_checkpoint(tmp_path):
@@ -156,11 +214,20 @@ def invoke(*args):
     (["--steps", "-5"], "steps"),
     (["--heads", "3"], "heads"),
     (["--lr", "0"], "lr"),
+    (["--lr", "nan"], "not a finite number"),
+    (["--lr", "inf"], "not a finite number"),
+    (["--weight-decay", "nan"], "not a finite number"),
+    (["--train-frac", "nan"], "not a finite number"),
+    (["--train-frac", "0.0001"], "leaves no training pairs"),
+    (["--p", "100003"], "memory, most of it for the task's table of pairs"),
+    (["--batch-size", "100000000"], "memory, most of it for the activations"),
+    (["--d-model", "200000", "--heads", "1"], "memory, most of it for the model"),
+    (["--task", "permutation", "--p", "5"], "--p applies to the modular tasks only"),
 ])
 def test_bad_options_exit_2_and_write_nothing(tmp_path, args, message):
     out = tmp_path / "run"
-    result = invoke(*args, "--out", str(out))
-    assert result.exit_code == 2
+    result = invoke("--steps", "2", *args, "--out", str(out))  # short, should one get through
+    assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
     assert not out.exists()
@@ -205,6 +272,72 @@ def test_command_suggests_resume_for_an_unfinished_run(tmp_path):
 def test_resume_without_a_checkpoint_is_refused(tmp_path):
     result = invoke("--out", str(tmp_path / "nothing"), "--resume")
     assert result.exit_code == 2 and "no checkpoint" in result.output
+
+
+def test_force_checks_everything_before_deleting_a_run(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    assert invoke(*TINY_CLI, "--out", str(out)).exit_code == 0
+    metrics = read_bytes(out / "metrics.csv")
+    for bad in (["--lr", "nan"], ["--threads", "100000"], ["--train-frac", "0.001"]):
+        result = invoke(*TINY_CLI, "--out", str(out), "--force", *bad)
+        assert result.exit_code == 2, result.output
+    monkeypatch.setattr("tinygrok.run.warm_up_kernels", lambda: os.kill(os.getpid(), signal.SIGINT))
+    interrupted = invoke(*TINY_CLI, "--out", str(out), "--force")
+    assert interrupted.exit_code == 130 and "nothing was written" in interrupted.output
+    assert run_state(out) == "complete" and read_bytes(out / "metrics.csv") == metrics
+
+
+def test_ctrl_c_before_training_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr("tinygrok.run.warm_up_kernels", lambda: os.kill(os.getpid(), signal.SIGINT))
+    result = invoke(*TINY_CLI, "--out", str(tmp_path / "run"))
+    assert result.exit_code == 130 and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_that_is_not_a_run_is_never_written_into(tmp_path):
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    for extra in ([], ["--force"], ["--resume"]):
+        result = invoke(*TINY_CLI, "--out", str(out), *extra)
+        assert result.exit_code == 2 and "holds no tinygrok run" in result.output, result.output
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    empty = invoke(*TINY_CLI, "--out", "")
+    assert empty.exit_code == 2 and "--out" in empty.output
+
+
+def test_a_run_stopped_before_its_first_checkpoint_says_to_start_again(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # what is left when killed that early
+    for extra in ([], ["--resume"]):
+        result = invoke(*TINY_CLI, "--out", str(out), *extra)
+        assert result.exit_code == 2 and "start it again with --force" in result.output
+    assert invoke(*TINY_CLI, "--out", str(out), "--force").exit_code == 0
+    assert run_state(out) == "complete"
+
+
+def test_resume_keeps_the_runs_thread_count(tmp_path):
+    """Another thread count would change the numbers, so resume takes the saved one and
+    refuses a different one."""
+    from tinygrok.threads import available_threads, current_threads, set_threads
+
+    before = current_threads()
+    out = tmp_path / "run"
+    try:
+        set_threads(1)
+        with pytest.raises(RuntimeError):
+            train(tiny(steps=20), out, on_log=lambda run, row: (_ for _ in ()).throw(RuntimeError()))
+        set_threads(before)
+        if available_threads() > 1:
+            with pytest.raises(ValueError, match="threads"):
+                train(tiny(steps=20), out, resume=True)
+            other = invoke("--out", str(out), "--resume", "--threads", "2")
+            assert other.exit_code == 2 and "--threads 2 differs" in other.output
+        resumed = invoke("--out", str(out), "--resume")
+        assert resumed.exit_code == 0 and ", 1 threads ->" in resumed.output, resumed.output
+    finally:
+        set_threads(before)
 
 
 WARM_UP_THEN_TRAIN = """

@@ -6,12 +6,14 @@
 
 Every option is checked before anything is written; a bad one gets click's usage line, a
 one-line error saying what is accepted, and exit code 2. Ctrl-C saves a checkpoint and
-exits with code 130; a loss that turns NaN stops the run with code 1.
+exits with code 130 (SIGTERM: 143); a loss that turns NaN stops the run with code 1.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import shutil
 import sys
 import tempfile
@@ -22,8 +24,8 @@ import click
 
 from tinygrok import threads as thread_control
 from tinygrok.tasks import TASK_NAMES, is_prime
-from tinygrok.train import (CHECKPOINT, SUMMARY, Interrupted, NonFiniteLoss, TrainConfig,
-                            run_state, train, warm_up_kernels)
+from tinygrok.train import (CHECKPOINT, SUMMARY, DamagedRun, Interrupted, NonFiniteLoss, Run,
+                            TrainConfig, run_state, train, warm_up_kernels)
 
 # The settings the command line exposes, with the paper's values (TrainConfig's) as defaults.
 DEFAULTS = {name: getattr(TrainConfig(), name) for name in (
@@ -38,6 +40,32 @@ def set_threads(threads: int | None) -> int:
         return thread_control.set_threads(threads)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--threads") from None
+
+
+def finite(ctx, param, value):
+    """A float option must be a number: NaN and infinity pass click's range checks."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
+
+
+def check_settings(config: TrainConfig) -> None:
+    """Refuse settings that cannot run or cannot fit in this machine's memory, before the
+    task's table is built (with --p 100000 that alone would need 1 TB)."""
+    needs = config.memory_estimate()
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not every system says
+        memory = None
+    if memory and sum(needs.values()) > memory:
+        biggest = max(needs, key=needs.get)
+        raise click.UsageError(f"these settings need about {sum(needs.values()) / 1e9:,.0f} GB "
+                               f"of memory, most of it for {biggest}; this machine has "
+                               f"{memory / 1e9:.0f} GB")
+    try:
+        config.validate()
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
 
 
 def check_writable(out: Path) -> None:
@@ -65,22 +93,29 @@ def remove_run_files(out: Path) -> None:
     shutil.rmtree(out / "figures", ignore_errors=True)
 
 
-def resolve_resume(ctx: click.Context, out: Path, options: dict) -> dict:
-    """With --resume, every setting comes from the run's config.json; options given on
-    the command line must agree with it."""
+def resolve_resume(ctx: click.Context, out: Path, options: dict) -> tuple[dict, int]:
+    """With --resume, every setting and the thread count come from the run's config.json;
+    options given on the command line must agree with it. (Another thread count would
+    change the numbers: the resumed run would no longer match an uninterrupted one.)"""
     state = run_state(out)
     if state == "complete":
         raise click.UsageError(f"{out} is already complete (summary.json exists); nothing to resume")
+    if state == "started":
+        raise click.UsageError(f"{out} has no checkpoint to resume from (the run stopped before "
+                               f"its first one); start it again with --force")
     if state != "resumable":
-        raise click.UsageError(f"{out} has no checkpoint to resume from; start it without --resume")
-    saved = json.loads((out / "config.json").read_text())
-    for name, value in options.items():
+        raise click.UsageError(f"{out} has no checkpoint to resume from: there is no run there")
+    try:
+        saved = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError) as error:
+        raise click.UsageError(f"cannot resume {out}: config.json cannot be read ({error})") from None
+    for name, value in {**options, "threads": ctx.params["threads"]}.items():
         given = ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
         if given and name in saved and saved[name] != value:
             raise click.UsageError(f"--{name.replace('_', '-')} {value} differs from the run "
                                    f"being resumed ({saved[name]}); leave it out to resume")
     fields = TrainConfig.__dataclass_fields__
-    return {name: saved[name] for name in fields if name in saved}
+    return {name: saved[name] for name in fields if name in saved}, saved.get("threads")
 
 
 class Progress:
@@ -124,13 +159,13 @@ class Progress:
 @click.option("--steps", type=POSITIVE, default=DEFAULTS["steps"], help="Optimisation steps.")
 @click.option("--batch-size", type=POSITIVE, default=DEFAULTS["batch_size"],
               help="Train pairs per step, drawn with replacement.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS["lr"],
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS["lr"], callback=finite,
               help="Peak learning rate of AdamW.")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=DEFAULTS["weight_decay"],
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=DEFAULTS["weight_decay"], callback=finite,
               help="AdamW's decoupled weight decay, on every parameter.")
 @click.option("--warmup", type=click.IntRange(min=0), default=DEFAULTS["warmup"],
               help="Steps of linear learning-rate warm-up.")
-@click.option("--train-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--train-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), callback=finite,
               default=DEFAULTS["train_frac"], help="Share of all pairs used for training.")
 @click.option("--p", "p", type=click.IntRange(min=2), default=DEFAULTS["p"],
               help="Modulus of the arithmetic tasks (prime for x_div_y).")
@@ -141,7 +176,7 @@ class Progress:
               help="Steps between metrics rows (whole validation split) and attention logs.")
 @click.option("--probe-size", type=POSITIVE, default=DEFAULTS["probe_size"],
               help="Examples from each split whose attention is logged.")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
+@click.option("--out", type=click.Path(), default=None,
               help="Run directory.  [default: runs/<task>-s<seed>]")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--force", is_flag=True, help="Overwrite a complete or started run in --out.")
@@ -150,11 +185,17 @@ class Progress:
 @click.pass_context
 def main(ctx, out, resume, force, threads, **options):
     """Train the paper's transformer on one task until it groks (or the steps run out)."""
-    out = out or Path("runs") / f"{options['task']}-s{options['seed']}"
+    if out == "":
+        raise click.BadParameter("must name a folder, not be empty", param_hint="--out")
+    out = Path(out) if out else Path("runs") / f"{options['task']}-s{options['seed']}"
     if options["task"] == "x_div_y" and not is_prime(options["p"]):
         raise click.BadParameter(f"x_div_y needs a prime modulus (got {options['p']}): "
                                  f"division mod p is only defined for every y != 0 when p is prime",
                                  param_hint="--p")
+    if options["task"] == "permutation" and \
+            ctx.get_parameter_source("p") != click.core.ParameterSource.DEFAULT:
+        raise click.BadParameter("permutation composes the elements of S5 and has no modulus; "
+                                 "--p applies to the modular tasks only", param_hint="--p")
     if options["d_model"] % options["heads"]:
         raise click.BadParameter(f"{options['heads']} heads do not divide d-model "
                                  f"{options['d_model']}", param_hint="--heads")
@@ -162,25 +203,40 @@ def main(ctx, out, resume, force, threads, **options):
         raise click.UsageError("--resume and --force contradict each other; choose one")
     check_writable(out)
 
+    state = run_state(out)
+    if state == "foreign":
+        raise click.UsageError(f"{out} is not empty and holds no tinygrok run; choose another "
+                               f"--out (--force only overwrites runs)")
     if resume:
-        options = resolve_resume(ctx, out, options)
-    else:
-        state = run_state(out)
-        if state == "complete" and not force:
-            raise click.UsageError(f"{out} already holds a complete run; use --force to "
-                                   f"overwrite it or --out for another folder")
-        if state in ("resumable", "started") and not force:
-            raise click.UsageError(f"{out} holds an unfinished run; continue it with --resume "
-                                   f"or overwrite it with --force")
-        if force and out.exists():
-            remove_run_files(out)
+        options, threads = resolve_resume(ctx, out, options)
+    elif state == "complete" and not force:
+        raise click.UsageError(f"{out} already holds a complete run; use --force to "
+                               f"overwrite it or --out for another folder")
+    elif state == "resumable" and not force:
+        raise click.UsageError(f"{out} holds an unfinished run; continue it with --resume "
+                               f"or overwrite it with --force")
+    elif state == "started" and not force:
+        raise click.UsageError(f"{out} holds a run that stopped before its first checkpoint; "
+                               f"start it again with --force")
     config = TrainConfig(**options)
+    check_settings(config)
     used_threads = set_threads(threads)
+    if resume:
+        try:  # read every file now: a damaged run is refused before anything starts
+            Run(config, out).load_checkpoint()
+        except DamagedRun as damage:
+            raise click.UsageError(str(damage)) from None
 
     click.echo(f"tinygrok: {config.task} (p={config.p}), seed {config.seed}, {config.steps} "
                f"steps, {used_threads} threads -> {out}")
     click.echo("preparing the Numba kernels (compiled once, then loaded from cache)...")
-    warm_up_kernels()
+    try:
+        warm_up_kernels()
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted before training started; nothing was written", err=True)
+        sys.exit(130)
+    if force and out.exists():  # only now that everything has been checked
+        remove_run_files(out)
     progress = Progress(config.steps)
     try:
         summary = train(config, out, resume=resume, on_log=progress)
@@ -188,7 +244,7 @@ def main(ctx, out, resume, force, threads, **options):
         progress.close()
         click.echo(f"\ninterrupted at step {stop.step}; checkpoint saved. Continue with:\n"
                    f"  python -m tinygrok.run --out {out} --resume", err=True)
-        sys.exit(130)
+        sys.exit(128 + stop.signal_number)  # the shell's convention: 130 for Ctrl-C
     except NonFiniteLoss as failure:
         progress.close()
         click.echo(f"\nerror: {failure}", err=True)

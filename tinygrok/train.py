@@ -18,12 +18,14 @@ A loss that is not finite stops the run at once; the last good checkpoint is kep
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import signal
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +80,28 @@ class TrainConfig:
             raise ValueError(f"warmup must be >= 0 steps, got {self.warmup}")
         if self.d_model % self.heads:
             raise ValueError(f"heads ({self.heads}) must divide d_model ({self.d_model})")
-        make_task(self.task, self.p)  # unknown task, bad p, non-prime p for division
+        task = make_task(self.task, self.p)  # unknown task, bad p, non-prime p for division
+        if math.floor(self.train_frac * task.num_examples) == 0:  # as tasks.split rounds
+            raise ValueError(f"train_frac {self.train_frac} leaves no training pairs: "
+                             f"{self.task} has {task.num_examples} pairs in all")
+
+    def memory_estimate(self) -> dict[str, int]:
+        """Rough bytes for the biggest things a run holds, so that settings that cannot
+        fit are refused before anything is built or written. Generous on purpose: the
+        default run estimates about 0.76 GB and measures a 0.33 GB peak."""
+        pairs = 120 ** 2 if self.task == "permutation" else self.p ** 2
+        vocab = 122 if self.task == "permutation" else self.p + 2
+        d, layers = self.d_model, self.layers
+        parameters = (2 * vocab + 5) * d + layers * (12 * d * d + 13 * d)
+        rows = max(self.batch_size, min(self.eval_batch_size, pairs))  # examples at once
+        log_steps = self.steps // self.log_every + 2
+        return {
+            "the task's table of pairs": pairs * 100,  # int64 columns, and their copies
+            "the model and AdamW": parameters * 4 * 4,  # weights, gradients, two moments
+            "the activations of one batch": rows * 5 * d * 4 * 16 * layers,  # ~16 per block
+            "the attention log": 2 * log_steps * layers * self.heads
+                                 * min(2 * self.probe_size, pairs) * 25 * 2,  # float16, copied
+        }
 
 
 class NonFiniteLoss(RuntimeError):
@@ -91,11 +114,25 @@ class NonFiniteLoss(RuntimeError):
 
 
 class Interrupted(RuntimeError):
-    """Ctrl-C: the run saved a checkpoint at ``step`` and stopped."""
+    """Ctrl-C (SIGINT) or SIGTERM: the run saved a checkpoint at ``step`` and stopped.
+    ``signal_number`` says which signal it was."""
 
-    def __init__(self, step: int):
-        super().__init__(f"interrupted at step {step}; checkpoint saved, continue with --resume")
-        self.step = step
+    def __init__(self, step: int, signal_number: int = signal.SIGINT):
+        name = signal.Signals(signal_number).name
+        super().__init__(f"interrupted ({name}) at step {step}; checkpoint saved, continue "
+                         f"with --resume")
+        self.step, self.signal_number = step, signal_number
+
+
+class DamagedRun(ValueError):
+    """A run cannot be resumed exactly: a file is missing or unreadable, or its logs do
+    not reach the checkpoint's step."""
+
+
+def log_steps(last: int, every: int, total: int) -> list[int]:
+    """The steps 1..last at which something logged every ``every`` steps was logged (the
+    final step ``total`` is always logged)."""
+    return [s for s in range(1, last + 1) if s % every == 0 or s == total]
 
 
 def step_val_acc_99(steps, val_acc, budget: int) -> int:
@@ -226,26 +263,60 @@ class Run:
         runfiles.write_npz(self.out / CHECKPOINT, **arrays)
 
     def load_checkpoint(self) -> None:
-        saved = runfiles.read_npz(self.out / CHECKPOINT)
-        self.model.load_state_dict({k[len("param/"):]: v for k, v in saved.items()
-                                    if k.startswith("param/")})
-        self.optimizer.load_state_dict({k[len("adamw/"):]: v for k, v in saved.items()
-                                        if k.startswith("adamw/")})
-        self.step = int(saved["step"])
-        self.elapsed_before = float(saved["seconds"])
-        self.window = json.loads(str(saved["window"]))
-        self.batch_rng.bit_generator.state = json.loads(str(saved["batch_rng"]))
+        """Everything the checkpoint saved, and the logs up to its step. Raises DamagedRun
+        if a file cannot be read or a log does not reach the checkpoint's step (a resumed
+        run would then silently lack rows)."""
+        c = self.config
+        with self._reading(CHECKPOINT):
+            saved = runfiles.read_npz(self.out / CHECKPOINT)
+            self.model.load_state_dict({k[len("param/"):]: v for k, v in saved.items()
+                                        if k.startswith("param/")})
+            self.optimizer.load_state_dict({k[len("adamw/"):]: v for k, v in saved.items()
+                                            if k.startswith("adamw/")})
+            self.step = int(saved["step"])
+            self.elapsed_before = float(saved["seconds"])
+            self.window = json.loads(str(saved["window"]))
+            self.batch_rng.bit_generator.state = json.loads(str(saved["batch_rng"]))
         # Keep what was logged up to the checkpoint, drop anything logged after it.
-        self.metrics = [r for r in runfiles.read_csv(self.out / "metrics.csv") if r["step"] <= self.step]
-        self.timing = [r for r in runfiles.read_csv(self.out / "timing.csv") if r["step"] <= self.step]
-        attention = runfiles.read_npz(self.out / "attention.npz")
-        keep = attention["steps"] <= self.step
-        self.attention_steps = list(attention["steps"][keep])
-        self.patterns = list(attention["patterns"][keep])
-        embeddings = runfiles.read_npz(self.out / "embeddings.npz")
-        keep = embeddings["steps"] <= self.step
-        self.embedding_steps = list(embeddings["steps"][keep])
-        self.embeddings = list(embeddings["token_embeddings"][keep])
+        with self._reading("metrics.csv"):
+            self.metrics = [r for r in runfiles.read_csv(self.out / "metrics.csv")
+                            if r["step"] <= self.step]
+        with self._reading("timing.csv"):
+            self.timing = [r for r in runfiles.read_csv(self.out / "timing.csv")
+                           if r["step"] <= self.step]
+        with self._reading("attention.npz"):
+            attention = runfiles.read_npz(self.out / "attention.npz")
+            keep = attention["steps"] <= self.step
+            self.attention_steps = list(attention["steps"][keep])
+            self.patterns = list(attention["patterns"][keep])
+        with self._reading("embeddings.npz"):
+            embeddings = runfiles.read_npz(self.out / "embeddings.npz")
+            keep = embeddings["steps"] <= self.step
+            self.embedding_steps = list(embeddings["steps"][keep])
+            self.embeddings = list(embeddings["token_embeddings"][keep])
+        logged = log_steps(self.step, c.log_every, c.steps)
+        for name, steps, expected in (
+                ("metrics.csv", [r["step"] for r in self.metrics], logged),
+                ("timing.csv", [r["step"] for r in self.timing], logged),
+                ("attention.npz", self.attention_steps, [0] + logged),
+                ("embeddings.npz", self.embedding_steps,
+                 [0] + log_steps(self.step, c.embed_every, c.steps))):
+            if [int(s) for s in steps] != expected:
+                raise DamagedRun(f"cannot resume {self.out}: {name} holds {len(steps)} of the "
+                                 f"{len(expected)} logged steps up to the checkpoint's step "
+                                 f"{self.step}; start the run again with --force")
+
+    @contextlib.contextmanager
+    def _reading(self, name: str):
+        """Turn any failure to read or parse file ``name`` into one DamagedRun line."""
+        try:
+            yield
+        except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as error:
+            if isinstance(error, DamagedRun):
+                raise
+            raise DamagedRun(f"cannot resume {self.out}: {name} cannot be read "
+                             f"({type(error).__name__}: {error}); start the run again with "
+                             f"--force") from None
 
     def summary(self, seconds: float) -> dict:
         from tinygrok.analysis.phases import find_phases
@@ -275,33 +346,65 @@ def warm_up_kernels() -> None:
         model(tokens, return_attention=True)
 
 
+RUN_FILES = ("config.json", "metrics.csv", "timing.csv", "attention.npz", "embeddings.npz",
+             CHECKPOINT, SUMMARY)
+
+
 def run_state(out_dir: Path) -> str:
-    """'missing', 'complete' (summary.json exists), 'resumable' (a checkpoint) or 'started'."""
+    """What ``out_dir`` holds: 'missing' (nothing), 'complete' (summary.json exists),
+    'resumable' (a checkpoint), 'started' (a run that stopped before its first checkpoint)
+    or 'foreign' (files, but none of a run's)."""
     out = Path(out_dir)
     if (out / SUMMARY).exists():
         return "complete"
     if (out / CHECKPOINT).exists():
         return "resumable"
-    if out.exists() and any(out.iterdir()):
+    if not out.is_dir() or not any(out.iterdir()):
+        return "missing"
+    if any((out / name).exists() for name in RUN_FILES):
         return "started"
-    return "missing"
+    return "foreign"
 
 
 def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> dict:
     """Run (or resume) the experiment in ``out_dir`` and return the summary.
 
     ``on_log(run, row)`` is called after every metrics row (for progress display).
-    Raises ``Interrupted`` after saving a checkpoint on Ctrl-C, ``NonFiniteLoss`` when the
-    loss blows up.
+    Raises ``Interrupted`` after saving a checkpoint on Ctrl-C or SIGTERM, ``NonFiniteLoss``
+    when the loss blows up, ``DamagedRun`` when a run to resume cannot be resumed exactly.
     """
+    # Ctrl-C and SIGTERM only raise a flag; the loop checks it between steps, so the
+    # checkpoint never catches a half-applied update. The handlers go in first, so that a
+    # signal during the set-up below still ends in a checkpoint. (Signals can only be
+    # caught in the main thread.)
+    interrupted = []
+    catch_signals = threading.current_thread() is threading.main_thread()
+    if catch_signals:
+        previous_handlers = {number: signal.signal(number, lambda n, _: interrupted.append(n))
+                             for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _train(config, out_dir, resume, on_log, interrupted)
+    finally:
+        if catch_signals:
+            for number, handler in previous_handlers.items():
+                signal.signal(number, handler)
+
+
+def _train(config: TrainConfig, out_dir, resume: bool, on_log, interrupted: list) -> dict:
+    """train()'s work; ``interrupted`` fills with signal numbers when a signal arrives."""
     run = Run(config, out_dir)
     run.out.mkdir(parents=True, exist_ok=True)
     c = config
     if resume:
-        saved_config = json.loads((run.out / "config.json").read_text())
+        with run._reading("config.json"):
+            saved_config = json.loads((run.out / "config.json").read_text())
         if {k: saved_config.get(k) for k in dataclasses.asdict(c)} != dataclasses.asdict(c):
             raise ValueError(f"{run.out} was started with different settings; resume it with "
                              f"the same options (see its config.json)")
+        if saved_config.get("threads") != current_threads():
+            raise ValueError(f"{run.out} was run with {saved_config.get('threads')} threads, "
+                             f"and {current_threads()} are set now: the results would differ "
+                             f"from an uninterrupted run (see tinygrok.threads.set_threads)")
         run.load_checkpoint()
     else:
         (run.out / SUMMARY).unlink(missing_ok=True)  # a fresh run must never look complete
@@ -310,35 +413,25 @@ def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> di
         run.log_embeddings()
         run.save_checkpoint(0.0)
 
-    # Ctrl-C only raises a flag; the loop checks it between steps, so the checkpoint never
-    # catches a half-applied update. (Signals can only be caught in the main thread.)
-    interrupted = []
-    catch_ctrl_c = threading.current_thread() is threading.main_thread()
-    if catch_ctrl_c:
-        previous_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
     started = time.perf_counter() - run.elapsed_before
-    try:
-        # The kernels run on one thread in the loop and BLAS on all of its own: between
-        # products BLAS's threads keep the other cores busy (tinygrok/threads.py).
-        with kernels_on_one_thread():
-            while run.step < c.steps:
-                if interrupted:
-                    run.save_checkpoint(time.perf_counter() - started)
-                    raise Interrupted(run.step)
-                lr = run.train_step()
-                now = time.perf_counter() - started
-                if run.step % c.log_every == 0 or run.step == c.steps:
-                    row = run.log_metrics(lr, now)
-                    run.log_attention()
-                    if on_log is not None:
-                        on_log(run, row)
-                if run.step % c.embed_every == 0 or run.step == c.steps:
-                    run.log_embeddings()
-                if run.step % c.checkpoint_every == 0 and run.step < c.steps:
-                    run.save_checkpoint(now)
-    finally:
-        if catch_ctrl_c:
-            signal.signal(signal.SIGINT, previous_handler)
+    # The kernels run on one thread in the loop and BLAS on all of its own: between
+    # products BLAS's threads keep the other cores busy (tinygrok/threads.py).
+    with kernels_on_one_thread():
+        while run.step < c.steps:
+            if interrupted:
+                run.save_checkpoint(time.perf_counter() - started)
+                raise Interrupted(run.step, interrupted[0])
+            lr = run.train_step()
+            now = time.perf_counter() - started
+            if run.step % c.log_every == 0 or run.step == c.steps:
+                row = run.log_metrics(lr, now)
+                run.log_attention()
+                if on_log is not None:
+                    on_log(run, row)
+            if run.step % c.embed_every == 0 or run.step == c.steps:
+                run.log_embeddings()
+            if run.step % c.checkpoint_every == 0 and run.step < c.steps:
+                run.save_checkpoint(now)
     seconds = time.perf_counter() - started
     run.save_checkpoint(seconds)
     summary = run.summary(seconds)
