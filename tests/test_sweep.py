@@ -82,6 +82,9 @@ def test_a_run_without_checkpoint_is_restarted_with_force(tmp_path):
     (["--wieght-decay", "1.0"], "No such option"),
     (["--tasks", "x_div_y", "--p", "6"], "prime"),
     (["--seed", "3"], "--seed is set by the sweep"),
+    (["--seeds", "0-10000", "--dry-run"], "more than 10,000 seeds"),
+    (["--out", "/proc/never"], "--out: cannot create /proc/never"),
+    (["--out", __file__], "--out: " + __file__ + " exists and is not a folder"),
 ])
 def test_bad_usage_is_one_line_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "never"

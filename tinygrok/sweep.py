@@ -141,6 +141,9 @@ def parse_tasks(text: str) -> list[str]:
     return tasks
 
 
+MAX_SEEDS = 10_000  # more runs than any sweep on one machine could finish
+
+
 def parse_seeds(text: str) -> list[int]:
     """"0,1,2" or "0-2" (or a mix, "0-2,7") -> [0, 1, 2]; seeds are integers >= 0."""
     seeds = []
@@ -154,6 +157,9 @@ def parse_seeds(text: str) -> list[int]:
                                   f"like 0,1,2 or 0-4)") from None
         if high < low:
             raise SweepUsageError(f"--seeds: the range {part!r} is empty")
+        if len(seeds) + high - low + 1 > MAX_SEEDS:  # before a huge range fills memory
+            raise SweepUsageError(f"--seeds: {text!r} gives more than {MAX_SEEDS:,} seeds; "
+                                  f"a sweep takes at most that many")
         seeds.extend(range(low, high + 1))
     return unique(seeds)
 
@@ -647,6 +653,11 @@ def main(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_run):
     tasks, seeds = parse_tasks(tasks), parse_seeds(seeds)
     for task in tasks:  # every option is checked before anything is written
         run_settings(task, seeds[0], extra)
+    from tinygrok.run import check_writable
+    try:  # a file, or a folder that cannot be created or written
+        check_writable(out)
+    except click.BadParameter as error:
+        raise SweepUsageError(f"--out: {error.message}") from None
     cores = cores or machine_cores()
     parallel, threads = share_cores(jobs or cores, cores)
     if scheduler is None and jobs and jobs > parallel:
