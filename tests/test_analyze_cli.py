@@ -89,3 +89,33 @@ def test_options_change_the_threshold_and_skip_figures(tmp_path):
 def test_a_threshold_outside_zero_one_is_rejected(tmp_path):
     result = invoke(write_synthetic_run(tmp_path), "--threshold", "1.5")
     assert result.exit_code == 2 and "--threshold" in result.output
+
+
+def test_a_nan_threshold_is_rejected(tmp_path):
+    result = invoke(write_synthetic_run(tmp_path), "--threshold", "nan")
+    assert result.exit_code == 2 and "nan is not a number" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_more_clusters_than_heads_is_a_one_line_error(tmp_path):
+    directory = write_synthetic_run(tmp_path)
+    heads = json.loads((directory / "config.json").read_text())
+    heads = heads["layers"] * heads["heads"]
+    assert_one_line_usage_error(invoke(directory, "--clusters", heads + 1),
+                                f"this run has {heads} heads")
+
+
+def test_a_file_is_not_a_run_directory(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    assert_one_line_usage_error(invoke(tmp_path / "afile"), "a file, not a run directory")
+
+
+def test_a_damaged_attention_file_is_a_one_line_error(tmp_path):
+    directory = write_synthetic_run(tmp_path)
+    (directory / "attention.npz").write_bytes(b"PK\x03\x04 cut short")
+    assert_one_line_usage_error(invoke(directory), "attention.npz: cannot be read")
+
+
+def test_dash_h_shows_the_help():
+    result = invoke("-h")
+    assert result.exit_code == 0 and "--clusters" in result.output

@@ -34,11 +34,18 @@ class RunDirectoryUsageError(click.ClickException):
     exit_code = 2
 
 
-@click.command()
+def finite(ctx, param, value):
+    """NaN passes click's range check (every comparison with it is False)."""
+    if value != value:
+        raise click.BadParameter("nan is not a number")
+    return value
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--no-figures", is_flag=True, help="Write analysis.json only, no PNGs.")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True),
-              default=EMERGENCE_SIMILARITY, show_default=True,
+              default=EMERGENCE_SIMILARITY, show_default=True, callback=finite,
               help="Cosine similarity to its final pattern above which a head has emerged.")
 @click.option("--clusters", type=click.IntRange(min=1), default=None,
               help="Number of head clusters (default: chosen by silhouette).")
@@ -52,6 +59,10 @@ def main(run_dir, no_figures, threshold, clusters):
         raise RunDirectoryUsageError(
             f"{run_dir}: incomplete run (no summary.json); let it finish or resume it first"
         )
+    heads = run.patterns.shape[1] * run.patterns.shape[2] if run.has_attention else None
+    if clusters is not None and heads is not None and clusters > heads:
+        raise RunDirectoryUsageError(f"--clusters {clusters}: this run has {heads} heads to "
+                                     f"cluster; give at most {heads}")
     analysis = analyze_run(run, Settings(emergence_similarity=threshold, clusters=clusters))
     json_path = write_json(run.path / "analysis.json", analysis.report)
     figures = []

@@ -60,6 +60,7 @@ attributes are None and the analyses that need them are skipped.
 
 import csv
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -142,7 +143,8 @@ def load_run(path):
     """Read the run directory at ``path`` (see the module docstring for the format)."""
     path = Path(path)
     if not path.is_dir():
-        raise RunDirectoryError(f"{path}: no such run directory")
+        what = "a file, not a run directory" if path.exists() else "no such run directory"
+        raise RunDirectoryError(f"{path}: {what}")
     config = _read_json(path / "config.json", required=True)
     metrics = read_metrics(path / "metrics.csv")
     if "seconds" not in metrics:
@@ -203,11 +205,17 @@ def _read_npz(npz_path, names):
     """The named arrays of an .npz file, or None if the file does not exist."""
     if not npz_path.is_file():
         return None
-    with np.load(npz_path, allow_pickle=False) as archive:
-        missing = [n for n in names if n not in archive.files]
-        if missing:
-            raise RunDirectoryError(f"{npz_path}: missing array(s) {', '.join(missing)}")
-        return {n: archive[n] for n in names}
+    try:
+        with np.load(npz_path, allow_pickle=False) as archive:
+            missing = [n for n in names if n not in archive.files]
+            if missing:
+                raise RunDirectoryError(f"{npz_path}: missing array(s) {', '.join(missing)}")
+            return {n: archive[n] for n in names}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
+        if isinstance(error, RunDirectoryError):
+            raise
+        raise RunDirectoryError(f"{npz_path}: cannot be read ({type(error).__name__}: "
+                                f"{error})") from None
 
 
 def _read_attention(run, npz_path):
