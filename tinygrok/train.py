@@ -8,10 +8,11 @@ stored too. See ``tinygrok.runfiles`` for the run directory.
 
 Nothing is lost on interruption. A checkpoint (parameters, AdamW moments, the batch
 sampler's RNG state, the half-finished log window) is written every ``checkpoint_every``
-steps and when Ctrl-C is pressed; the metrics, attention and embedding files are rewritten
+steps and on Ctrl-C or SIGTERM; the metrics, attention and embedding files are rewritten
 just before it, so they always reach at least as far as the checkpoint. ``resume=True``
 loads the checkpoint, keeps only the logged rows up to its step, and carries on: the
-result is bit-identical to a run that was never interrupted (same seed, same threads).
+result is bit-identical to a run that was never interrupted (same seed, same threads). A
+run whose files are damaged, or whose logs stop short of the checkpoint, is refused.
 
 A loss that is not finite stops the run at once; the last good checkpoint is kept.
 """
