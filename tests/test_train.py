@@ -334,6 +334,11 @@ def test_resume_keeps_the_runs_thread_count(tmp_path):
                 train(tiny(steps=20), out, resume=True)
             other = invoke("--out", str(out), "--resume", "--threads", "2")
             assert other.exit_code == 2 and "--threads 2 differs" in other.output
+        saved = json.loads((out / "config.json").read_text())
+        (out / "config.json").write_text(json.dumps({**saved, "threads": 10 ** 6}))
+        too_many = invoke("--out", str(out), "--resume")
+        assert too_many.exit_code == 2 and "was run with 1000000 threads" in too_many.output
+        (out / "config.json").write_text(json.dumps(saved))
         resumed = invoke("--out", str(out), "--resume")
         assert resumed.exit_code == 0 and ", 1 threads ->" in resumed.output, resumed.output
     finally:

@@ -114,8 +114,13 @@ def resolve_resume(ctx: click.Context, out: Path, options: dict) -> tuple[dict, 
         if given and name in saved and saved[name] != value:
             raise click.UsageError(f"--{name.replace('_', '-')} {value} differs from the run "
                                    f"being resumed ({saved[name]}); leave it out to resume")
+    threads = saved.get("threads")
+    if isinstance(threads, int) and threads > thread_control.available_threads():
+        raise click.UsageError(f"{out} was run with {threads} threads and this machine has "
+                               f"{thread_control.available_threads()}: another thread count "
+                               f"gives other numbers, so it cannot be resumed exactly here")
     fields = TrainConfig.__dataclass_fields__
-    return {name: saved[name] for name in fields if name in saved}, saved.get("threads")
+    return {name: saved[name] for name in fields if name in saved}, threads
 
 
 class Progress:
