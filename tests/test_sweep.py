@@ -84,6 +84,10 @@ def test_a_run_without_checkpoint_is_restarted_with_force(tmp_path):
     (["--seed", "3"], "--seed is set by the sweep"),
     (["--seeds", "0-10000", "--dry-run"], "more than 10,000 seeds"),
     (["--out", "/proc/never"], "--out: cannot create /proc/never"),
+    (["--out", ""], "--out: must name a folder"),
+    (["--tasks", "x_plus_y", "--p", "100003"], "memory, most of it for the task's table"),
+    (["--tasks", "x_div_y", "--p", "618970019642690137449562111"], "memory"),
+    (["--tasks", "permutation", "--p", "7"], "--p applies to the modular tasks only"),
     (["--out", __file__], "--out: " + __file__ + " exists and is not a folder"),
 ])
 def test_bad_usage_is_one_line_and_writes_nothing(tmp_path, args, message):

@@ -223,6 +223,9 @@ def invoke(*args):
     (["--batch-size", "100000000"], "memory, most of it for the activations"),
     (["--d-model", "200000", "--heads", "1"], "memory, most of it for the model"),
     (["--task", "permutation", "--p", "5"], "--p applies to the modular tasks only"),
+    # a prime modulus too big for memory (the memory check also runs before the slow
+    # primality test, which took minutes for p near 1e18)
+    (["--task", "x_div_y", "--p", "1000000000039"], "memory, most of it for the task's table"),
 ])
 def test_bad_options_exit_2_and_write_nothing(tmp_path, args, message):
     out = tmp_path / "run"
@@ -294,14 +297,18 @@ def test_ctrl_c_before_training_writes_nothing(tmp_path, monkeypatch):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_folder_that_is_not_a_run_is_never_written_into(tmp_path):
+@pytest.mark.parametrize("config", [None, '{"name": "another project"}', "[]"])
+def test_a_folder_that_is_not_a_run_is_never_written_into(tmp_path, config):
     out = tmp_path / "notes"
-    out.mkdir()
-    (out / "notes.txt").write_text("mine")
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "mine.png").write_text("mine")
+    if config is not None:
+        (out / "config.json").write_text(config)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
     for extra in ([], ["--force"], ["--resume"]):
         result = invoke(*TINY_CLI, "--out", str(out), *extra)
         assert result.exit_code == 2 and "holds no tinygrok run" in result.output, result.output
-    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
     empty = invoke(*TINY_CLI, "--out", "")
     assert empty.exit_code == 2 and "--out" in empty.output
 
@@ -309,12 +316,28 @@ def test_a_folder_that_is_not_a_run_is_never_written_into(tmp_path):
 def test_a_run_stopped_before_its_first_checkpoint_says_to_start_again(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    (out / "config.json").write_text("{}")  # what is left when killed that early
+    (out / "config.json").write_text('{"task": "x_plus_y", "version": "0.1.0"}')  # all that is left
     for extra in ([], ["--resume"]):
         result = invoke(*TINY_CLI, "--out", str(out), *extra)
         assert result.exit_code == 2 and "start it again with --force" in result.output
     assert invoke(*TINY_CLI, "--out", str(out), "--force").exit_code == 0
     assert run_state(out) == "complete"
+
+
+def test_resume_checks_the_saved_settings_not_the_defaults(tmp_path):
+    # x_plus_y with p = 7, d_model 8, 2 heads: each option agrees with the run, though not
+    # with the defaults (p = 97 is for x_div_y, 2 heads do not divide 128)
+    for i, given in enumerate((["--p", "7"], ["--heads", "2"], ["--d-model", "8"])):
+        out = crashed_run(tmp_path / f"run{i}")
+        result = invoke("--out", str(out), "--resume", *given)
+        assert result.exit_code == 0, result.output
+    out = crashed_run(tmp_path / "broken")
+    saved = (out / "config.json").read_text()
+    for broken in ("[]", saved.replace('"threads": ', '"threads": "x", "old": ')):
+        (out / "config.json").write_text(broken)
+        result = invoke("--out", str(out), "--resume")
+        assert result.exit_code == 2 and "cannot resume" in result.output, result.output
+        assert "Traceback" not in result.output
 
 
 def test_resume_keeps_the_runs_thread_count(tmp_path):

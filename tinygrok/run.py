@@ -49,9 +49,13 @@ def finite(ctx, param, value):
     return value
 
 
-def check_settings(config: TrainConfig) -> None:
-    """Refuse settings that cannot run or cannot fit in this machine's memory, before the
-    task's table is built (with --p 100000 that alone would need 1 TB)."""
+def check_settings(config: TrainConfig, p_given: bool = False) -> None:
+    """Refuse settings that cannot run, naming the option where one is to blame.
+
+    Memory comes first, before anything builds the task's table (with --p 100000 that
+    alone would need 1 TB) or tests a huge p for primality (trial division: hours).
+    ``p_given``: --p was on the command line (permutation has no modulus to give).
+    """
     needs = config.memory_estimate()
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -62,6 +66,16 @@ def check_settings(config: TrainConfig) -> None:
         raise click.UsageError(f"these settings need about {sum(needs.values()) / 1e9:,.0f} GB "
                                f"of memory, most of it for {biggest}; this machine has "
                                f"{memory / 1e9:.0f} GB")
+    if config.task == "x_div_y" and not is_prime(config.p):
+        raise click.BadParameter(f"x_div_y needs a prime modulus (got {config.p}): division "
+                                 f"mod p is only defined for every y != 0 when p is prime",
+                                 param_hint="--p")
+    if config.task == "permutation" and p_given:
+        raise click.BadParameter("permutation composes the elements of S5 and has no modulus; "
+                                 "--p applies to the modular tasks only", param_hint="--p")
+    if config.d_model % config.heads:
+        raise click.BadParameter(f"{config.heads} heads do not divide d-model "
+                                 f"{config.d_model}", param_hint="--heads")
     try:
         config.validate()
     except ValueError as error:
@@ -109,13 +123,18 @@ def resolve_resume(ctx: click.Context, out: Path, options: dict) -> tuple[dict, 
         saved = json.loads((out / "config.json").read_text())
     except (OSError, ValueError) as error:
         raise click.UsageError(f"cannot resume {out}: config.json cannot be read ({error})") from None
+    if not isinstance(saved, dict):
+        raise click.UsageError(f"cannot resume {out}: config.json holds no settings")
     for name, value in {**options, "threads": ctx.params["threads"]}.items():
         given = ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
         if given and name in saved and saved[name] != value:
             raise click.UsageError(f"--{name.replace('_', '-')} {value} differs from the run "
                                    f"being resumed ({saved[name]}); leave it out to resume")
     threads = saved.get("threads")
-    if isinstance(threads, int) and threads > thread_control.available_threads():
+    if not isinstance(threads, int) or threads < 1:
+        raise click.UsageError(f"cannot resume {out}: config.json's thread count is {threads!r}, "
+                               f"not a positive integer")
+    if threads > thread_control.available_threads():
         raise click.UsageError(f"{out} was run with {threads} threads and this machine has "
                                f"{thread_control.available_threads()}: another thread count "
                                f"gives other numbers, so it cannot be resumed exactly here")
@@ -193,17 +212,9 @@ def main(ctx, out, resume, force, threads, **options):
     if out == "":
         raise click.BadParameter("must name a folder, not be empty", param_hint="--out")
     out = Path(out) if out else Path("runs") / f"{options['task']}-s{options['seed']}"
-    if options["task"] == "x_div_y" and not is_prime(options["p"]):
-        raise click.BadParameter(f"x_div_y needs a prime modulus (got {options['p']}): "
-                                 f"division mod p is only defined for every y != 0 when p is prime",
-                                 param_hint="--p")
-    if options["task"] == "permutation" and \
-            ctx.get_parameter_source("p") != click.core.ParameterSource.DEFAULT:
-        raise click.BadParameter("permutation composes the elements of S5 and has no modulus; "
-                                 "--p applies to the modular tasks only", param_hint="--p")
-    if options["d_model"] % options["heads"]:
-        raise click.BadParameter(f"{options['heads']} heads do not divide d-model "
-                                 f"{options['d_model']}", param_hint="--heads")
+    p_given = ctx.get_parameter_source("p") != click.core.ParameterSource.DEFAULT
+    if not resume:  # a resumed run's settings are its config.json's, checked below
+        check_settings(TrainConfig(**options), p_given)
     if resume and force:
         raise click.UsageError("--resume and --force contradict each other; choose one")
     check_writable(out)
@@ -224,7 +235,12 @@ def main(ctx, out, resume, force, threads, **options):
         raise click.UsageError(f"{out} holds a run that stopped before its first checkpoint; "
                                f"start it again with --force")
     config = TrainConfig(**options)
-    check_settings(config)
+    if resume:
+        try:
+            check_settings(config)
+        except (TypeError, ValueError) as error:  # a hand-edited config.json
+            raise click.UsageError(f"cannot resume {out}: config.json holds settings that "
+                                   f"cannot run ({error})") from None
     used_threads = set_threads(threads)
     if resume:
         try:  # read every file now: a damaged run is refused before anything starts

@@ -176,7 +176,7 @@ def run_settings(task: str, seed: int, extra: list[str]) -> dict:
     here, with click's message), then TrainConfig.validate checks what only the whole
     combination can show, such as x_div_y with a modulus that is not prime.
     """
-    from tinygrok.run import DEFAULTS, main as run_main
+    from tinygrok.run import DEFAULTS, check_settings, main as run_main
     from tinygrok.train import TrainConfig
 
     given = [arg for arg in extra if arg.split("=")[0] in SET_BY_SWEEP]
@@ -190,10 +190,11 @@ def run_settings(task: str, seed: int, extra: list[str]) -> dict:
         raise SweepUsageError(f"in the options passed to each run: "
                               f"{error.format_message()}") from None
     settings = {name: context.params[name] for name in DEFAULTS}
-    try:
-        TrainConfig(**settings).validate()
-    except ValueError as error:
-        raise SweepUsageError(f"{task}: {error}") from None
+    p_given = context.get_parameter_source("p") != click.core.ParameterSource.DEFAULT
+    try:  # the checks the run command makes (memory, prime p, heads, ...), in its order
+        check_settings(TrainConfig(**settings), p_given)
+    except click.ClickException as error:
+        raise SweepUsageError(f"{task}: {error.format_message()}") from None
     return settings
 
 
@@ -619,7 +620,7 @@ def report_failures(failures: list[Outcome]) -> None:
 @click.option("--tasks", default=",".join(TASK_NAMES),
               help=f"Comma-separated tasks, from {','.join(TASK_NAMES)}.")
 @click.option("--seeds", default="0,1,2", help='Comma-separated seeds, or ranges: "0-4,7".')
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs"),
+@click.option("--out", type=click.Path(), default="runs",
               help="Folder for the run directories <task>-s<seed> and logs/.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Runs at once on this machine.  [default: one per core]")
@@ -654,7 +655,10 @@ def main(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_run):
     for task in tasks:  # every option is checked before anything is written
         run_settings(task, seeds[0], extra)
     from tinygrok.run import check_writable
-    try:  # a file, or a folder that cannot be created or written
+    try:  # empty, a file, or a folder that cannot be created or written
+        if out == "":
+            raise click.BadParameter("must name a folder, not be empty")
+        out = Path(out)
         check_writable(out)
     except click.BadParameter as error:
         raise SweepUsageError(f"--out: {error.message}") from None

@@ -362,9 +362,19 @@ def run_state(out_dir: Path) -> str:
         return "resumable"
     if not out.is_dir() or not any(out.iterdir()):
         return "missing"
-    if any((out / name).exists() for name in RUN_FILES):
+    if any((out / name).exists() for name in RUN_FILES if name != "config.json") \
+            or _is_run_config(out / "config.json"):
         return "started"
     return "foreign"
+
+
+def _is_run_config(path: Path) -> bool:
+    """Is ``path`` a config.json that a run wrote (not some other project's)?"""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(saved, dict) and {"task", "version"} <= saved.keys()
 
 
 def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> dict:
@@ -399,6 +409,8 @@ def _train(config: TrainConfig, out_dir, resume: bool, on_log, interrupted: list
     if resume:
         with run._reading("config.json"):
             saved_config = json.loads((run.out / "config.json").read_text())
+            if not isinstance(saved_config, dict):
+                raise ValueError("it holds no settings")
         if {k: saved_config.get(k) for k in dataclasses.asdict(c)} != dataclasses.asdict(c):
             raise ValueError(f"{run.out} was started with different settings; resume it with "
                              f"the same options (see its config.json)")
