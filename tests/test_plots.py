@@ -53,3 +53,46 @@ def test_plots_never_import_pyplot():
     code = "import sys, tinygrok.plots; sys.exit('matplotlib.pyplot' in sys.modules)"
     env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "DISPLAY")}
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
+
+
+def test_an_interrupted_save_keeps_the_old_png(tmp_path, monkeypatch):
+    """A figure is rendered whole before its file is replaced: Ctrl-C while saving leaves
+    the previous PNG, not an empty or half-written one."""
+    from matplotlib.figure import Figure
+
+    from tinygrok.plots import save_figure
+
+    def half_then_ctrl_c(self, target, **options):
+        if hasattr(target, "write"):
+            target.write(b"\x89PNG half")
+        else:
+            with open(target, "wb") as f:
+                f.write(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    path = tmp_path / "figure.png"
+    path.write_bytes(b"the old png")
+    monkeypatch.setattr(Figure, "savefig", half_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        save_figure(Figure(), path)
+    assert path.read_bytes() == b"the old png"
+
+
+def test_an_interrupted_report_keeps_the_old_figure(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from tinygrok.report import write_report
+
+    write_synthetic_run(tmp_path / "runs")
+    out = tmp_path / "report"
+    write_report(tmp_path / "runs", out, analyze_missing=False)
+    before = (out / "figure1.png").read_bytes()
+
+    def half_then_ctrl_c(self, target, **options):
+        (target.write if hasattr(target, "write") else open(target, "wb").write)(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", half_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(tmp_path / "runs", out, analyze_missing=False)
+    assert (out / "figure1.png").read_bytes() == before

@@ -22,6 +22,7 @@ rather than by matplotlib's constrained layout, which measures every text repeat
 made the heatmaps several times slower to save.
 """
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 from tinygrok.analysis.phases import phase_bands
 from tinygrok.analysis.run_analysis import fourier_snapshot_indices, phase_end_steps
 from tinygrok.analysis.rundir import nearest_index
+from tinygrok.runfiles import write_atomically
 
 PHASE_COLORS = {"memorization": "tab:red", "transition": "tab:orange",
                 "post_grokking": "tab:green"}
@@ -57,10 +59,14 @@ def log_steps_axis(ax):
     ax.set_xlabel("step (log scale)")
 
 
-def save_figure(figure, path):
+def save_figure(figure, path, dpi=DPI):
+    """Render the figure whole in memory, then write it atomically: a run interrupted
+    while plotting keeps its old PNG, never an empty or half-written one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI)
+    image = io.BytesIO()
+    figure.savefig(image, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    write_atomically(path, image.getvalue())
     return path
 
 

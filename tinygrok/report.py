@@ -441,6 +441,7 @@ def report_markdown(groups, folder: Path, analyze_missing: bool) -> str:
 
 def write_report(folder: Path, out: Path, analyze_missing: bool = True) -> dict:
     """Read every run under ``folder``; write report.md and figure1.png into ``out``."""
+    from tinygrok.plots import save_figure
     from tinygrok.runfiles import write_atomically
 
     directories = find_run_directories(folder)
@@ -449,7 +450,7 @@ def write_report(folder: Path, out: Path, analyze_missing: bool = True) -> dict:
     groups = group_by_task([read_run(d) for d in directories])
     out.mkdir(parents=True, exist_ok=True)
     figure_path = out / "figure1.png"
-    figure_1(groups).savefig(figure_path, dpi=100)
+    save_figure(figure_1(groups), figure_path, dpi=100)
     markdown = report_markdown(groups, folder, analyze_missing)
     write_atomically(out / "report.md", markdown.encode())
     records = [r for records in groups.values() for r in records]
