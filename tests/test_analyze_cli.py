@@ -119,3 +119,13 @@ def test_a_damaged_attention_file_is_a_one_line_error(tmp_path):
 def test_dash_h_shows_the_help():
     result = invoke("-h")
     assert result.exit_code == 0 and "--clusters" in result.output
+
+
+def test_ctrl_c_exits_130_without_a_traceback(tmp_path, monkeypatch):
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("tinygrok.analyze.analyze_run", ctrl_c)
+    result = invoke(write_synthetic_run(tmp_path))
+    assert result.exit_code == 130 and "interrupted" in result.output
+    assert "Aborted" not in result.output

@@ -227,3 +227,13 @@ def test_an_unreachable_scheduler_is_a_usage_error(tmp_path, monkeypatch):
                                         "--scheduler", "tcp://127.0.0.1:1"])
     assert result.exit_code == 2 and "cannot reach" in result.output
     assert not (tmp_path / "never").exists()
+
+
+def test_ctrl_c_before_any_run_exits_130(tmp_path, monkeypatch):
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("tinygrok.sweep.run_settings", ctrl_c)  # while the options are checked
+    result = CliRunner().invoke(sweep, ["--out", str(tmp_path / "never"), "--seeds", "0"])
+    assert result.exit_code == 130 and "interrupted" in result.output
+    assert "Aborted" not in result.output and not (tmp_path / "never").exists()

@@ -290,10 +290,13 @@ def test_force_checks_everything_before_deleting_a_run(tmp_path, monkeypatch):
     assert run_state(out) == "complete" and read_bytes(out / "metrics.csv") == metrics
 
 
-def test_ctrl_c_before_training_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr("tinygrok.run.warm_up_kernels", lambda: os.kill(os.getpid(), signal.SIGINT))
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM],
+                         ids=["SIGINT", "SIGTERM"])
+def test_a_signal_before_training_writes_nothing(tmp_path, monkeypatch, signal_number):
+    monkeypatch.setattr("tinygrok.run.warm_up_kernels", lambda: os.kill(os.getpid(), signal_number))
     result = invoke(*TINY_CLI, "--out", str(tmp_path / "run"))
-    assert result.exit_code == 130 and "Traceback" not in result.output
+    assert result.exit_code == 128 + signal_number and "Traceback" not in result.output
+    assert "nothing was written" in result.output
     assert not (tmp_path / "run").exists()
 
 

@@ -11,6 +11,7 @@ A missing or incomplete run directory is a usage error: one line on stderr, exit
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -51,6 +52,16 @@ def finite(ctx, param, value):
               help="Number of head clusters (default: chosen by silhouette).")
 def main(run_dir, no_figures, threshold, clusters):
     """Analyse the finished run in RUN_DIR: analysis.json, figures/ and a summary."""
+    try:
+        analyze_command(run_dir, no_figures, threshold, clusters)
+    except KeyboardInterrupt:  # every file is written whole (atomically), or not at all
+        click.echo("\ninterrupted: the files written so far are whole; run the command "
+                   "again for the rest", err=True)
+        sys.exit(130)
+
+
+def analyze_command(run_dir, no_figures, threshold, clusters):
+    """The work of ``main``: load, check, analyse, write, print."""
     try:
         run = load_run(run_dir)
     except RunDirectoryError as error:

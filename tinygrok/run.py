@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -251,11 +252,19 @@ def main(ctx, out, resume, force, threads, **options):
     click.echo(f"tinygrok: {config.task} (p={config.p}), seed {config.seed}, {config.steps} "
                f"steps, {used_threads} threads -> {out}")
     click.echo("preparing the Numba kernels (compiled once, then loaded from cache)...")
+    # Ctrl-C or SIGTERM during the warm-up only raises a flag: a KeyboardInterrupt raised
+    # inside one of Numba's callbacks from C would be printed and lost.
+    signals = []
+    previous = {number: signal.signal(number, lambda n, _: signals.append(n))
+                for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         warm_up_kernels()
-    except KeyboardInterrupt:
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if signals:
         click.echo("\ninterrupted before training started; nothing was written", err=True)
-        sys.exit(130)
+        sys.exit(128 + signals[0])
     if force and out.exists():  # only now that everything has been checked
         remove_run_files(out)
     progress = Progress(config.steps)

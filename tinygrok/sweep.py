@@ -650,6 +650,15 @@ def main(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_run):
     command skips complete runs and resumes interrupted ones. Exit code 1 if a run failed
     (the others still run), 2 for bad usage, 130 after Ctrl-C.
     """
+    try:
+        sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_run)
+    except KeyboardInterrupt:  # before any run started (once runs start, run_all handles it)
+        click.echo("\ninterrupted: run the same command again to carry on", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_run):
+    """The work of ``main``: check everything, plan, then run (see ``main``)."""
     extra = [arg for arg in ctx.args if arg != "--"]
     tasks, seeds = parse_tasks(tasks), parse_seeds(seeds)
     for task in tasks:  # every option is checked before anything is written
