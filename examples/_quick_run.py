@@ -53,15 +53,32 @@ def in_notebook() -> bool:
     return "ipykernel" in sys.modules
 
 
+def positive_int(text: str) -> int:
+    """--threads: a whole number >= 1 (argparse prints the error as a usage error)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def output_folder(text: str) -> Path:
+    """--out: a folder that exists or can be created (not a file, not empty)."""
+    path = Path(text)
+    if not text:
+        raise argparse.ArgumentTypeError("must name a folder, not be empty")
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
+    return path
+
+
 def make_parser(doc: str | None, full_help: str) -> argparse.ArgumentParser:
     """The options every example has: --full, --out and --threads."""
     parser = argparse.ArgumentParser(description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help=full_help)
-    parser.add_argument("--out", type=Path, default=EXAMPLES,
+    parser.add_argument("--out", type=output_folder, default=EXAMPLES,
                         help="folder for the PNGs; training runs go to its runs/ subfolder "
                              "(default: the examples folder)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="threads for NumPy's matrix products and the Numba kernels "
                              "(default: all cores)")
     return parser
@@ -70,7 +87,10 @@ def make_parser(doc: str | None, full_help: str) -> argparse.ArgumentParser:
 def parse(parser: argparse.ArgumentParser) -> argparse.Namespace:
     """The command line's options; in a notebook, where there is none, the defaults."""
     args = parser.parse_args([] if in_notebook() else None)
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        parser.error(f"--out {args.out}: cannot create it ({error.strerror})")
     available = threads.available_threads()  # more than the machine has: use them all
     args.threads = threads.set_threads(min(args.threads or available, available))
     return args
@@ -89,6 +109,21 @@ def same_settings(out: Path, config: TrainConfig) -> bool:
     return all(saved.get(name) == value for name, value in dataclasses.asdict(config).items())
 
 
+def use_the_runs_threads(out: Path) -> bool:
+    """Before resuming: another thread count would change the run's numbers, so take the
+    count it was made with. False (start again) if this machine has fewer cores."""
+    saved = json.loads((out / "config.json").read_text()).get("threads")
+    if saved == threads.current_threads():
+        return True
+    if isinstance(saved, int) and 1 <= saved <= threads.available_threads():
+        print(f"resuming with the {saved} threads the run was made with")
+        threads.set_threads(saved)
+        return True
+    print(f"the run in {out} was made with {saved} threads, more than this machine has: "
+          f"starting it again")
+    return False
+
+
 def get_run(config: TrainConfig, runs_dir: Path, name: str | None = None) -> Path:
     """The folder of a complete run with ``config``: reused, resumed or trained now."""
     out = Path(runs_dir) / (name or run_name(config))
@@ -98,7 +133,7 @@ def get_run(config: TrainConfig, runs_dir: Path, name: str | None = None) -> Pat
         if state == "complete":
             print(f"reusing the finished run in {out}")
             return out
-        resume = True
+        resume = use_the_runs_threads(out)
     elif state != "missing":
         # Another configuration (or a run killed before its first checkpoint) was here:
         # start again. The summary goes first, so the folder never looks finished.
@@ -121,7 +156,9 @@ def get_run(config: TrainConfig, runs_dir: Path, name: str | None = None) -> Pat
     try:
         summary = train(config, out, resume=resume, on_log=progress)
     except Interrupted as stop:
-        sys.exit(f"interrupted at step {stop.step}; run the example again to carry on from there")
+        print(f"interrupted at step {stop.step}; run the example again to carry on from there",
+              file=sys.stderr)
+        sys.exit(128 + stop.signal_number)  # 130 for Ctrl-C, 143 for SIGTERM
     grokked = (f"val acc > 0.99 at step {summary['step_val_acc_99']}" if summary["grokked"]
                else "val acc never > 0.99")
     print(f"done in {time.perf_counter() - started:.0f} s: {grokked}")

@@ -92,3 +92,43 @@ def test_slow_example_runs(name, shared_out):
     if name == "03_train_and_grok.py":
         assert "grokking step (val acc > 0.99): None" not in result.stdout, \
             "the fast configuration no longer groks"
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--threads", "0"], "--threads: must be a whole number >= 1, got '0'"),
+    (["--threads", "-1"], "--threads: must be a whole number >= 1, got '-1'"),
+    (["--out", ""], "--out: must name a folder"),
+    (["--out", __file__], f"--out: {__file__} exists and is not a folder"),
+    (["--out", "/proc/never"], "--out /proc/never: cannot create it"),
+])
+def test_bad_options_are_one_usage_error(options, message, tmp_path):
+    result = subprocess.run([sys.executable, str(EXAMPLES / "01_autograd_by_hand.py"), *options],
+                            cwd=tmp_path, env={**os.environ, "MPLBACKEND": "Agg"},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())
+
+
+def test_an_interrupted_run_resumes_with_its_own_thread_count(tmp_path, monkeypatch):
+    """get_run resumes a run with the threads it was made with (another count would change
+    its numbers, and train() refuses it)."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    from _quick_run import get_run
+
+    from tinygrok.threads import available_threads, current_threads, set_threads
+    from tinygrok.train import TrainConfig, run_state, train
+
+    if available_threads() < 2:
+        pytest.skip("needs two cores to change the thread count")
+    config = TrainConfig(task="x_plus_y", p=7, steps=20, batch_size=16, d_model=8, heads=2,
+                         log_every=5, probe_size=3, checkpoint_every=10)
+    before = current_threads()
+    try:
+        set_threads(1)
+        with pytest.raises(ZeroDivisionError):  # a crash at step 15, after the checkpoint at 10
+            train(config, tmp_path / "run", on_log=lambda run, row: row["step"] != 15 or 1 / 0)
+        set_threads(2)
+        get_run(config, tmp_path, name="run")
+        assert current_threads() == 1 and run_state(tmp_path / "run") == "complete"
+    finally:
+        set_threads(before)
