@@ -137,9 +137,11 @@ def crashed_run(out, steps=40):
         "\n".join((out / "metrics.csv").read_text().splitlines()[:3]) + "\n"),
      "metrics.csv holds 2 of the 6 logged steps up to the checkpoint's step 30"),
     (lambda out: (out / "metrics.csv").write_text(""), "metrics.csv holds 0 of the 6"),
-    (lambda out: (out / "metrics.csv").write_text("step,lr\n5,0.1,7\n"), "metrics.csv cannot be read"),
+    (lambda out: (out / "metrics.csv").write_text("step,lr\n5,0.1,7\n"),
+     "metrics.csv cannot be read"),
     (lambda out: (out / "checkpoint.npz").write_bytes(b""), "checkpoint.npz cannot be read"),
-    (lambda out: (out / "checkpoint.npz").write_bytes(b"garbage" * 100), "checkpoint.npz cannot be read"),
+    (lambda out: (out / "checkpoint.npz").write_bytes(b"garbage" * 100),
+     "checkpoint.npz cannot be read"),
     (lambda out: (out / "attention.npz").unlink(), "attention.npz cannot be read"),
     (lambda out: (out / "config.json").write_text("{"), "config.json cannot be read"),
 ], ids=["metrics-cut", "metrics-empty", "metrics-garbled", "checkpoint-empty",
@@ -352,12 +354,11 @@ def test_resume_keeps_the_runs_thread_count(tmp_path):
     out = tmp_path / "run"
     try:
         set_threads(1)
-        with pytest.raises(RuntimeError):
-            train(tiny(steps=20), out, on_log=lambda run, row: (_ for _ in ()).throw(RuntimeError()))
+        crashed_run(out)
         set_threads(before)
         if available_threads() > 1:
             with pytest.raises(ValueError, match="threads"):
-                train(tiny(steps=20), out, resume=True)
+                train(tiny(), out, resume=True)
             other = invoke("--out", str(out), "--resume", "--threads", "2")
             assert other.exit_code == 2 and "--threads 2 differs" in other.output
         saved = json.loads((out / "config.json").read_text())

@@ -123,7 +123,8 @@ def resolve_resume(ctx: click.Context, out: Path, options: dict) -> tuple[dict, 
     try:
         saved = json.loads((out / "config.json").read_text())
     except (OSError, ValueError) as error:
-        raise click.UsageError(f"cannot resume {out}: config.json cannot be read ({error})") from None
+        raise click.UsageError(f"cannot resume {out}: config.json cannot be read "
+                               f"({error})") from None
     if not isinstance(saved, dict):
         raise click.UsageError(f"cannot resume {out}: config.json holds no settings")
     for name, value in {**options, "threads": ctx.params["threads"]}.items():
@@ -184,14 +185,15 @@ class Progress:
 @click.option("--steps", type=POSITIVE, default=DEFAULTS["steps"], help="Optimisation steps.")
 @click.option("--batch-size", type=POSITIVE, default=DEFAULTS["batch_size"],
               help="Train pairs per step, drawn with replacement.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS["lr"], callback=finite,
-              help="Peak learning rate of AdamW.")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=DEFAULTS["weight_decay"], callback=finite,
-              help="AdamW's decoupled weight decay, on every parameter.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULTS["lr"],
+              callback=finite, help="Peak learning rate of AdamW.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=DEFAULTS["weight_decay"],
+              callback=finite, help="AdamW's decoupled weight decay, on every parameter.")
 @click.option("--warmup", type=click.IntRange(min=0), default=DEFAULTS["warmup"],
               help="Steps of linear learning-rate warm-up.")
-@click.option("--train-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True), callback=finite,
-              default=DEFAULTS["train_frac"], help="Share of all pairs used for training.")
+@click.option("--train-frac", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              callback=finite, default=DEFAULTS["train_frac"],
+              help="Share of all pairs used for training.")
 @click.option("--p", "p", type=click.IntRange(min=2), default=DEFAULTS["p"],
               help="Modulus of the arithmetic tasks (prime for x_div_y).")
 @click.option("--d-model", type=POSITIVE, default=DEFAULTS["d_model"], help="Width of the model.")
@@ -243,21 +245,22 @@ def main(ctx, out, resume, force, threads, **options):
             raise click.UsageError(f"cannot resume {out}: config.json holds settings that "
                                    f"cannot run ({error})") from None
     used_threads = set_threads(threads)
-    if resume:
-        try:  # read every file now: a damaged run is refused before anything starts
-            Run(config, out).load_checkpoint()
-        except DamagedRun as damage:
-            raise click.UsageError(str(damage)) from None
 
-    click.echo(f"tinygrok: {config.task} (p={config.p}), seed {config.seed}, {config.steps} "
-               f"steps, {used_threads} threads -> {out}")
-    click.echo("preparing the Numba kernels (compiled once, then loaded from cache)...")
-    # Ctrl-C or SIGTERM during the warm-up only raises a flag: a KeyboardInterrupt raised
-    # inside one of Numba's callbacks from C would be printed and lost.
+    # From here until training starts, Ctrl-C or SIGTERM only raise a flag: a
+    # KeyboardInterrupt raised inside one of Numba's callbacks from C would be printed and
+    # lost, and click would report any other as "Aborted!" with exit code 1.
     signals = []
     previous = {number: signal.signal(number, lambda n, _: signals.append(n))
                 for number in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if resume:
+            try:  # read every file now: a damaged run is refused before anything starts
+                Run(config, out).load_checkpoint()
+            except DamagedRun as damage:
+                raise click.UsageError(str(damage)) from None
+        click.echo(f"tinygrok: {config.task} (p={config.p}), seed {config.seed}, "
+                   f"{config.steps} steps, {used_threads} threads -> {out}")
+        click.echo("preparing the Numba kernels (compiled once, then loaded from cache)...")
         warm_up_kernels()
     finally:
         for number, handler in previous.items():
