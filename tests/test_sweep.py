@@ -63,8 +63,17 @@ def test_every_thread_pool_gets_the_same_count():
     assert all(environment[name] == "3" for name in THREAD_VARIABLES)
 
 
-def test_a_run_without_checkpoint_is_restarted_with_force(tmp_path):
+def test_a_folder_that_is_not_a_run_is_a_conflict_not_overwritten(tmp_path):
     (tmp_path / "x_plus_y-s0").mkdir()
+    (tmp_path / "x_plus_y-s0" / "config.json").write_text('{"model": "resnet"}')
+    (tmp_path / "x_plus_y-s0" / "checkpoint.npz").write_text("someone else's")
+    job = plan_job(tmp_path, "x_plus_y", 0, TINY)
+    assert job.action == "conflict" and "not a tinygrok run" in job.note
+
+
+def test_a_run_without_checkpoint_is_restarted_with_force(tmp_path):
+    (tmp_path / "x_plus_y-s0").mkdir()  # a run killed before its first checkpoint
+    (tmp_path / "x_plus_y-s0" / "config.json").write_text('{"task": "x_plus_y", "version": "0"}')
     (tmp_path / "x_plus_y-s0" / "metrics.csv").write_text("step\n")
     assert plan_job(tmp_path, "x_plus_y", 0, TINY).action == "restart"
     result = run_sweep("--tasks", "x_plus_y", "--seeds", "0", "--out", str(tmp_path),

@@ -143,9 +143,8 @@ def crashed_run(out, steps=40):
     (lambda out: (out / "checkpoint.npz").write_bytes(b"garbage" * 100),
      "checkpoint.npz cannot be read"),
     (lambda out: (out / "attention.npz").unlink(), "attention.npz cannot be read"),
-    (lambda out: (out / "config.json").write_text("{"), "config.json cannot be read"),
 ], ids=["metrics-cut", "metrics-empty", "metrics-garbled", "checkpoint-empty",
-        "checkpoint-garbage", "attention-missing", "config-broken"])
+        "checkpoint-garbage", "attention-missing"])
 def test_a_damaged_run_is_refused_not_resumed(tmp_path, damage, message):
     from tinygrok.train import DamagedRun
 
@@ -337,11 +336,15 @@ def test_resume_checks_the_saved_settings_not_the_defaults(tmp_path):
         result = invoke("--out", str(out), "--resume", *given)
         assert result.exit_code == 0, result.output
     out = crashed_run(tmp_path / "broken")
-    saved = (out / "config.json").read_text()
-    for broken in ("[]", saved.replace('"threads": ', '"threads": "x", "old": ')):
-        (out / "config.json").write_text(broken)
+    saved = json.loads((out / "config.json").read_text())
+    without_key = {k: v for k, v in saved.items() if k != "embed_every"}
+    for broken, message in (([], "holds no tinygrok run"),
+                            ({**saved, "threads": "x"}, "thread count is 'x'"),
+                            ({**saved, "seed": "a"}, "seed must be an integer >= 0, got 'a'"),
+                            (without_key, "config.json lacks embed_every")):
+        (out / "config.json").write_text(json.dumps(broken))
         result = invoke("--out", str(out), "--resume")
-        assert result.exit_code == 2 and "cannot resume" in result.output, result.output
+        assert result.exit_code == 2 and message in result.output, result.output
         assert "Traceback" not in result.output
 
 
@@ -409,3 +412,45 @@ def test_warm_up_compiles_every_kernel_a_run_uses():
     assert counts, result.stdout
     assert int(counts.group(1)) >= 8  # the kernels were found at all
     assert counts.group(2) == "{}"
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(seed="0"), "seed must be an integer >= 0"),
+    (dict(seed=-1), "seed must be an integer >= 0"),
+    (dict(seed=1.5), "seed must be an integer >= 0"),
+    (dict(seed=None), "seed must be an integer >= 0"),
+    (dict(steps=True), "steps must be a positive integer"),
+    (dict(lr="0.001"), "lr must be a positive number"),
+    (dict(lr=None), "lr must be a positive number"),
+    (dict(weight_decay=float("inf")), "weight_decay must be a number >= 0"),
+    (dict(train_frac="0.5"), "train_frac must lie strictly between 0 and 1"),
+    (dict(warmup=2.5), "warmup must be an integer >= 0"),
+    (dict(p=618970019642690137449562111), "memory"),
+    (dict(p=7.0), "p must be an integer >= 2"),
+])
+def test_the_python_api_names_a_bad_setting(tmp_path, setting, message):
+    with pytest.raises(ValueError, match=message):
+        train(tiny(**setting), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_python_api_never_overwrites_a_run_or_anothers_files(tmp_path):
+    from tinygrok.train import DamagedRun
+
+    done = tmp_path / "done"
+    train(tiny(steps=10), done)
+    metrics = read_bytes(done / "metrics.csv")
+    with pytest.raises(ValueError, match="already holds a complete run"):
+        train(tiny(steps=10, seed=5), done)
+    assert read_bytes(done / "metrics.csv") == metrics
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text('{"model": "resnet"}')
+    with pytest.raises(ValueError, match="no run wrote"):
+        train(tiny(), other)
+    assert (other / "config.json").read_text() == '{"model": "resnet"}'
+    with pytest.raises(ValueError, match="must name a folder"):
+        train(tiny(), "")
+    with pytest.raises(DamagedRun, match="holds no run with a checkpoint"):
+        train(tiny(), tmp_path / "nothing", resume=True)
+    assert not (tmp_path / "nothing").exists()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import signal
 import sys
@@ -57,16 +56,10 @@ def check_settings(config: TrainConfig, p_given: bool = False) -> None:
     alone would need 1 TB) or tests a huge p for primality (trial division: hours).
     ``p_given``: --p was on the command line (permutation has no modulus to give).
     """
-    needs = config.memory_estimate()
     try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not every system says
-        memory = None
-    if memory and sum(needs.values()) > memory:
-        biggest = max(needs, key=needs.get)
-        raise click.UsageError(f"these settings need about {sum(needs.values()) / 1e9:,.0f} GB "
-                               f"of memory, most of it for {biggest}; this machine has "
-                               f"{memory / 1e9:.0f} GB")
+        config.check_memory()
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
     if config.task == "x_div_y" and not is_prime(config.p):
         raise click.BadParameter(f"x_div_y needs a prime modulus (got {config.p}): division "
                                  f"mod p is only defined for every y != 0 when p is prime",
@@ -141,7 +134,10 @@ def resolve_resume(ctx: click.Context, out: Path, options: dict) -> tuple[dict, 
                                f"{thread_control.available_threads()}: another thread count "
                                f"gives other numbers, so it cannot be resumed exactly here")
     fields = TrainConfig.__dataclass_fields__
-    return {name: saved[name] for name in fields if name in saved}, threads
+    missing = [name for name in fields if name not in saved]
+    if missing:
+        raise click.UsageError(f"cannot resume {out}: config.json lacks {', '.join(missing)}")
+    return {name: saved[name] for name in fields}, threads
 
 
 class Progress:
@@ -224,8 +220,9 @@ def main(ctx, out, resume, force, threads, **options):
 
     state = run_state(out)
     if state == "foreign":
-        raise click.UsageError(f"{out} is not empty and holds no tinygrok run; choose another "
-                               f"--out (--force only overwrites runs)")
+        raise click.UsageError(f"{out} is not empty and holds no tinygrok run (no config.json "
+                               f"that a run wrote); choose another --out (--force only "
+                               f"overwrites runs)")
     if resume:
         options, threads = resolve_resume(ctx, out, options)
     elif state == "complete" and not force:

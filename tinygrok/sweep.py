@@ -254,6 +254,9 @@ def plan_job(out: Path, task: str, seed: int, extra: list[str]) -> Job:
     """Decide, from its folder, whether a run is skipped, started, resumed or restarted."""
     directory = out / f"{task}-s{seed}"
     state = directory_state(directory)
+    if state == "foreign":
+        return Job(task, seed, directory, "conflict",
+                   f"{directory} holds files that are not a tinygrok run; use another --out")
     if state in ("complete", "resumable"):
         differ = settings_differ(directory, run_settings(task, seed, extra))
         if differ:

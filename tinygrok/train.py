@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -65,26 +66,52 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError, naming the setting, for anything that cannot run."""
+        def whole(value) -> bool:  # True is an int to Python, but not a count of steps
+            return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+        def real(value) -> bool:
+            return isinstance(value, (int, float, np.integer, np.floating)) \
+                and not isinstance(value, bool) and math.isfinite(value)
+
         positive = ("steps", "batch_size", "d_model", "heads", "layers", "log_every",
                     "probe_size", "embed_every", "checkpoint_every", "eval_batch_size")
         for name in positive:
             value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
+            if not whole(value) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not 0 < self.train_frac < 1:
-            raise ValueError(f"train_frac must lie strictly between 0 and 1, got {self.train_frac}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.warmup < 0:
-            raise ValueError(f"warmup must be >= 0 steps, got {self.warmup}")
+        for name in ("seed", "warmup"):
+            if not whole(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        if not (real(self.train_frac) and 0 < self.train_frac < 1):
+            raise ValueError(f"train_frac must lie strictly between 0 and 1, got "
+                             f"{self.train_frac!r}")
+        if not (real(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not (real(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
         if self.d_model % self.heads:
             raise ValueError(f"heads ({self.heads}) must divide d_model ({self.d_model})")
+        if not whole(self.p) or self.p < 2:
+            raise ValueError(f"p must be an integer >= 2, got {self.p!r}")
+        self.check_memory()  # before the task's table is built
         task = make_task(self.task, self.p)  # unknown task, bad p, non-prime p for division
         if math.floor(self.train_frac * task.num_examples) == 0:  # as tasks.split rounds
             raise ValueError(f"train_frac {self.train_frac} leaves no training pairs: "
                              f"{self.task} has {task.num_examples} pairs in all")
+
+    def check_memory(self) -> None:
+        """Raise ValueError if ``memory_estimate`` says the run cannot fit in this
+        machine's memory (with p = 100000 the task's table alone would need 1 TB)."""
+        needs = self.memory_estimate()
+        try:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # not every system says
+            return
+        if sum(needs.values()) > memory:
+            biggest = max(needs, key=needs.get)
+            raise ValueError(f"these settings need about {sum(needs.values()) / 1e9:,.0f} GB "
+                             f"of memory, most of it for {biggest}; this machine has "
+                             f"{memory / 1e9:.0f} GB")
 
     def memory_estimate(self) -> dict[str, int]:
         """Rough bytes for the biggest things a run holds, so that settings that cannot
@@ -305,7 +332,8 @@ class Run:
             if [int(s) for s in steps] != expected:
                 raise DamagedRun(f"cannot resume {self.out}: {name} holds {len(steps)} of the "
                                  f"{len(expected)} logged steps up to the checkpoint's step "
-                                 f"{self.step}; start the run again with --force")
+                                 f"{self.step}; start the run again (--force on the command "
+                                 f"line)")
 
     @contextlib.contextmanager
     def _reading(self, name: str):
@@ -316,8 +344,8 @@ class Run:
             if isinstance(error, DamagedRun):
                 raise
             raise DamagedRun(f"cannot resume {self.out}: {name} cannot be read "
-                             f"({type(error).__name__}: {error}); start the run again with "
-                             f"--force") from None
+                             f"({type(error).__name__}: {error}); start the run again "
+                             f"(--force on the command line)") from None
 
     def summary(self, seconds: float) -> dict:
         from tinygrok.analysis.phases import find_phases
@@ -348,24 +376,24 @@ def warm_up_kernels() -> None:
 
 
 RUN_FILES = ("config.json", "metrics.csv", "timing.csv", "attention.npz", "embeddings.npz",
-             CHECKPOINT, SUMMARY)
+             CHECKPOINT, SUMMARY)  # what a run writes
 
 
 def run_state(out_dir: Path) -> str:
     """What ``out_dir`` holds: 'missing' (nothing), 'complete' (summary.json exists),
     'resumable' (a checkpoint), 'started' (a run that stopped before its first checkpoint)
-    or 'foreign' (files, but none of a run's)."""
+    or 'foreign' (files, but no config.json that a run wrote: another project's folder,
+    or a run whose config.json was lost, which nothing here overwrites)."""
     out = Path(out_dir)
+    if not out.is_dir() or not any(out.iterdir()):
+        return "missing"
+    if not _is_run_config(out / "config.json"):  # a run writes config.json before anything
+        return "foreign"
     if (out / SUMMARY).exists():
         return "complete"
     if (out / CHECKPOINT).exists():
         return "resumable"
-    if not out.is_dir() or not any(out.iterdir()):
-        return "missing"
-    if any((out / name).exists() for name in RUN_FILES if name != "config.json") \
-            or _is_run_config(out / "config.json"):
-        return "started"
-    return "foreign"
+    return "started"
 
 
 def _is_run_config(path: Path) -> bool:
@@ -403,6 +431,19 @@ def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> di
 
 def _train(config: TrainConfig, out_dir, resume: bool, on_log, interrupted: list) -> dict:
     """train()'s work; ``interrupted`` fills with signal numbers when a signal arrives."""
+    if str(out_dir) == "":
+        raise ValueError("out_dir must name a folder, not be empty")
+    state = run_state(out_dir)
+    if resume and state != "resumable":
+        raise DamagedRun(f"cannot resume {out_dir}: it holds no run with a checkpoint "
+                         f"({state}); start it without resume=True")
+    if not resume and state in ("complete", "resumable"):
+        raise ValueError(f"{out_dir} already holds a {state} run; resume it with resume=True, "
+                         f"or delete its files to start again (--force on the command line)")
+    if not resume and state == "foreign" and any(
+            (Path(out_dir) / name).exists() for name in RUN_FILES):
+        raise ValueError(f"{out_dir} holds files with a run's names that no run wrote (its "
+                         f"config.json is not a run's); choose another folder")
     run = Run(config, out_dir)
     run.out.mkdir(parents=True, exist_ok=True)
     c = config
