@@ -352,3 +352,27 @@ def test_a_node_used_twice_gets_both_gradients():
     y = x * x + x  # dy/dx = 2x + 1
     y.sum().backward()
     np.testing.assert_allclose(x.grad, 2 * x.data + 1)
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max"])
+@pytest.mark.parametrize("axis", [2, -3, 1.0, True])
+def test_an_axis_out_of_range_is_an_error_not_wrapped(reduce, axis):
+    x = Tensor(np.arange(6.0).reshape(2, 3))
+    with pytest.raises(ValueError, match="out of range for a 2-d Tensor"):
+        getattr(x, reduce)(axis=axis)
+
+
+def test_a_float64_array_never_joins_a_float32_tensor_silently():
+    x = Tensor(np.ones(3, np.float32))
+    with pytest.raises(ValueError, match="never changes precision silently"):
+        x + np.full(3, 1e-10)
+    with pytest.raises(TypeError, match="None"):
+        x + None
+    assert (x + 0.5).dtype == np.float32  # plain numbers are converted, as in NumPy
+
+
+def test_cross_entropy_refuses_targets_outside_the_classes():
+    logits = Tensor(np.zeros((2, 3)))
+    for targets in ([-1, 0], [0, 3]):
+        with pytest.raises(ValueError, match="class numbers from 0 to 2"):
+            ag.cross_entropy(logits, np.array(targets))

@@ -342,9 +342,20 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
 
 
 def as_tensor(value, dtype) -> Tensor:
-    """Tensors pass through; numbers and arrays become constants of the given dtype."""
+    """Tensors pass through; numbers and arrays become constants of the given dtype.
+
+    A float array of another precision is refused rather than rounded (float32 + a float64
+    array would silently drop the float64 digits); plain numbers are converted, as NumPy
+    does for ``float32_array + 0.5``.
+    """
     if isinstance(value, Tensor):
         return value
+    if value is None:
+        raise TypeError("an operand is None, not a number, array or Tensor")
+    if isinstance(value, np.ndarray) and value.ndim and value.dtype.kind == "f" \
+            and value.dtype != dtype:
+        raise ValueError(f"a {value.dtype} array cannot join {np.dtype(dtype)} Tensors; "
+                         f"convert it explicitly, tinygrok never changes precision silently")
     return Tensor(np.asarray(value, dtype=dtype))
 
 
@@ -541,6 +552,12 @@ def _normalise_axes(axis, ndim):
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if np.ndim(axis) == 0 else tuple(axis)
+    for ax in axes:  # as NumPy does: an axis out of range is an error, not wrapped around
+        whole = isinstance(ax, (int, np.integer)) and not isinstance(ax, bool)
+        if not whole or not -ndim <= ax < ndim:
+            accepted = f"an integer from {-ndim} to {ndim - 1}" if ndim else "no axis"
+            raise ValueError(f"axis {ax!r} is out of range for a {ndim}-d Tensor "
+                             f"(it takes {accepted})")
     return tuple(sorted(int(ax) % ndim for ax in axes))
 
 
@@ -839,6 +856,11 @@ def cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
                          f"{logits.shape} and {targets.shape}")
     if targets.dtype.kind not in "iu":
         raise ValueError(f"cross_entropy: targets must be integers, got {targets.dtype}")
+    if targets.size and (targets.min() < 0 or targets.max() >= logits.shape[1]):
+        # -1 would silently score the last class (NumPy's negative indexing)
+        raise ValueError(f"cross_entropy: targets must be class numbers from 0 to "
+                         f"{logits.shape[1] - 1}, got values from {targets.min()} to "
+                         f"{targets.max()}")
     n = logits.shape[0]
     rows = np.arange(n)
     log_probs = _log_softmax_array(logits.data, axis=1)
