@@ -376,3 +376,31 @@ def test_cross_entropy_refuses_targets_outside_the_classes():
     for targets in ([-1, 0], [0, 3]):
         with pytest.raises(ValueError, match="class numbers from 0 to 2"):
             ag.cross_entropy(logits, np.array(targets))
+
+
+def test_gradcheck_works_on_transposed_inputs_and_restores_them():
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    transposed = Tensor(x.T, requires_grad=True)  # not C-contiguous
+    assert gradcheck(lambda a: (a * a * a).sum(), [transposed])
+    assert np.array_equal(transposed.data, x.T)
+
+    calls = []
+
+    def fails_midway(a):
+        calls.append(1)
+        if len(calls) == 3:  # during the finite differences
+            raise RuntimeError("boom")
+        return (a * a).sum()
+
+    inputs = [Tensor(x.copy(), requires_grad=True)]
+    with pytest.raises(RuntimeError):
+        gradcheck(fails_midway, inputs)
+    assert np.array_equal(inputs[0].data, x)  # not left perturbed
+
+
+def test_gradcheck_fails_on_nan_and_needs_a_tensor():
+    x = Tensor(np.array([-1.0, 2.0, 3.0]), requires_grad=True)
+    with pytest.raises(GradcheckError), np.errstate(invalid="ignore"):
+        gradcheck(lambda a: ag.log(a).sum(), [x])  # log(-1) is NaN
+    with pytest.raises(TypeError, match="must return a Tensor"):
+        gradcheck(lambda a: a.data.sum(), [x])

@@ -49,6 +49,9 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-6, rtol: float = 1
         raise ValueError("gradcheck: no input has requires_grad=True, nothing to check")
 
     probe = fn(*inputs)
+    if not isinstance(probe, Tensor):
+        raise TypeError(f"gradcheck: fn must return a Tensor (its graph is what is checked), "
+                        f"got {type(probe).__name__}")
     projection = np.random.default_rng(seed).standard_normal(probe.shape)
 
     def scalar_loss():
@@ -64,6 +67,8 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-6, rtol: float = 1
         numeric = _numerical_gradient(scalar_loss, inputs[i].data, eps)
         error = np.abs(analytic[i] - numeric)
         allowed = atol + rtol * np.abs(numeric)
+        if not (np.all(np.isfinite(analytic[i])) and np.all(np.isfinite(numeric))):
+            error[~(np.isfinite(analytic[i]) & np.isfinite(numeric))] = np.inf  # never passes
         if np.all(error <= allowed):
             continue
         worst = np.unravel_index(np.argmax(error - allowed), error.shape)
@@ -80,16 +85,18 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-6, rtol: float = 1
 
 def _numerical_gradient(scalar_loss, data: np.ndarray, eps: float) -> np.ndarray:
     """Central differences of ``scalar_loss()`` with respect to every element of ``data``,
-    which is changed in place and restored."""
+    which is changed in place and restored (also if ``scalar_loss`` raises). Elements are
+    visited by index, so this works for any layout (a transposed input's ``reshape(-1)``
+    would be a copy, and writing into it would not move the input)."""
     grad = np.zeros_like(data)
-    flat_data = data.reshape(-1)  # a view: writing into it moves the input
-    flat_grad = grad.reshape(-1)
-    for j in range(flat_data.size):
-        original = flat_data[j]
-        flat_data[j] = original + eps
-        plus = scalar_loss().item()
-        flat_data[j] = original - eps
-        minus = scalar_loss().item()
-        flat_data[j] = original
-        flat_grad[j] = (plus - minus) / (2 * eps)
+    for index in np.ndindex(data.shape):
+        original = data[index]
+        try:
+            data[index] = original + eps
+            plus = scalar_loss().item()
+            data[index] = original - eps
+            minus = scalar_loss().item()
+        finally:
+            data[index] = original
+        grad[index] = (plus - minus) / (2 * eps)
     return grad
