@@ -196,3 +196,17 @@ def test_out_puts_the_report_elsewhere(sweep_folder, tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "r" / "report.md").is_file() and (tmp_path / "r" / "figure1.png").is_file()
     assert "4 complete and 1 incomplete run(s)" in result.output
+
+
+def test_ctrl_c_exits_130_without_a_traceback(sweep_folder, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from tinygrok.report import main
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("tinygrok.report.write_report", ctrl_c)
+    result = CliRunner().invoke(main, [str(sweep_folder), "--out", str(tmp_path)])
+    assert result.exit_code == 130 and "interrupted" in result.output
+    assert "Aborted" not in result.output

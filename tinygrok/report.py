@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -468,7 +469,12 @@ def write_report(folder: Path, out: Path, analyze_missing: bool = True) -> dict:
                    "or mark them 'not analysed'.")
 def main(folder, out, analyze_missing):
     """Table 1 (ours beside the paper's), Figure 1 and the claims of every run in FOLDER."""
-    written = write_report(folder, out or folder, analyze_missing)
+    try:
+        written = write_report(folder, out or folder, analyze_missing)
+    except KeyboardInterrupt:  # report.md and figure1.png are each written whole, or not
+        click.echo("\ninterrupted: the files written so far are whole; run the command "
+                   "again for the rest", err=True)
+        sys.exit(130)
     click.echo(table_1(written["groups"]))
     click.echo(f"\n{written['complete']} complete and {written['incomplete']} incomplete run(s)"
                f"; wrote {written['report']} and {written['figure']}")
