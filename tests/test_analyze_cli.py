@@ -129,3 +129,21 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path, monkeypatch):
     result = invoke(write_synthetic_run(tmp_path))
     assert result.exit_code == 130 and "interrupted" in result.output
     assert "Aborted" not in result.output
+
+
+@pytest.mark.parametrize("file, content, message", [
+    ("config.json", "[]", "not a JSON object"),
+    ("summary.json", "[]", "not a JSON object"),
+    ("config.json", '{"task": "x_plus_y"}', "no integer modulus p"),
+])
+def test_json_that_is_not_a_runs_is_a_one_line_error(tmp_path, file, content, message):
+    directory = write_synthetic_run(tmp_path)
+    (directory / file).write_text(content)
+    assert_one_line_usage_error(invoke(directory), message)
+
+
+def test_analyze_run_takes_a_path(tmp_path):
+    from tinygrok.analysis import analyze_run
+
+    directory = write_synthetic_run(tmp_path)
+    assert analyze_run(str(directory)).report["run"]["name"] == directory.name

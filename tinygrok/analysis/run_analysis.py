@@ -13,13 +13,14 @@ score, entropy, consistency, and head clusters at the end of each phase), ``four
 """
 
 import math
+import os
 from dataclasses import asdict, dataclass
 from typing import Optional
 
 import numpy as np
 
 from . import attention_metrics, claims, clustering, fourier, phases as phases_module
-from .rundir import nearest_index
+from .rundir import load_run, nearest_index
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,10 @@ class Analysis:
 
 
 def analyze_run(run, settings=Settings()):
-    """Every analysis of one run (see the module docstring)."""
+    """Every analysis of one run (see the module docstring). ``run``: what ``load_run``
+    returns, or the path of a run directory, which is loaded first."""
+    if isinstance(run, (str, os.PathLike)):
+        run = load_run(run)
     metrics = run.metrics
     phases = phases_module.find_phases(
         metrics["step"], metrics["train_acc"], metrics["val_acc"],

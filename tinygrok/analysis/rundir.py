@@ -146,6 +146,10 @@ def load_run(path):
         what = "a file, not a run directory" if path.exists() else "no such run directory"
         raise RunDirectoryError(f"{path}: {what}")
     config = _read_json(path / "config.json", required=True)
+    if "task" not in config or (config["task"] != "permutation"
+                                and not isinstance(config.get("p"), int)):
+        raise RunDirectoryError(f"{path / 'config.json'}: no task, or no integer modulus p "
+                                f"for a modular task")
     metrics = read_metrics(path / "metrics.csv")
     if "seconds" not in metrics:
         _merge_timing(metrics, path / "timing.csv")
@@ -196,9 +200,12 @@ def _read_json(json_path, required):
         return None
     try:
         with open(json_path) as f:
-            return json.load(f)
+            content = json.load(f)
     except json.JSONDecodeError as error:
         raise RunDirectoryError(f"{json_path}: not valid JSON ({error})") from None
+    if not isinstance(content, dict):
+        raise RunDirectoryError(f"{json_path}: not a JSON object of settings or results")
+    return content
 
 
 def _read_npz(npz_path, names):
