@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tinygrok import tasks
@@ -241,10 +241,17 @@ def test_split_is_deterministic_per_seed():
 @settings(max_examples=50, deadline=None)
 @given(n=st.integers(1, 3000), frac=st.floats(0.01, 0.99), seed=st.integers(0, 2**32 - 1))
 def test_split_is_disjoint_and_covers_everything(n, frac, seed):
+    assume(0 < math.floor(frac * n) < n)  # else an empty side, refused (test below)
     train, val = split(n, frac, seed)
     assert len(train) == math.floor(frac * n)
     assert len(set(train.tolist()) & set(val.tolist())) == 0
     assert sorted(train.tolist() + val.tolist()) == list(range(n))
+
+
+@pytest.mark.parametrize("n, frac", [(7, 0.1), (1, 0.5), (0, 0.5), (-5, 0.5)])
+def test_split_refuses_an_empty_side(n, frac):
+    with pytest.raises(ValueError, match="empty train or validation split"):
+        split(n, frac)
 
 
 @pytest.mark.parametrize("frac", [0, 1, 0.0, 1.0, -0.5, 1.5, float("nan")])

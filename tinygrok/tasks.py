@@ -243,8 +243,11 @@ def split(task_or_num_examples, train_frac=0.5, seed=0):
         n = int(task_or_num_examples)
     if not 0 < train_frac < 1:  # also False for NaN
         raise ValueError(f"train_frac must be strictly between 0 and 1 (got {train_frac!r})")
-    order = np.random.default_rng(seed).permutation(n)
     num_train = math.floor(train_frac * n)
+    if not 0 < num_train < n:
+        raise ValueError(f"train_frac {train_frac} of {n} examples leaves an empty train or "
+                         f"validation split")
+    order = np.random.default_rng(seed).permutation(n)
     return order[:num_train], order[num_train:]
 
 
