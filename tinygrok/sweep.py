@@ -173,8 +173,8 @@ def run_settings(task: str, seed: int, extra: list[str]) -> dict:
     """The settings ``python -m tinygrok.run --task T --seed S EXTRA`` would train with.
 
     The run command's own parser reads the extra options (so a typo or a bad value is caught
-    here, with click's message), then TrainConfig.validate checks what only the whole
-    combination can show, such as x_div_y with a modulus that is not prime.
+    here, with click's message), then the run command's ``check_settings`` checks what only
+    the whole combination can show: memory, x_div_y with a modulus that is not prime, ...
     """
     from tinygrok.run import DEFAULTS, check_settings, main as run_main
     from tinygrok.train import TrainConfig
