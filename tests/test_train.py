@@ -159,13 +159,7 @@ def test_a_damaged_run_is_refused_not_resumed(tmp_path, damage, message):
 
 def test_crash_resumes_from_the_last_periodic_checkpoint(tmp_path):
     train(tiny(), tmp_path / "straight")
-
-    def crash(run, row):
-        if row["step"] == 35:  # checkpoints were written at 15 and 30
-            raise RuntimeError("power cut")
-
-    with pytest.raises(RuntimeError):
-        train(tiny(), tmp_path / "crashed", on_log=crash)
+    crashed_run(tmp_path / "crashed")  # checkpoints were written at 15 and 30
     assert int(runfiles.read_npz(tmp_path / "crashed" / "checkpoint.npz")["step"]) == 30
     train(tiny(), tmp_path / "crashed", resume=True)
     assert_same_run(tmp_path / "straight", tmp_path / "crashed")
@@ -219,7 +213,7 @@ def invoke(*args):
     (["--lr", "inf"], "not a finite number"),
     (["--weight-decay", "nan"], "not a finite number"),
     (["--train-frac", "nan"], "not a finite number"),
-    (["--train-frac", "0.0001"], "leaves no training pairs"),
+    (["--train-frac", "0.0001"], "leaves an empty train or validation split"),
     (["--p", "100003"], "memory, most of it for the task's table of pairs"),
     (["--batch-size", "100000000"], "memory, most of it for the activations"),
     (["--d-model", "200000", "--heads", "1"], "memory, most of it for the model"),
