@@ -181,7 +181,9 @@ def test_a_failing_run_does_not_stop_the_others(tmp_path):
     assert "is not a folder" in log.read_text()
 
 
-def test_ctrl_c_stops_every_run_with_a_checkpoint_and_a_rerun_resumes(tmp_path):
+def sweep_with_runs_in_their_loops(tmp_path):
+    """A sweep of two runs, started as a terminal would start it, once both runs are
+    inside their training loops: the process, its options and the runs' logs."""
     options = ["--tasks", "x_plus_y", "--seeds", "0,1", "--jobs", "2", "--out", str(tmp_path),
                *TINY, "--steps", "3000", "--log-every", "50", "--no-analyze"]
     # A process started in the background inherits SIGINT *ignored* (as CI may start us);
@@ -194,7 +196,12 @@ def test_ctrl_c_stops_every_run_with_a_checkpoint_and_a_rerun_resumes(tmp_path):
     while not all(log.is_file() and "step    500/" in log.read_text() for log in logs):
         assert sweep_process.poll() is None, sweep_process.communicate()[0]
         assert time.monotonic() < deadline, [log.read_text() for log in logs if log.is_file()]
-        time.sleep(0.2)  # both runs are inside their training loops
+        time.sleep(0.2)
+    return sweep_process, options, logs
+
+
+def test_ctrl_c_stops_every_run_with_a_checkpoint_and_a_rerun_resumes(tmp_path):
+    sweep_process, options, logs = sweep_with_runs_in_their_loops(tmp_path)
     sweep_process.send_signal(signal.SIGINT)
     output, _ = sweep_process.communicate(timeout=60)
     assert sweep_process.returncode == 130, output
@@ -208,6 +215,16 @@ def test_ctrl_c_stops_every_run_with_a_checkpoint_and_a_rerun_resumes(tmp_path):
     for log, state in zip(logs, states):
         assert run_state(log.parent.parent / log.stem) == "complete"
         assert ("--resume" in log.read_text()) == (state == "resumable")
+
+
+def test_sigterm_stops_every_run_with_a_checkpoint_and_exits_143(tmp_path):
+    sweep_process, _, _ = sweep_with_runs_in_their_loops(tmp_path)
+    sweep_process.send_signal(signal.SIGTERM)
+    output, _ = sweep_process.communicate(timeout=60)
+    assert sweep_process.returncode == 143, output  # as the run command exits on SIGTERM
+    assert "run the same command again to resume" in output
+    states = [run_state(tmp_path / f"x_plus_y-s{seed}") for seed in (0, 1)]
+    assert "resumable" in states and set(states) <= {"resumable", "complete"}, (states, output)
 
 
 # ---- a dask.distributed cluster ------------------------------------------------------------

@@ -34,7 +34,8 @@ Ctrl-C
     The runs are started in their own session, so the terminal's Ctrl-C reaches only the
     sweep, which passes one SIGINT to every running run: each saves a checkpoint and stops.
     The sweep then exits with code 130; the same command resumes everything. SIGTERM (a
-    batch system's time limit, ``kill``) is handled the same way, so no training is orphaned.
+    batch system's time limit, ``kill``) is handled the same way, so no training is orphaned;
+    the sweep then exits with code 143.
 
 Analysis
     At the end, analysis.json is written into every complete run that lacks an up-to-date
@@ -59,7 +60,8 @@ A dask.distributed cluster (``--scheduler tcp://HOST:PORT``)
     and are sent back like a finished run.
 
 Exit codes: 0 all runs complete; 1 a run failed (the others still finish; failures are
-listed at the end with their log); 2 bad usage (one line, nothing written); 130 Ctrl-C.
+listed at the end with their log); 2 bad usage (one line, nothing written); 130 Ctrl-C;
+143 SIGTERM.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ SET_BY_SWEEP = ("--task", "--seed", "--out", "--resume", "--force", "--threads")
 STOP_WAIT_SECONDS = 120  # how long a stopped run may take to save its checkpoint
 CONNECT_TIMEOUT = "10s"  # to reach a dask scheduler
 LOCK_NAME = ".sweep.lock"
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
 
 
 class SweepUsageError(click.ClickException):
@@ -424,9 +426,13 @@ def stop_all(running: list[Running]) -> None:
         entry.log_file.close()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: handled as Ctrl-C is, but the sweep then exits 143 (128 + 15)."""
+
+
 def interrupt_on_sigterm(*_) -> None:
     """SIGTERM (a job scheduler, `kill`) stops the runs like Ctrl-C: no orphaned trainings."""
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 # ---- running on a dask.distributed cluster -------------------------------------------------
@@ -651,7 +657,7 @@ def main(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_run):
     Other options (after the sweep's own, optionally after --) go to every run, e.g.
     --steps 3000 --weight-decay 1.0; see python -m tinygrok.run --help. Re-running the same
     command skips complete runs and resumes interrupted ones. Exit code 1 if a run failed
-    (the others still run), 2 for bad usage, 130 after Ctrl-C.
+    (the others still run), 2 for bad usage, 130 after Ctrl-C, 143 after SIGTERM.
     """
     try:
         sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_run)
@@ -727,7 +733,8 @@ def announce(plan: list[Job]) -> tuple[list[Job], list[Outcome]]:
 
 
 def run_all(todo: list[Job], client, parallel: int, threads: int, extra: list[str]):
-    """Run the jobs here or on the cluster; Ctrl-C or SIGTERM stops them all (exit 130)."""
+    """Run the jobs here or on the cluster; Ctrl-C or SIGTERM stops them all (exit 130 or
+    143, the shell's 128 + the signal's number, as the run command exits)."""
     in_main_thread = threading.current_thread() is threading.main_thread()
     if in_main_thread:  # signal handlers can only be set there
         previous = signal.signal(signal.SIGTERM, interrupt_on_sigterm)
@@ -735,9 +742,9 @@ def run_all(todo: list[Job], client, parallel: int, threads: int, extra: list[st
         if client is not None:
             return run_on_cluster(client, todo, extra)
         return run_locally(todo, parallel, threads, extra)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         click.echo("interrupted: run the same command again to resume", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED)
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
