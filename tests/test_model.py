@@ -238,6 +238,9 @@ def test_float32_model_stays_float32():
 def test_bad_configuration_and_input_are_refused():
     with pytest.raises(ValueError, match="divisible"):
         Transformer(vocab_size=7, num_classes=5, d_model=10, heads=4)
+    for dtype in (np.int64, np.float16):  # an int64 model used to come out float64
+        with pytest.raises(ValueError, match="dtype must be float32 or float64"):
+            Transformer(vocab_size=7, num_classes=5, d_model=8, heads=2, dtype=dtype)
     with pytest.raises(ValueError, match="shape"):
         small_model()(np.zeros((2, 6), dtype=int))
 

@@ -329,3 +329,20 @@ def test_docstring_recipe_adds_x2_plus_y2(monkeypatch):
     assert task.example(find_example(task, 3, 4)) == "3 # 4 = 12"  # 25 mod 13
     train, val = split(task, seed=0)
     assert len(train) == math.floor(0.5 * p * p) and len(train) + len(val) == p * p
+
+
+@pytest.mark.parametrize("batch_size", [None, 0, -3, 2.5, True, "8"])
+def test_sample_batch_refuses_a_batch_size_that_is_not_a_positive_integer(batch_size):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        sample_batch(np.random.default_rng(0), np.arange(10), batch_size)
+
+
+def test_decode_refuses_tokens_and_labels_outside_the_vocabulary():
+    task = make_task("x_div_y", 7)
+    assert task.decode(task.inputs[0], task.labels[0]) == task.example(0)
+    with pytest.raises(ValueError, match="label must be a class index"):
+        task.decode(task.inputs[0], -1)  # would name the "=" token's neighbour, not a class
+    with pytest.raises(ValueError, match="label must be a class index"):
+        task.decode(task.inputs[0], task.num_classes)
+    with pytest.raises(ValueError, match="tokens must lie in"):
+        task.decode([0, len(task.vocab), 1, 2])

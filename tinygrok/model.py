@@ -171,6 +171,8 @@ class Transformer(Module):
                              ("max_len", max_len)):
             if int(value) < 1:
                 raise ValueError(f"{label} must be a positive integer, got {value}")
+        if np.dtype(dtype) not in (np.float32, np.float64):  # the kernels' two float types
+            raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
         rng = np.random.default_rng(seed)
         self.config = dict(vocab_size=vocab_size, num_classes=num_classes, d_model=d_model,
                            heads=heads, layers=layers, max_len=max_len)

@@ -174,6 +174,10 @@ class Task:
 
         The label is a class index: a true label or a model's prediction.
         """
+        if any(not 0 <= t < len(self.vocab) for t in tokens_row):
+            raise ValueError(f"tokens must lie in [0, {len(self.vocab)}), got {list(tokens_row)}")
+        if label is not None and not 0 <= label < self.num_classes:
+            raise ValueError(f"label must be a class index in [0, {self.num_classes}), got {label}")
         words = [self.symbol if t == OP_TOKEN else self.vocab[t] for t in tokens_row]
         if label is not None:
             words.append(self.vocab[FIRST_ELEMENT_TOKEN + label])
@@ -261,4 +265,7 @@ def sample_batch(rng, train_idx, batch_size):
         raise TypeError(f"rng must be a numpy.random.Generator (got {type(rng).__name__})")
     if len(train_idx) == 0:
         raise ValueError("cannot sample a batch from an empty training split")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     return train_idx[rng.integers(0, len(train_idx), size=batch_size)]
