@@ -141,7 +141,8 @@ def get_run(config: TrainConfig, runs_dir: Path, name: str | None = None) -> Pat
             (out / stale).unlink(missing_ok=True)
 
     verb = "resuming" if resume else "training"
-    print(f"{verb} {config.task} (p={config.p}, d_model={config.d_model}, {config.steps} "
+    modulus = "" if config.task == "permutation" else f"p={config.p}, "  # S5 has none
+    print(f"{verb} {config.task} ({modulus}d_model={config.d_model}, {config.steps} "
           f"steps) into {out} ...")
     warm_up_kernels()  # compile the Numba kernels now, so the timing below is training only
     started = time.perf_counter()
