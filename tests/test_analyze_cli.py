@@ -75,6 +75,20 @@ def test_the_summary_names_phases_dips_heads_frequencies_and_claims(analysed_run
     assert "3. a failed run keeps chaotic attention: n/a" in output
 
 
+def test_the_final_line_says_what_its_numbers_are(analysed_run, tmp_path):
+    grokked = analysed_run[1].output
+    assert "train acc 1.0000 (last log window's batches)" in grokked
+    assert "step_val_acc_99 = 640\n" in grokked
+    failed = invoke(write_synthetic_run(tmp_path, curve="fail")).output
+    # a run that never grokked gets the step budget, and the line says so
+    assert "step_val_acc_99 = 1000 (the step budget: val acc never passed 0.99)" in failed
+
+
+def test_the_run_line_gives_no_modulus_for_permutations(tmp_path):
+    output = invoke(write_synthetic_run(tmp_path, task="permutation", curve="fail")).output
+    assert "permutation-s0: permutation, seed 0, 1000 steps (complete)" in output
+
+
 def test_options_change_the_threshold_and_skip_figures(tmp_path):
     directory = write_synthetic_run(tmp_path, curve="fail")
     result = invoke(directory, "--no-figures", "--threshold", "0.5", "--clusters", "2")

@@ -114,7 +114,8 @@ def summary_text(report):
 def _run_line(report):
     run = report["run"]
     state = "complete" if run["complete"] else "incomplete"
-    return f"{run['name']}: {run['task']}, p={run['p']}, seed {run['seed']}, " \
+    modulus = "" if run["task"] == "permutation" else f"p={run['p']}, "  # S5 has none
+    return f"{run['name']}: {run['task']}, {modulus}seed {run['seed']}, " \
            f"{run['steps']} steps ({state})"
 
 
@@ -122,8 +123,12 @@ def _final_line(report):
     final = report["final"]
     if "skipped" in final:
         return f"final: {final['skipped']}"
-    return (f"final (step {final['step']}): train acc {final['train_acc']:.4f}, "
-            f"val acc {final['val_acc']:.4f}; step_val_acc_99 = {final['step_val_acc_99']}")
+    # metrics.csv's train accuracy is the running one over the last log window's batches
+    # (summary.json's final_train_acc measures the whole training split instead).
+    budget = "" if report["phases"]["grokked"] else " (the step budget: val acc never passed 0.99)"
+    return (f"final (step {final['step']}): train acc {final['train_acc']:.4f} (last log "
+            f"window's batches), val acc {final['val_acc']:.4f}; step_val_acc_99 = "
+            f"{final['step_val_acc_99']}{budget}")
 
 
 def _phases_line(phases):
