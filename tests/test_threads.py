@@ -76,3 +76,12 @@ def test_the_training_loop_runs_the_kernels_on_one_thread(tmp_path):
     assert numba.get_num_threads() == before
     assert json.loads((tmp_path / "run" / "config.json").read_text())["threads"] == \
         threads.current_threads()
+
+
+def test_a_busy_machine_gets_a_note_suggesting_fewer_threads():
+    note = threads.busy_machine_note(2, load=1.1, cores=2)
+    assert "busy (load 1.1 on 2 cores)" in note and "--threads 1" in note
+    assert threads.busy_machine_note(2, load=0.3, cores=2) is None  # quiet: no note
+    assert threads.busy_machine_note(1, load=3.0, cores=2) is None  # one thread waits for no one
+    assert threads.busy_machine_note(4, load=2.0, cores=8) is None  # cores to spare
+    assert threads.busy_machine_note(8, load=2.0, cores=8) is not None

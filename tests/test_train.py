@@ -231,6 +231,19 @@ def test_bad_options_exit_2_and_write_nothing(tmp_path, args, message):
     assert not out.exists()
 
 
+def test_the_first_line_names_the_run_and_a_busy_machine_gets_its_note(tmp_path, monkeypatch):
+    monkeypatch.setattr("tinygrok.threads.busy_machine_note",
+                        lambda threads: f"note: busy machine, {threads} threads")
+    result = invoke("--task", "permutation", "--steps", "2", "--batch-size", "8", "--d-model",
+                    "8", "--heads", "2", "--log-every", "1", "--probe-size", "2",
+                    "--threads", "1", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    # no modulus for S5 (it used to print the unused default, p=97)
+    assert f"tinygrok: permutation, seed 0, 2 steps, 1 threads -> {tmp_path / 'run'}" \
+        in result.output
+    assert "note: busy machine, 1 threads" in result.output
+
+
 def test_unwritable_output_folder(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -255,8 +255,12 @@ def main(ctx, out, resume, force, threads, **options):
                 Run(config, out).load_checkpoint()
             except DamagedRun as damage:
                 raise click.UsageError(str(damage)) from None
-        click.echo(f"tinygrok: {config.task} (p={config.p}), seed {config.seed}, "
+        modulus = "" if config.task == "permutation" else f" (p={config.p})"  # S5 has none
+        click.echo(f"tinygrok: {config.task}{modulus}, seed {config.seed}, "
                    f"{config.steps} steps, {used_threads} threads -> {out}")
+        note = thread_control.busy_machine_note(used_threads)
+        if note:
+            click.echo(note, err=True)
         click.echo("preparing the Numba kernels (compiled once, then loaded from cache)...")
         warm_up_kernels()
     finally:

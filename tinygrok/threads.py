@@ -19,6 +19,7 @@ seventh session").
 """
 
 import contextlib
+import os
 
 import numba
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -64,3 +65,30 @@ def kernels_on_one_thread():
         yield
     finally:
         numba.set_num_threads(before)
+
+
+def busy_machine_note(threads: int, load: float | None = None,
+                      cores: int | None = None) -> str | None:
+    """A warning when other programs keep busy the cores that ``threads`` threads need, or
+    None.
+
+    BLAS's threads split every matrix product and wait for one another at its end. When one
+    of them has to share its core with another program, each product waits until the
+    scheduler gives that thread a turn. Measured on the 2-core machine, beside another
+    single-threaded tinygrok run: 60 training steps took 37 and 69 s with 2 threads, 5.4
+    and 10.1 s with 1. The load average of the last minute (processes running or waiting
+    for a CPU) stands for the other programs: this run has barely started when asked.
+    Defaults: the load from ``os.getloadavg`` and this machine's core count.
+    """
+    try:
+        load = os.getloadavg()[0] if load is None else load
+    except (AttributeError, OSError):  # no load average on this system
+        return None
+    cores = cores or os.cpu_count() or 1
+    busy = int(load + 0.2)  # cores the other programs keep busy, near enough
+    if threads < 2 or threads + busy <= cores:
+        return None
+    return (f"note: this machine is busy (load {load:.1f} on {cores} cores). With {threads} "
+            f"threads each matrix product waits for a core that another program holds, and "
+            f"steps can take several times longer; --threads 1 avoids that (a different "
+            f"thread count gives slightly different numbers)")
