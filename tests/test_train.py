@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -191,6 +192,14 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
         train(tiny(), tmp_path)
     assert failure.value.step == 18
     assert int(runfiles.read_npz(tmp_path / "checkpoint.npz")["step"]) == 15
+    assert run_state(tmp_path) == "resumable"
+
+
+def test_a_diverging_run_stops_with_its_step_and_no_numpy_warning_first(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # "overflow encountered in matmul"
+        with pytest.raises(NonFiniteLoss, match="the loss became nan at step"):
+            train(tiny(lr=1e30), tmp_path)
     assert run_state(tmp_path) == "resumable"
 
 

@@ -248,7 +248,10 @@ class Run:
         batch = sample_batch(self.batch_rng, self.train_idx, self.config.batch_size)
         labels = self.task.labels[batch]
         self.optimizer.zero_grad()
-        loss, logits = self.model.loss(self.task.inputs[batch], labels)
+        # Overflow here ends in a non-finite loss, which the check below reports with its
+        # step; NumPy's own warning would only come first, naming a line of autograd.py.
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss, logits = self.model.loss(self.task.inputs[batch], labels)
         value = loss.item()
         if not math.isfinite(value):
             raise NonFiniteLoss(self.step + 1, value)
