@@ -253,6 +253,20 @@ def test_the_first_line_names_the_run_and_a_busy_machine_gets_its_note(tmp_path,
     assert "note: busy machine, 1 threads" in result.output
 
 
+def test_a_run_killed_during_its_first_write_can_be_started_again(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".config.json.tmp").write_text('{"task": "x_plus_y", "ver')  # kill -9 mid-write
+    assert run_state(out) == "missing"
+    result = invoke(*TINY_CLI, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert run_state(out) == "complete" and not (out / ".config.json.tmp").exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / ".notes.tmp").write_text("someone else's")  # not a name a run writes
+    assert run_state(other) == "foreign"
+
+
 def test_unwritable_output_folder(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -381,12 +381,13 @@ RUN_FILES = ("config.json", "metrics.csv", "timing.csv", "attention.npz", "embed
 
 
 def run_state(out_dir: Path) -> str:
-    """What ``out_dir`` holds: 'missing' (nothing), 'complete' (summary.json exists),
+    """What ``out_dir`` holds: 'missing' (nothing, or only the temporary file of a run
+    killed during its first write), 'complete' (summary.json exists),
     'resumable' (a checkpoint), 'started' (a run that stopped before its first checkpoint)
     or 'foreign' (files, but no config.json that a run wrote: another project's folder,
     or a run whose config.json was lost, which nothing here overwrites)."""
     out = Path(out_dir)
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or all(_is_leftover(path) for path in out.iterdir()):
         return "missing"
     if not _is_run_config(out / "config.json"):  # a run writes config.json before anything
         return "foreign"
@@ -395,6 +396,13 @@ def run_state(out_dir: Path) -> str:
     if (out / CHECKPOINT).exists():
         return "resumable"
     return "started"
+
+
+def _is_leftover(path: Path) -> bool:
+    """A run file's temporary name (runfiles.write_atomically's ``.config.json.tmp``): what
+    a run killed in the middle of its very first write leaves. It holds nothing to keep."""
+    name = path.name
+    return name.startswith(".") and name.endswith(".tmp") and name[1:-len(".tmp")] in RUN_FILES
 
 
 def _is_run_config(path: Path) -> bool:
