@@ -331,6 +331,17 @@ def test_a_signal_before_training_writes_nothing(tmp_path, monkeypatch, signal_n
     assert not (tmp_path / "run").exists()
 
 
+def test_ctrl_c_while_the_options_are_checked_exits_130_not_aborted(tmp_path, monkeypatch):
+    def ctrl_c(*args):
+        raise KeyboardInterrupt  # what Python raises for a SIGINT in the middle of the checks
+
+    monkeypatch.setattr("tinygrok.run.check_writable", ctrl_c)
+    result = invoke(*TINY_CLI, "--out", str(tmp_path / "run"))
+    assert result.exit_code == 130, result.output  # click said "Aborted!", exit 1
+    assert "Aborted" not in result.output and "nothing was written" in result.output
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("config", [None, '{"name": "another project"}', "[]"])
 def test_a_folder_that_is_not_a_run_is_never_written_into(tmp_path, config):
     out = tmp_path / "notes"

@@ -208,6 +208,17 @@ class Progress:
 @click.pass_context
 def main(ctx, out, resume, force, threads, **options):
     """Train the paper's transformer on one task until it groks (or the steps run out)."""
+    try:
+        config, out, used_threads = checked_settings(ctx, out, resume, force, threads, options)
+    except KeyboardInterrupt:  # click would say "Aborted!" and exit 1
+        click.echo("\ninterrupted before training started; nothing was written", err=True)
+        sys.exit(130)
+    start_training(config, out, resume, force, used_threads)
+
+
+def checked_settings(ctx, out, resume, force, threads, options) -> tuple[TrainConfig, Path, int]:
+    """Every check of the options against each other, the folder and any run in it, before
+    anything is written: the settings to train with, the folder and the thread count."""
     if out == "":
         raise click.BadParameter("must name a folder, not be empty", param_hint="--out")
     out = Path(out) if out else Path("runs") / f"{options['task']}-s{options['seed']}"
@@ -241,8 +252,12 @@ def main(ctx, out, resume, force, threads, **options):
         except (TypeError, ValueError) as error:  # a hand-edited config.json
             raise click.UsageError(f"cannot resume {out}: config.json holds settings that "
                                    f"cannot run ({error})") from None
-    used_threads = set_threads(threads)
+    return config, out, set_threads(threads)
 
+
+def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
+                   used_threads: int) -> None:
+    """Prepare the kernels, train with a progress bar, and say where everything went."""
     # From here until training starts, Ctrl-C or SIGTERM only raise a flag: a
     # KeyboardInterrupt raised inside one of Numba's callbacks from C would be printed and
     # lost, and click would report any other as "Aborted!" with exit code 1.
@@ -263,14 +278,14 @@ def main(ctx, out, resume, force, threads, **options):
             click.echo(note, err=True)
         click.echo("preparing the Numba kernels (compiled once, then loaded from cache)...")
         warm_up_kernels()
+        if force and out.exists() and not signals:  # only now that all has been checked
+            remove_run_files(out)  # whole: a signal now waits until the files are gone
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
     if signals:
         click.echo("\ninterrupted before training started; nothing was written", err=True)
         sys.exit(128 + signals[0])
-    if force and out.exists():  # only now that everything has been checked
-        remove_run_files(out)
     progress = Progress(config.steps)
     try:
         summary = train(config, out, resume=resume, on_log=progress)
