@@ -173,4 +173,7 @@ def _fourier_line(fourier):
 
 
 if __name__ == "__main__":
+    from tinygrok.startup_signals import restore_handlers
+
+    restore_handlers()  # the imports are done: Ctrl-C is Python's again (startup_signals.py)
     main()

@@ -481,4 +481,7 @@ def main(folder, out, analyze_missing):
 
 
 if __name__ == "__main__":
+    from tinygrok.startup_signals import restore_handlers
+
+    restore_handlers()  # the imports are done: Ctrl-C is Python's again (startup_signals.py)
     main()

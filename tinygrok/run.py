@@ -310,4 +310,7 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
 
 
 if __name__ == "__main__":
+    from tinygrok.startup_signals import restore_handlers
+
+    restore_handlers()  # the imports are done: Ctrl-C is Python's again (startup_signals.py)
     main()

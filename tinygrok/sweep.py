@@ -750,4 +750,7 @@ def run_all(todo: list[Job], client, parallel: int, threads: int, extra: list[st
             signal.signal(signal.SIGTERM, previous)
 
 if __name__ == "__main__":
+    from tinygrok.startup_signals import restore_handlers
+
+    restore_handlers()  # the imports are done: Ctrl-C is Python's again (startup_signals.py)
     main()
