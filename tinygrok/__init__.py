@@ -16,17 +16,16 @@ The pieces, in the order data flows through them:
 """
 
 import os
-import sys
 
 __version__ = "0.1.0"
 
 # ``python -m tinygrok.run`` (or analyze, report, sweep): Ctrl-C while the command still
 # imports NumPy and Numba exits at once with code 130, not with a traceback through their
 # insides; each command puts Python's handlers back before it starts (startup_signals.py).
-if sys.argv[:1] == ["-m"]:  # Python's mark while it imports the package of a -m module
-    from tinygrok.startup_signals import exit_quietly_on_signals
+from tinygrok import startup_signals  # noqa: E402  (it imports only signal and sys)
 
-    exit_quietly_on_signals()
+if startup_signals.starting_a_command():
+    startup_signals.exit_quietly_on_signals()
 
 # Numba's parallel kernels run on an OpenMP thread pool, and by default OpenMP threads
 # keep spinning for a while after each kernel: they hold the cores that NumPy's BLAS

@@ -1,20 +1,24 @@
 """Ctrl-C in the first half second of a command, while Python still imports NumPy and Numba.
 
 Python's own Ctrl-C raises KeyboardInterrupt wherever the import happens to be, and the
-command dies with a long traceback through NumPy's or Numba's insides (a helper that sent
-SIGINT to ``python -m tinygrok.run`` at random moments of its first 0.8 s saw one in
-about half of the tries). Nothing has been written by then, so there is nothing to save:
-the command should just stop, with the shell's exit code.
+command dies with a long traceback through NumPy's or Numba's insides. Sent to
+``python -m tinygrok.run`` at 40 moments spread over its first 0.8 s, SIGINT gave 15
+tracebacks, and once it was lost altogether (raised inside a callback from C, which
+Python can only print). Nothing has been written by then, so there is nothing to save: the
+command should just stop, with the shell's exit code.
 
-So when tinygrok is imported by ``python -m tinygrok.<command>`` (Python sets
-``sys.argv[0]`` to "-m" while it looks for the module; ``__init__.py`` checks it),
-``exit_quietly_on_signals`` makes SIGINT and SIGTERM exit at once with code 128 + the
-signal's number (130, 143) and no traceback. Each command calls ``restore_handlers`` once
-its imports are done and before it starts, so that its own handling of Ctrl-C (saving a
-checkpoint, stopping a sweep's runs) sees Python's usual KeyboardInterrupt.
+So when ``python -m`` starts one of the ``COMMANDS``, ``tinygrok/__init__.py`` (imported
+first) calls ``exit_quietly_on_signals``: SIGINT and SIGTERM then exit at once with code
+128 + the signal's number (130, 143) and no traceback. Each command calls
+``restore_handlers`` once its imports are done and before it starts, so that its own
+handling of Ctrl-C (saving a checkpoint, stopping a sweep's runs) sees Python's usual
+KeyboardInterrupt. Any other program that imports tinygrok keeps Python's Ctrl-C.
 """
 
 import signal
+import sys
+
+COMMANDS = ("tinygrok.run", "tinygrok.analyze", "tinygrok.report", "tinygrok.sweep")
 
 _received = []  # signals that arrived while the quiet handlers were in place
 _previous = {}
@@ -23,6 +27,16 @@ _previous = {}
 def _exit_quietly(number, frame):
     _received.append(number)
     raise SystemExit(128 + number)
+
+
+def starting_a_command() -> bool:
+    """Is Python importing tinygrok to start ``python -m <one of COMMANDS>``? While it
+    looks for the module, Python sets ``sys.argv[0]`` to "-m" (and keeps the command line
+    as it was typed in ``sys.orig_argv``)."""
+    if sys.argv[:1] != ["-m"]:
+        return False
+    typed = getattr(sys, "orig_argv", [])
+    return any(flag == "-m" and module in COMMANDS for flag, module in zip(typed, typed[1:]))
 
 
 def exit_quietly_on_signals() -> None:
