@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from tinygrok import runfiles
+import tinygrok.run as run_module
 from tinygrok.run import main as run_command
 from tinygrok.train import (Interrupted, NonFiniteLoss, TrainConfig, run_state,
                             step_val_acc_99, train)
@@ -199,7 +200,7 @@ def test_a_diverging_run_stops_with_its_step_and_no_numpy_warning_first(tmp_path
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # "overflow encountered in matmul"
         with pytest.raises(NonFiniteLoss, match="the loss became nan at step"):
-            train(tiny(lr=1e30), tmp_path)
+            train(tiny(lr=1e30, log_every=1), tmp_path)  # evaluated at every step too
     assert run_state(tmp_path) == "resumable"
 
 
@@ -319,6 +320,22 @@ def test_force_checks_everything_before_deleting_a_run(tmp_path, monkeypatch):
     interrupted = invoke(*TINY_CLI, "--out", str(out), "--force")
     assert interrupted.exit_code == 130 and "nothing was written" in interrupted.output
     assert run_state(out) == "complete" and read_bytes(out / "metrics.csv") == metrics
+
+
+def test_ctrl_c_while_force_deletes_says_the_old_run_is_gone(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    assert invoke(*TINY_CLI, "--out", str(out)).exit_code == 0
+    real_remove = run_module.remove_run_files
+
+    def remove_then_ctrl_c(folder):
+        real_remove(folder)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(run_module, "remove_run_files", remove_then_ctrl_c)
+    result = invoke(*TINY_CLI, "--out", str(out), "--force")
+    assert result.exit_code == 130, result.output
+    assert f"nothing was written (--force had deleted the run that was in {out})" in result.output
+    assert run_state(out) == "missing"
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM],

@@ -32,6 +32,7 @@ DEFAULTS = {name: getattr(TrainConfig(), name) for name in (
     "task", "seed", "steps", "batch_size", "lr", "weight_decay", "warmup", "train_frac", "p",
     "d_model", "heads", "layers", "log_every", "probe_size")}
 POSITIVE = click.IntRange(min=1)
+NOTHING_WRITTEN = "interrupted before training started; nothing was written"
 
 
 def set_threads(threads: int | None) -> int:
@@ -211,7 +212,7 @@ def main(ctx, out, resume, force, threads, **options):
     try:
         config, out, used_threads = checked_settings(ctx, out, resume, force, threads, options)
     except KeyboardInterrupt:  # click would say "Aborted!" and exit 1
-        click.echo("\ninterrupted before training started; nothing was written", err=True)
+        click.echo(f"\n{NOTHING_WRITTEN}", err=True)
         sys.exit(130)
     start_training(config, out, resume, force, used_threads)
 
@@ -261,7 +262,7 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
     # From here until training starts, Ctrl-C or SIGTERM only raise a flag: a
     # KeyboardInterrupt raised inside one of Numba's callbacks from C would be printed and
     # lost, and click would report any other as "Aborted!" with exit code 1.
-    signals = []
+    signals, removed = [], False
     previous = {number: signal.signal(number, lambda n, _: signals.append(n))
                 for number in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -278,13 +279,15 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
             click.echo(note, err=True)
         click.echo("preparing the Numba kernels (compiled once, then loaded from cache)...")
         warm_up_kernels()
-        if force and out.exists() and not signals:  # only now that all has been checked
+        if force and out.exists() and not signals:  # only now that all is checked
             remove_run_files(out)  # whole: a signal now waits until the files are gone
+            removed = True
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
     if signals:
-        click.echo("\ninterrupted before training started; nothing was written", err=True)
+        deleted = f" (--force had deleted the run that was in {out})" if removed else ""
+        click.echo(f"\n{NOTHING_WRITTEN}{deleted}", err=True)
         sys.exit(128 + signals[0])
     progress = Progress(config.steps)
     try:

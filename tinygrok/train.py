@@ -248,10 +248,7 @@ class Run:
         batch = sample_batch(self.batch_rng, self.train_idx, self.config.batch_size)
         labels = self.task.labels[batch]
         self.optimizer.zero_grad()
-        # Overflow here ends in a non-finite loss, which the check below reports with its
-        # step; NumPy's own warning would only come first, naming a line of autograd.py.
-        with np.errstate(over="ignore", invalid="ignore"):
-            loss, logits = self.model.loss(self.task.inputs[batch], labels)
+        loss, logits = self.model.loss(self.task.inputs[batch], labels)
         value = loss.item()
         if not math.isfinite(value):
             raise NonFiniteLoss(self.step + 1, value)
@@ -478,8 +475,10 @@ def _train(config: TrainConfig, out_dir, resume: bool, on_log, interrupted: list
 
     started = time.perf_counter() - run.elapsed_before
     # The kernels run on one thread in the loop and BLAS on all of its own: between
-    # products BLAS's threads keep the other cores busy (tinygrok/threads.py).
-    with kernels_on_one_thread():
+    # products BLAS's threads keep the other cores busy (tinygrok/threads.py). Overflow
+    # in a diverging run ends in a non-finite loss, which the loop reports with its step;
+    # NumPy's own warnings would come first, each naming a line of autograd.py.
+    with kernels_on_one_thread(), np.errstate(over="ignore", invalid="ignore"):
         while run.step < c.steps:
             if interrupted:
                 run.save_checkpoint(time.perf_counter() - started)
