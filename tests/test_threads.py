@@ -78,10 +78,20 @@ def test_the_training_loop_runs_the_kernels_on_one_thread(tmp_path):
         threads.current_threads()
 
 
-def test_a_busy_machine_gets_a_note_suggesting_fewer_threads():
-    note = threads.busy_machine_note(2, load=1.1, cores=2)
-    assert "busy (load 1.1 on 2 cores)" in note and "--threads 1" in note
-    assert threads.busy_machine_note(2, load=0.3, cores=2) is None  # quiet: no note
-    assert threads.busy_machine_note(1, load=3.0, cores=2) is None  # one thread waits for no one
-    assert threads.busy_machine_note(4, load=2.0, cores=8) is None  # cores to spare
-    assert threads.busy_machine_note(8, load=2.0, cores=8) is not None
+def test_a_busy_machine_gets_a_note_suggesting_the_free_cores():
+    note = threads.busy_machine_note(2, others=1, cores=2)
+    assert "other programs keep 1 of this machine's 2 cores busy" in note
+    assert "--threads 1 avoids that" in note
+    assert threads.busy_machine_note(2, others=0, cores=2) is None  # quiet: no note
+    assert threads.busy_machine_note(1, others=3, cores=2) is None  # one thread waits for no one
+    assert threads.busy_machine_note(4, others=2, cores=8) is None  # cores to spare
+    assert "--threads 6 avoids" in threads.busy_machine_note(8, others=2, cores=8)
+
+
+def test_other_running_threads_reads_the_running_count_of_this_instant(tmp_path):
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("1.90 1.20 0.80 3/412 12345\n")  # averages high, 3 running now
+    assert threads.other_running_threads(str(loadavg), samples=2, interval=0) == 2
+    loadavg.write_text("1.90 1.20 0.80 1/412 12345\n")  # a run that just ended: only us
+    assert threads.other_running_threads(str(loadavg), samples=2, interval=0) == 0
+    assert threads.other_running_threads(str(tmp_path / "none"), samples=1) is None

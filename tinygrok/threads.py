@@ -20,6 +20,7 @@ seventh session").
 
 import contextlib
 import os
+import time
 
 import numba
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -67,28 +68,50 @@ def kernels_on_one_thread():
         numba.set_num_threads(before)
 
 
-def busy_machine_note(threads: int, load: float | None = None,
+def other_running_threads(loadavg: str = "/proc/loadavg", samples: int = 5,
+                          interval: float = 0.02) -> int | None:
+    """How many threads of other programs are running or waiting for a CPU right now, or
+    None where the system does not say (no ``/proc/loadavg``: not Linux).
+
+    Linux's /proc/loadavg holds "running/total" threads in its fourth field, counting the
+    thread that reads it. The count is of this instant, not an average: the load averages
+    in the same file still show a run that ended a minute ago. The least of a few samples,
+    ``interval`` seconds apart, so that a thread passing through does not count.
+    """
+    counts = []
+    for sample in range(samples):
+        if sample:
+            time.sleep(interval)
+        try:
+            with open(loadavg) as f:
+                running = int(f.read().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        counts.append(running - 1)  # less the thread reading the file
+    return max(0, min(counts))
+
+
+def busy_machine_note(threads: int, others: int | None = None,
                       cores: int | None = None) -> str | None:
-    """A warning when other programs keep busy the cores that ``threads`` threads need, or
-    None.
+    """A warning when programs other than this one hold cores that ``threads`` threads
+    need, or None.
 
     BLAS's threads split every matrix product and wait for one another at its end. When one
     of them has to share its core with another program, each product waits until the
-    scheduler gives that thread a turn. Measured on the 2-core machine, beside another
-    single-threaded tinygrok run: 60 training steps took 37 and 69 s with 2 threads, 5.4
-    and 10.1 s with 1. The load average of the last minute (processes running or waiting
-    for a CPU) stands for the other programs: this run has barely started when asked.
-    Defaults: the load from ``os.getloadavg`` and this machine's core count.
+    scheduler gives that thread a turn. Measured on the 2-core machine beside another
+    single-threaded tinygrok run, two rounds taking turns: 60 training steps (and the
+    start-up) took 36.9 and 69.2 s with 2 threads, against 5.4 and 10.1 s with 1.
+    ``others``: threads of other programs that are running (default:
+    ``other_running_threads()``); ``cores``: default, this machine's.
     """
-    try:
-        load = os.getloadavg()[0] if load is None else load
-    except (AttributeError, OSError):  # no load average on this system
+    others = other_running_threads() if others is None else others
+    if others is None:
         return None
     cores = cores or os.cpu_count() or 1
-    busy = int(load + 0.2)  # cores the other programs keep busy, near enough
-    if threads < 2 or threads + busy <= cores:
+    free = max(1, cores - others)
+    if threads <= free:
         return None
-    return (f"note: this machine is busy (load {load:.1f} on {cores} cores). With {threads} "
-            f"threads each matrix product waits for a core that another program holds, and "
-            f"steps can take several times longer; --threads 1 avoids that (a different "
-            f"thread count gives slightly different numbers)")
+    return (f"note: other programs keep {min(others, cores)} of this machine's {cores} cores "
+            f"busy. With {threads} threads each matrix product waits for a core that another "
+            f"program holds, and steps can take several times longer; --threads {free} "
+            f"avoids that (another thread count gives slightly different numbers)")
