@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent if "__file__" in globals(
 from _quick_run import FAST, FULL, get_run, make_parser, parse  # noqa: E402
 
 from tinygrok.analysis import attention_timeline, evaluate_claims, find_phases, load_run  # noqa: E402
-from tinygrok.analysis.phases import MEMORIZED_TRAIN_ACC  # noqa: E402
+from tinygrok.analysis.phases import GROKKED_VAL_ACC, MEMORIZED_TRAIN_ACC  # noqa: E402
 from tinygrok.plots import draw_patterns  # noqa: E402
 
 parser = make_parser(__doc__, full_help="train both tasks with the paper's settings "
@@ -70,7 +70,7 @@ for label, run in runs.items():
     verdict = ("memorised and generalised" if memorised and generalised else
                "memorised but did not generalise" if memorised else
                "did not even memorise its training pairs in this budget")
-    if generalised and m["val_acc"][-1] <= 0.99:
+    if generalised and m["val_acc"][-1] <= GROKKED_VAL_ACC:
         verdict += " (its last log falls in a dip)"
     print(f"{label:>11} ({run.config['task']}, {run.config['num_train']} training pairs, "
           f"chance {1 / run.config['num_classes']:.3f}): final train acc "

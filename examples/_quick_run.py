@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 from tinygrok import threads
+from tinygrok.tasks import has_modulus
 from tinygrok.train import Interrupted, TrainConfig, run_state, train, warm_up_kernels
 
 EXAMPLES = Path(__file__).resolve().parent
@@ -141,7 +142,7 @@ def get_run(config: TrainConfig, runs_dir: Path, name: str | None = None) -> Pat
             (out / stale).unlink(missing_ok=True)
 
     verb = "resuming" if resume else "training"
-    modulus = "" if config.task == "permutation" else f"p={config.p}, "  # S5 has none
+    modulus = f"p={config.p}, " if has_modulus(config.task) else ""
     print(f"{verb} {config.task} ({modulus}d_model={config.d_model}, {config.steps} "
           f"steps) into {out} ...")
     warm_up_kernels()  # compile the Numba kernels now, so the timing below is training only

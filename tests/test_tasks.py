@@ -331,9 +331,11 @@ def test_docstring_recipe_adds_x2_plus_y2(monkeypatch):
     assert len(train) == math.floor(0.5 * p * p) and len(train) + len(val) == p * p
 
 
-@pytest.mark.parametrize("batch_size", [None, 0, -3, 2.5, True, "8"])
-def test_sample_batch_refuses_a_batch_size_that_is_not_a_positive_integer(batch_size):
-    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+@pytest.mark.parametrize("batch_size, error", [
+    (None, TypeError), (2.5, TypeError), (True, TypeError), ("8", TypeError),
+    (0, ValueError), (-3, ValueError)])
+def test_sample_batch_refuses_a_batch_size_that_is_not_a_positive_integer(batch_size, error):
+    with pytest.raises(error, match="batch_size must be"):
         sample_batch(np.random.default_rng(0), np.arange(10), batch_size)
 
 
@@ -344,5 +346,12 @@ def test_decode_refuses_tokens_and_labels_outside_the_vocabulary():
         task.decode(task.inputs[0], -1)  # would name the "=" token's neighbour, not a class
     with pytest.raises(ValueError, match="label must be a class index"):
         task.decode(task.inputs[0], task.num_classes)
-    with pytest.raises(ValueError, match="tokens must lie in"):
-        task.decode([0, len(task.vocab), 1, 2])
+    with pytest.raises(ValueError, match=r"tokens must lie in \[0, 9\), got \[0, 9, 1, 2\]"):
+        task.decode(np.array([0, len(task.vocab), 1, 2]))  # plain numbers in the message
+    with pytest.raises(TypeError, match="must be integers"):
+        task.decode(task.inputs[0], 2.5)
+
+
+def test_only_the_modular_tasks_have_a_modulus():
+    assert [tasks.has_modulus(name) for name in TASK_NAMES] == [True, True, True, False]
+    assert tasks.has_modulus("x_times_y")  # an unknown name (a foreign config) counts as modular

@@ -18,6 +18,7 @@ import click
 
 from tinygrok.analysis import RunDirectoryError, Settings, analyze_run, load_run
 from tinygrok.analysis.attention_metrics import EMERGENCE_SIMILARITY
+from tinygrok.tasks import has_modulus
 
 CLAIM_TITLES = {
     "position_patterns_first": "position patterns emerge first",
@@ -114,7 +115,7 @@ def summary_text(report):
 def _run_line(report):
     run = report["run"]
     state = "complete" if run["complete"] else "incomplete"
-    modulus = "" if run["task"] == "permutation" else f"p={run['p']}, "  # S5 has none
+    modulus = f"p={run['p']}, " if has_modulus(run["task"]) else ""
     return f"{run['name']}: {run['task']}, {modulus}seed {run['seed']}, " \
            f"{run['steps']} steps ({state})"
 

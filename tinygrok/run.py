@@ -23,7 +23,7 @@ from pathlib import Path
 import click
 
 from tinygrok import threads as thread_control
-from tinygrok.tasks import TASK_NAMES, is_prime
+from tinygrok.tasks import TASK_NAMES, has_modulus, is_prime
 from tinygrok.train import (CHECKPOINT, SUMMARY, DamagedRun, Interrupted, NonFiniteLoss, Run,
                             TrainConfig, run_state, train, warm_up_kernels)
 
@@ -65,7 +65,7 @@ def check_settings(config: TrainConfig, p_given: bool = False) -> None:
         raise click.BadParameter(f"x_div_y needs a prime modulus (got {config.p}): division "
                                  f"mod p is only defined for every y != 0 when p is prime",
                                  param_hint="--p")
-    if config.task == "permutation" and p_given:
+    if not has_modulus(config.task) and p_given:
         raise click.BadParameter("permutation composes the elements of S5 and has no modulus; "
                                  "--p applies to the modular tasks only", param_hint="--p")
     if config.d_model % config.heads:
@@ -219,7 +219,9 @@ def main(ctx, out, resume, force, threads, **options):
 
 def checked_settings(ctx, out, resume, force, threads, options) -> tuple[TrainConfig, Path, int]:
     """Every check of the options against each other, the folder and any run in it, before
-    anything is written: the settings to train with, the folder and the thread count."""
+    anything is written: the settings to train with, the folder and the thread count.
+    The thread count is also applied here, to the whole process's BLAS and Numba pools
+    (``set_threads``, which refuses more threads than the machine has)."""
     if out == "":
         raise click.BadParameter("must name a folder, not be empty", param_hint="--out")
     out = Path(out) if out else Path("runs") / f"{options['task']}-s{options['seed']}"
@@ -271,7 +273,7 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
                 Run(config, out).load_checkpoint()
             except DamagedRun as damage:
                 raise click.UsageError(str(damage)) from None
-        modulus = "" if config.task == "permutation" else f" (p={config.p})"  # S5 has none
+        modulus = f" (p={config.p})" if has_modulus(config.task) else ""
         click.echo(f"tinygrok: {config.task}{modulus}, seed {config.seed}, "
                    f"{config.steps} steps, {used_threads} threads -> {out}")
         note = thread_control.busy_machine_note(used_threads)

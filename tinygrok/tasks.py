@@ -145,6 +145,13 @@ TASKS = {
 TASK_NAMES = tuple(TASKS)
 
 
+def has_modulus(name: str) -> bool:
+    """Whether the task takes a modulus p: the modular ones do, permutation (S5) does not.
+    A name not in the registry (an old or foreign config.json) counts as modular."""
+    operation = TASKS.get(name)
+    return operation is None or operation.elements is None
+
+
 # ---- a task, encoded ------------------------------------------------------------------------
 
 
@@ -174,8 +181,12 @@ class Task:
 
         The label is a class index: a true label or a model's prediction.
         """
+        tokens_row = np.asarray(tokens_row)
+        if tokens_row.dtype.kind not in "iu" or label is not None and not _is_integer(label):
+            raise TypeError(f"tokens and label must be integers, got {tokens_row.tolist()} "
+                            f"and {label!r}")
         if any(not 0 <= t < len(self.vocab) for t in tokens_row):
-            raise ValueError(f"tokens must lie in [0, {len(self.vocab)}), got {list(tokens_row)}")
+            raise ValueError(f"tokens must lie in [0, {len(self.vocab)}), got {tokens_row.tolist()}")
         if label is not None and not 0 <= label < self.num_classes:
             raise ValueError(f"label must be a class index in [0, {self.num_classes}), got {label}")
         words = [self.symbol if t == OP_TOKEN else self.vocab[t] for t in tokens_row]
@@ -255,6 +266,11 @@ def split(task_or_num_examples, train_frac=0.5, seed=0):
     return order[:num_train], order[num_train:]
 
 
+def _is_integer(value) -> bool:
+    """An int or NumPy integer, but not a bool (which Python counts as an int)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def sample_batch(rng, train_idx, batch_size):
     """Draw batch_size example indices uniformly, with replacement, from train_idx.
 
@@ -265,7 +281,8 @@ def sample_batch(rng, train_idx, batch_size):
         raise TypeError(f"rng must be a numpy.random.Generator (got {type(rng).__name__})")
     if len(train_idx) == 0:
         raise ValueError("cannot sample a batch from an empty training split")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-            or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not _is_integer(batch_size):
+        raise TypeError(f"batch_size must be an integer, got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
     return train_idx[rng.integers(0, len(train_idx), size=batch_size)]
