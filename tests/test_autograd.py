@@ -37,11 +37,14 @@ UNARY_OPS = {
     "reshape": lambda a: a.reshape(4, 15),
     "transpose": lambda a: a.transpose(),
     "permute": lambda a: a.permute(1, 2, 0),
+    "permute_negative_axes": lambda a: a.permute(-1, 0, -2),  # -1 is the last axis
+    "reshape_list": lambda a: a.reshape([4, 15]),
     "getitem_slice": lambda a: a[1:, ::2, 3],
     "getitem_int_array": lambda a: a[np.array([0, 2, 0, 0]), :, 1],
     "getitem_negative_step": lambda a: a[::-1, 1],
     "getitem_rows_repeated": lambda a: a[np.array([2, 0, 2, 2, 1])],  # scatter-add backward
     "getitem_rows_negative": lambda a: a[np.array([-1, 0, -1])],  # np.add.at backward
+    "getitem_tuple_repeats": lambda a: a[(0, 0, 2), :, 1],  # a tuple inside: an array index
     "log_softmax": lambda a: ag.log_softmax(a, axis=-1),
     "log_softmax_axis1": lambda a: ag.log_softmax(a, axis=1),
     "split": lambda a: ag.split(a, [1, 3], axis=2)[2] * 2.0 + ag.split(a, 5, axis=2)[0].sum(),
@@ -404,3 +407,74 @@ def test_gradcheck_fails_on_nan_and_needs_a_tensor():
         gradcheck(lambda a: ag.log(a).sum(), [x])  # log(-1) is NaN
     with pytest.raises(TypeError, match="must return a Tensor"):
         gradcheck(lambda a: a.data.sum(), [x])
+
+
+def test_zero_to_the_power_zero_has_slope_zero_not_nan():
+    x = Tensor(np.array([0.0, 2.0]), requires_grad=True)
+    (x ** 0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 0.0])  # was [nan, 0]: 0 * 0**-1
+
+
+def test_a_single_gradient_of_a_0d_tensor_is_an_array_too():
+    a = Tensor(np.array(2.0), requires_grad=True)
+    (a * 3.0).backward()  # one gradient, a NumPy scalar from 0-d arithmetic
+    assert isinstance(a.grad, np.ndarray) and a.grad.shape == () and a.grad == 3.0
+    a.grad[...] = 0  # writable, as every gradient
+
+
+@pytest.mark.parametrize("case", ["matmul k=0", "matmul m=0", "matmul no rows", "linear in=0",
+                                  "linear out=0",
+                                  "empty row lookup", "embedding d=0"])
+def test_empty_dimensions_work_as_in_numpy(case):
+    def t(*shape):
+        return Tensor(np.ones(shape), requires_grad=True)
+
+    a, b = {"matmul k=0": (t(2, 3, 0), t(0, 4)), "matmul m=0": (t(2, 3, 3), t(3, 0)),
+            "matmul no rows": (t(0, 3), t(3, 4)),
+            "linear in=0": (t(5, 0), t(4, 0)), "linear out=0": (t(5, 3), t(0, 3)),
+            "empty row lookup": (t(3, 2), None), "embedding d=0": (t(4, 0), None)}[case]
+    if case.startswith("matmul"):
+        out, expected = a @ b, a.data @ b.data
+    elif case.startswith("linear"):
+        bias = Tensor(np.ones(b.shape[0]), requires_grad=True)
+        out, expected = ag.linear(a, b, bias), a.data @ b.data.T + bias.data
+    elif case == "empty row lookup":
+        out, expected = a[np.array([], dtype=np.int64)], a.data[[]]
+    else:
+        out, expected = ag.embedding(a, np.array([0, 3, 3])), a.data[[0, 3, 3]]
+    np.testing.assert_array_equal(out.data, expected)
+    (out * 2.0).sum().backward()
+    for operand in (a, b):
+        if operand is not None:  # an empty sum's gradient: zeros of the operand's shape
+            assert operand.grad.shape == operand.shape and not operand.grad.any()
+
+
+def test_embedding_needs_a_2d_table():
+    for shape in ((5,), (5, 2, 3)):  # a 1-D weight read past its end in the scatter-add
+        with pytest.raises(ValueError, match="weight must be a 2-D table"):
+            ag.embedding(Tensor(np.zeros(shape), requires_grad=True), np.array([0, 1]))
+
+
+def test_layer_norm_refuses_mixed_dtypes_and_empty_rows():
+    x32 = Tensor(np.ones((2, 3), np.float32), requires_grad=True)
+    w64, b64 = Tensor(np.ones(3)), Tensor(np.zeros(3))
+    with pytest.raises(ValueError, match="dtypes differ"):
+        ag.layer_norm(x32, w64, Tensor(np.zeros(3, np.float32)))
+    with pytest.raises(ValueError, match="of one dtype"):
+        ag.layer_norm(x32, Tensor(np.ones(3, np.float32)), b64)
+    with pytest.raises(ValueError, match="cannot join float32"):  # a plain float64 array
+        ag.layer_norm(x32, np.ones(3), np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="n >= 1"):
+        ag.layer_norm(Tensor(np.ones((2, 0))), Tensor(np.ones(0)), Tensor(np.zeros(0)))
+    y = ag.layer_norm(x32, np.ones(3, np.float32), np.zeros(3, np.float32))  # arrays: fine
+    assert y.dtype == np.float32
+
+
+def test_concatenate_and_split_name_an_axis_out_of_range():
+    a = Tensor(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="axis 5 is out of range for 2-d tensors"):
+        ag.concatenate([a, a], axis=5)
+    with pytest.raises(ValueError, match="axis 0 is out of range for 0-d tensors"):
+        ag.concatenate([Tensor(np.array(1.0))] * 2)
+    with pytest.raises(ValueError, match="axis 2 is out of range for a 2-d Tensor"):
+        ag.split(a, 2, axis=2)  # it was wrapped round to axis 0

@@ -238,7 +238,8 @@ class Tensor:
         return max(self, axis, keepdims)
 
     def reshape(self, *shape):
-        return reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], tuple) else shape)
+        return reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list))
+                       else shape)
 
     def transpose(self, *axes):
         return transpose(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else (axes or None))
@@ -296,7 +297,10 @@ def accumulate_grad(tensor: Tensor, grad: np.ndarray) -> None:
         return
     grad = unbroadcast(grad, tensor.data.shape)
     if tensor.grad is None:
-        tensor.grad = grad if grad.flags.writeable else grad.copy()  # maybe shared
+        # maybe shared; np.array copies read-only views, and makes a NumPy scalar (from a
+        # 0-d computation) a 0-d array: gradients are always whole, writable arrays
+        tensor.grad = grad if isinstance(grad, np.ndarray) and grad.flags.writeable \
+            else np.array(grad)
     elif tensor.grad is tensor._own_grad:
         tensor.grad += grad  # this backward pass made the array: no one else holds it
     else:
@@ -456,7 +460,12 @@ def power(a: Tensor, exponent) -> Tensor:
     c = a.dtype.type(exponent)
     out = new_node(a.data ** c, (a,), "pow")
     if out.requires_grad:
-        out._backward = lambda grad_out: accumulate_grad(a, grad_out * c * a.data ** (c - 1))
+        def _backward(grad_out):
+            if c == 0:  # a**0 is 1 everywhere, so the slope is 0 (not 0 * a**-1: NaN at 0)
+                accumulate_grad(a, np.zeros_like(a.data))
+            else:
+                accumulate_grad(a, grad_out * c * a.data ** (c - 1))
+        out._backward = _backward
     return out
 
 
@@ -490,8 +499,7 @@ def matmul(a, b) -> Tensor:
                 if b.ndim == 2:
                     # A weight shared by every row: one big product instead of a batch of
                     # small ones summed afterwards (same numbers, far less memory).
-                    k, m = b.shape
-                    accumulate_grad(b, a.data.reshape(-1, k).T @ g.reshape(-1, m))
+                    accumulate_grad(b, _as_rows(a.data).T @ _as_rows(g))
                 else:
                     accumulate_grad(b, np.swapaxes(a.data, -1, -2) @ g)
         out._backward = _backward
@@ -515,13 +523,13 @@ def linear(x, weight, bias) -> Tensor:
         raise ValueError(f"linear needs x (..., in), weight (out, in) and bias (out,) of one "
                          f"dtype; got x {x.shape} {x.dtype}, weight {weight.shape} "
                          f"{weight.dtype}, bias {bias.shape} {bias.dtype}")
-    rows = x.data.reshape(-1, x.shape[-1])
+    rows = _as_rows(x.data)
     y = rows @ weight.data.T
     y += bias.data
     out = new_node(y.reshape(*x.shape[:-1], weight.shape[0]), (x, weight, bias), "linear")
     if out.requires_grad:
         def _backward(grad_out):
-            g = grad_out.reshape(-1, weight.shape[0])
+            g = _as_rows(grad_out)
             if x.requires_grad:
                 accumulate_grad(x, (g @ weight.data).reshape(x.shape))
             if weight.requires_grad:
@@ -540,8 +548,14 @@ def _matmul_arrays(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     BLAS call with the same result.
     """
     if b.ndim == 2 and a.ndim > 2:
-        return (a.reshape(-1, a.shape[-1]) @ b).reshape(*a.shape[:-1], b.shape[-1])
+        return (_as_rows(a) @ b).reshape(*a.shape[:-1], b.shape[-1])
     return a @ b
+
+
+def _as_rows(a: np.ndarray) -> np.ndarray:
+    """a (..., n) as one 2-D stack of rows (rows, n). The same as ``a.reshape(-1, n)``,
+    which NumPy refuses for n = 0 (-1 is then ambiguous); empty arrays are allowed."""
+    return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
 
 
 # --------------------------------------------------------------------------------------
@@ -622,8 +636,9 @@ def transpose(a: Tensor, axes=None) -> Tensor:
     """Permute the axes (reverse them when ``axes`` is None).   The gradient is permuted
     back with the inverse permutation."""
     axes = tuple(range(a.ndim))[::-1] if axes is None else tuple(axes)
-    inverse = tuple(np.argsort(axes))
-    out = new_node(a.data.transpose(axes), (a,), "transpose")
+    data = a.data.transpose(axes)  # NumPy checks that axes is a permutation
+    inverse = tuple(np.argsort([axis % a.ndim for axis in axes]))  # -1 is the last axis
+    out = new_node(data, (a,), "transpose")
     if out.requires_grad:
         out._backward = lambda grad_out: accumulate_grad(a, grad_out.transpose(inverse))
     return out
@@ -633,8 +648,10 @@ permute = transpose
 
 
 def _has_array_index(index) -> bool:
+    """Does the index pick elements by integer arrays (which may pick one twice)? Inside
+    an index tuple NumPy reads a list or a tuple as an array: ``a[(0, 0, 1), :]``."""
     parts = index if isinstance(index, tuple) else (index,)
-    return any(isinstance(p, (list, np.ndarray)) for p in parts)
+    return any(isinstance(p, (list, tuple, np.ndarray)) for p in parts)
 
 
 def getitem(a: Tensor, index) -> Tensor:
@@ -654,7 +671,7 @@ def getitem(a: Tensor, index) -> Tensor:
     if out.requires_grad:
         def _backward(grad_out):
             if _is_row_lookup(index, a):  # a[rows]: the embedding's scatter-add, faster
-                rows = grad_out.reshape(len(index), -1)
+                rows = grad_out.reshape(len(index), math.prod(a.shape[1:]))
                 grad = kernels.scatter_add_rows(index, rows, a.shape[0]).reshape(a.shape)
                 accumulate_grad(a, grad)
             elif _has_array_index(index):
@@ -676,6 +693,9 @@ def _is_row_lookup(index, a: Tensor) -> bool:
 def concatenate(tensors, axis: int = 0) -> Tensor:
     """Join tensors along ``axis``.   Each input gets its own slice of the gradient."""
     tensors = list(tensors)
+    ndim = tensors[0].ndim
+    if not -ndim <= axis < ndim:  # also 0-d tensors, which have no axis to join along
+        raise ValueError(f"concatenate: axis {axis} is out of range for {ndim}-d tensors")
     dtype = tensors[0].dtype
     if any(t.dtype != dtype for t in tensors):
         raise ValueError(f"concatenate: dtypes differ: {[str(t.dtype) for t in tensors]}")
@@ -700,6 +720,8 @@ def split(a: Tensor, sections, axis: int = 0) -> list[Tensor]:
 
     Each piece is a ``getitem`` of a slice, so its gradient lands in its own slice.
     """
+    if not -a.ndim <= axis < a.ndim:
+        raise ValueError(f"split: axis {axis} is out of range for a {a.ndim}-d Tensor")
     axis = axis % a.ndim
     pieces = np.split(np.arange(a.shape[axis]), sections)
     results = []
@@ -777,6 +799,9 @@ def embedding(weight: Tensor, indices: np.ndarray) -> Tensor:
     ``np.add.at(grad, indices, g)``, done by a short Numba loop that is much faster).
     """
     indices = np.asarray(indices)
+    if weight.ndim != 2:
+        raise ValueError(f"embedding: weight must be a 2-D table (rows, dim), got shape "
+                         f"{weight.shape}")
     if indices.dtype.kind not in "iu":
         raise ValueError(f"embedding: indices must be integers, got {indices.dtype}")
     if indices.size and (indices.min() < 0 or indices.max() >= weight.shape[0]):
@@ -805,10 +830,13 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Te
     The loops over rows run in Numba (``kernels.layer_norm_forward`` and
     ``kernels.layer_norm_backward_input``), one pass each instead of a dozen NumPy ones.
     """
-    n = x.shape[-1]
-    if weight.shape != (n,) or bias.shape != (n,):
-        raise ValueError(f"layer_norm: weight and bias must have shape ({n},), got "
-                         f"{weight.shape} and {bias.shape}")
+    x, weight = _pair(x, weight, "layer_norm")
+    bias = as_tensor(bias, x.dtype)
+    n = x.shape[-1] if x.ndim else 0
+    if weight.shape != (n,) or bias.shape != (n,) or bias.dtype != x.dtype or n == 0:
+        raise ValueError(f"layer_norm needs x (..., n) with n >= 1, and weight and bias of "
+                         f"shape (n,), all of one dtype; got x {x.shape} {x.dtype}, weight "
+                         f"{weight.shape} {weight.dtype}, bias {bias.shape} {bias.dtype}")
     y, xhat, rstd = kernels.layer_norm_forward(x.data, weight.data, bias.data, eps)
     out = new_node(y, (x, weight, bias), "layer_norm")
     if out.requires_grad:

@@ -175,7 +175,8 @@ def _layer_norm_backward_input(grad_out, weight, xhat, rstd, grad_in):
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a).reshape(-1, a.shape[-1])
+    """a (..., n) as contiguous rows (rows, n); reshape(-1, n) would refuse n = 0."""
+    return np.ascontiguousarray(a).reshape(math.prod(a.shape[:-1]), a.shape[-1])
 
 
 def layer_norm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float):
