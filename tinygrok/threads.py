@@ -70,8 +70,10 @@ def kernels_on_one_thread():
 
 def other_running_threads(loadavg: str = "/proc/loadavg", samples: int = 5,
                           interval: float = 0.02) -> int | None:
-    """How many threads of other programs are running or waiting for a CPU right now, or
-    None where the system does not say (no ``/proc/loadavg``: not Linux).
+    """How many threads besides the calling one are running or waiting for a CPU right
+    now, or None where the system does not say (no ``/proc/loadavg``: not Linux). Called
+    before training starts, when this process runs on its main thread alone, that is the
+    other programs' threads.
 
     Linux's /proc/loadavg holds "running/total" threads in its fourth field, counting the
     thread that reads it. The count is of this instant, not an average: the load averages
