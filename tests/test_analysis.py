@@ -504,3 +504,67 @@ def test_a_run_without_attention_or_embeddings_still_gets_phases(tmp_path):
     assert report["phases"]["grok_step"] == 640
     assert "skipped" in report["attention"] and "skipped" in report["fourier"]
     assert all(claim["holds"] is None for claim in report["claims"].values())
+
+
+# ---- edge cases an analysis probe found ------------------------------------------------------
+
+
+def test_constant_embeddings_have_no_key_frequency():
+    # all energy at k = 0; the rest is rounding noise of about 1e-16, not a frequency
+    spectrum = fourier.fourier_timeline([0], np.full((1, 13, 8), 0.7, np.float32), "x_plus_y", 11)
+    assert spectrum.key_frequencies() == [] and spectrum.gini[0] == 0.0
+
+
+def test_claim_one_leaves_the_heads_out_when_their_scores_tie_across_the_split():
+    # every head purely positional (score 1): which half a head lands in would be its number
+    for emergence in ([[10, 30], [20, 40]], [[30, 10], [40, 20]]):  # the heads' order swapped
+        timeline = hand_timeline(emergence, np.ones((2, 2)), np.zeros(4), np.ones(3))
+        result = claims.position_patterns_first(GROKKED, timeline)
+        assert result["most_positional_half_earlier"] is None
+        assert result["holds"] is True  # the layer test alone: 20 < 30
+        assert "tie across the half-way split" in result["reason"]
+
+
+def test_claim_two_does_not_apply_when_the_transition_falls_within_one_attention_log():
+    phases = find_phases([10, 20, 30, 40], [1, 1, 1, 1], [0.1, 0.1, 0.6, 1.0])  # 30 -> 40
+    timeline = hand_timeline([[0, 0], [0, 0]], np.ones((2, 2)), [1.0, 1.0, 1.0, 0.5],
+                             np.ones(3))
+    timeline.steps = np.array([0, 100, 200, 300])  # attention logged every 100 steps
+    result = claims.clean_patterns_in_transition(phases, timeline)
+    assert result["holds"] is None and "same attention log (step 0)" in result["reason"]
+
+
+def test_heads_that_all_attend_identically_form_one_cluster():
+    result = clustering.cluster_heads(np.ones((1, 3, 12)))  # crashed in the silhouette
+    assert result["k"] == 1 and result["labels"] == [[0, 0, 0]]
+    assert "identically" in result["chosen_by"]
+    assert clustering.silhouette_score(np.ones((3, 2)), np.zeros(3, int)) == 0.0
+
+
+@pytest.mark.parametrize("column", ["train_acc", "val_acc", "step"])
+def test_a_metrics_row_with_nan_accuracy_is_a_clear_error(tmp_path, column):
+    directory = write_synthetic_run(tmp_path)
+    lines = (directory / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    row = lines[5].split(",")
+    row[header.index(column)] = "nan"
+    lines[5] = ",".join(row)
+    (directory / "metrics.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(RunDirectoryError, match=f"line 6: {column} is nan, not a finite number"):
+        load_run(directory)
+
+
+def test_a_run_with_no_logged_step_is_analysed_without_a_crash(tmp_path):
+    directory = write_synthetic_run(tmp_path)
+    metrics = directory / "metrics.csv"
+    metrics.write_text(metrics.read_text().splitlines()[0] + "\n")  # the header alone
+    report = analyze_run(load_run(directory)).report
+    assert report["final"] == {"skipped": "no logged steps"}
+
+
+def test_x_div_y_mod_2_draws_its_empty_spectrum(tmp_path):
+    from tinygrok.plots import fourier_figure
+
+    spectrum = fourier.fourier_timeline([0, 10], np.ones((2, 4, 8), np.float32), "x_div_y", 2)
+    phases = find_phases([0, 10], [1, 1], [0.5, 1.0])
+    fourier_figure(spectrum, phases)  # Z_1: no frequency but 0 (norms.max() of nothing)

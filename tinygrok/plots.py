@@ -232,7 +232,9 @@ def fourier_figure(spectrum, phases):
         keys = spectrum.key_frequencies(i)
         colors = ["tab:red" if k in keys else "tab:blue" for k in frequencies]
         ax.bar(frequencies, norms, color=colors, width=0.8)
-        ax.axhline(spectrum.key_ratio * norms.max(), color="grey", linestyle=":", linewidth=1)
+        if norms.size:  # Z_1 (x_div_y with p = 2) has no frequency but 0
+            ax.axhline(spectrum.key_ratio * norms.max(), color="grey", linestyle=":",
+                       linewidth=1)
         ax.set_title(f"{label}: step {spectrum.steps[i]}, key frequencies {keys}", fontsize=9)
         ax.set_ylabel("norm")
     ax.set_xlabel("frequency k")

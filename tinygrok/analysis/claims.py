@@ -11,8 +11,8 @@ always reported too.
    (a) layers: the mean emergence step of the first layer's heads is earlier than the last
    layer's; (b) heads: rank all heads by their position score at the final step; the top
    half (most positional) has an earlier mean emergence step than the bottom half (with an
-   odd number of heads the middle one is left out). The claim holds if every test that
-   applies holds.
+   odd number of heads the middle one is left out; when the scores tie across the split,
+   test (b) does not apply). The claim holds if every test that applies holds.
 2. *Clean patterns form during the transition*: between the start and the end of the
    transition phase the entropy of the last query row ("=", the row that produces the
    answer; mean over heads and probes) falls and the consistency (mean over heads of the
@@ -72,16 +72,21 @@ def position_patterns_first(phases, timeline):
     final_score = timeline.position_score[-1].ravel()
     ranking = np.argsort(-final_score, kind="stable")  # most positional first
     half = len(ranking) // 2
-    heads_test, high_mean, low_mean = None, None, None
+    heads_test, high_mean, low_mean, heads_tie = None, None, None, False
     if half >= 1:
-        high_mean = float(emergence.ravel()[ranking[:half]].mean())
-        low_mean = float(emergence.ravel()[ranking[-half:]].mean())
-        heads_test = bool(high_mean < low_mean)
+        most, least = ranking[:half], ranking[-half:]
+        # Equal scores across the split (purely positional heads all score 1) would let the
+        # heads' numbering decide which half a head is in: then the heads are not judged.
+        heads_tie = bool(final_score[most].min() <= final_score[least].max())
+        if not heads_tie:
+            high_mean = float(emergence.ravel()[most].mean())
+            low_mean = float(emergence.ravel()[least].mean())
+            heads_test = bool(high_mean < low_mean)
 
     tests = [t for t in (layers_test, heads_test) if t is not None]
     return {
         "holds": all(tests) if tests else None,
-        "reason": _position_reason(layers_test, heads_test),
+        "reason": _position_reason(layers_test, heads_test, heads_tie),
         "thresholds": {"emergence_similarity": timeline.emergence_threshold,
                        "head_split": "top half vs bottom half by final position score"},
         "emergence_step_by_layer_head": timeline.emergence_step.tolist(),
@@ -108,6 +113,10 @@ def clean_patterns_in_transition(phases, timeline, window=CONSISTENCY_WINDOW):
         return result
     start = _attention_state(timeline, transition["start"], window)
     end = _attention_state(timeline, transition["end"], window)
+    if start["step"] == end["step"]:
+        result["reason"] = (f"the transition's start and end fall on the same attention log "
+                            f"(step {start['step']})")
+        return result
     entropy_falls = end["entropy_last"] < start["entropy_last"]
     consistency_rises = end["consistency"] > start["consistency"]
     result.update({
@@ -184,10 +193,12 @@ def _attention_state(timeline, step, window):
     }
 
 
-def _position_reason(layers_test, heads_test):
+def _position_reason(layers_test, heads_test, heads_tie):
     parts = []
     if layers_test is not None:
         parts.append(f"first layer {'earlier' if layers_test else 'not earlier'} than last")
     if heads_test is not None:
         parts.append(f"most positional heads {'earlier' if heads_test else 'not earlier'}")
+    if heads_tie:
+        parts.append("heads not compared: their position scores tie across the half-way split")
     return "; ".join(parts) if parts else "needs at least two heads"

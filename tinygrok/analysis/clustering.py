@@ -13,7 +13,7 @@ the nearest centre so far) and keeps the best of several seeded restarts.
 
 Choosing k: the silhouette of point i is s_i = (b_i - a_i) / max(a_i, b_i), where a_i is
 its mean distance to the other points of its cluster and b_i the smallest mean distance to
-the points of another cluster (s_i = 0 for a point alone in its cluster). The mean
+the points of another cluster (s_i = 0 for a point alone in its cluster, and for every point when one cluster holds them all). The mean
 silhouette is near 1 for tight, well separated clusters. We try k = 2..n-1 (n heads) and keep
 the k with the largest mean silhouette (the smallest such k on a tie).
 
@@ -93,8 +93,8 @@ def silhouette_score(points, labels):
     scores = np.zeros(len(points))
     for i in range(len(points)):
         own = labels == labels[i]
-        if own.sum() == 1:
-            continue  # a point alone in its cluster scores 0
+        if own.sum() == 1 or own.all():
+            continue  # alone in its cluster, or one cluster holds every point: it scores 0
         a = distances[i, own].sum() / (own.sum() - 1)  # the 0 distance to itself is left out
         b = min(distances[i, labels == other].mean() for other in np.unique(labels[~own]))
         if max(a, b) > 0:
@@ -130,6 +130,8 @@ def cluster_heads(head_vectors, k=None, *, seed=0):
         chosen_by = "given"
     elif len(points) < 3:
         k, chosen_by = 1, "fewer than 3 heads: one cluster"
+    elif len(np.unique(points, axis=0)) == 1:
+        k, chosen_by = 1, "every head attends identically: one cluster"
     else:
         k, silhouettes = choose_k(points, range(2, len(points)), seed=seed)
         chosen_by = "silhouette"

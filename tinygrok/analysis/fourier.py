@@ -38,6 +38,9 @@ from dataclasses import dataclass
 import numpy as np
 
 KEY_FREQUENCY_RATIO = 0.25
+# A frequency whose norm is below this fraction of the whole spectrum's is rounding noise
+# (float32 embeddings carry about 6e-8 of relative error per number).
+NOISE_RATIO = 1e-6
 FIRST_ELEMENT_TOKEN = 2  # the element with index i is token 2 + i
 ADDITIVE_TASKS = ("x_plus_y", "x_minus_y")
 MULTIPLICATIVE_TASKS = ("x_div_y",)
@@ -98,9 +101,19 @@ def frequency_norms(group_embeddings):
     return np.sqrt(np.bincount(frequencies, weights=energy))
 
 
+def wave_norms(norms):
+    """The norms of the frequencies k >= 1, with rounding noise set to 0: a norm below
+    NOISE_RATIO of the whole spectrum's. (Constant embeddings leave about 1e-16 of it at
+    every k >= 1, which would otherwise rank as "key frequencies".)"""
+    norms = np.asarray(norms, dtype=np.float64)
+    waves = norms[1:].copy()
+    waves[waves <= NOISE_RATIO * np.sqrt((norms**2).sum())] = 0
+    return waves
+
+
 def key_frequencies(norms, ratio=KEY_FREQUENCY_RATIO):
     """The frequencies k >= 1 whose norm exceeds ratio times the largest such norm."""
-    waves = np.asarray(norms)[1:]
+    waves = wave_norms(norms)
     if waves.size == 0 or waves.max() <= 0:
         return []
     return [int(k) + 1 for k in np.flatnonzero(waves > ratio * waves.max())]
@@ -158,7 +171,7 @@ def fourier_timeline(steps, token_embeddings, task, p, key_ratio=KEY_FREQUENCY_R
     return FourierTimeline(
         steps=np.asarray(steps, dtype=np.int64),
         norms=norms,
-        gini=np.array([gini(n[1:]) for n in norms]),
+        gini=np.array([gini(wave_norms(n)) for n in norms]),
         group=group,
         key_ratio=float(key_ratio),
     )

@@ -80,7 +80,9 @@ def phase_end_steps(phases):
     """[(label, step)]: the last step of each phase that happened, or the final step."""
     ends = [(name, phases[name]["end"]) for name in phases_module.PHASE_NAMES
             if phases.get(name) is not None]
-    return ends or [("final", phases["last_step"])]
+    if ends or phases["last_step"] is None:  # no phase, or no logged step at all
+        return ends
+    return [("final", phases["last_step"])]
 
 
 def json_ready(value):
@@ -134,7 +136,7 @@ def _weight_norm(metrics, phases):
     return {
         "first": norms[0],
         "final": norms[-1],
-        "max": norms.max(),
+        "max": np.nanmax(norms) if np.isfinite(norms).any() else None,  # NaN rows aside
         "at_memorization_start": at(start_of("memorization")),
         "at_transition_start": at(start_of("transition")),
         "at_grok_step": at(phases["grok_step"]),

@@ -179,6 +179,13 @@ def read_metrics(csv_path, required=METRIC_COLUMNS):
         table = np.array(body, dtype=np.float64).reshape(len(body), len(header))
     except ValueError as error:
         raise RunDirectoryError(f"{csv_path}: a value is not a number ({error})") from None
+    for name in ("step", "train_acc", "val_acc"):  # what the phases are read from
+        if name in header:
+            column = table[:, header.index(name)]
+            bad = np.flatnonzero(~np.isfinite(column))
+            if bad.size:
+                raise RunDirectoryError(f"{csv_path}: line {bad[0] + 2}: {name} is "
+                                        f"{column[bad[0]]}, not a finite number")
     metrics = {name: table[:, i] for i, name in enumerate(header)}
     metrics["step"] = metrics["step"].astype(np.int64)
     return metrics
