@@ -60,11 +60,13 @@ moments = [("initialisation", 0)] + [
     (f"end of {name.replace('_', '-')}", phases[name]["end"])
     for name in ("memorization", "transition", "post_grokking") if phases[name] is not None]
 figure = Figure(figsize=(1.3 * H + 2, len(moments) * (1.3 * L + 0.9)))
-figure.subplots_adjust(left=0.08, right=0.97, bottom=0.02, top=0.95, hspace=0.35)
+figure.subplots_adjust(left=0.08, right=0.86, bottom=0.02, top=0.95, hspace=0.35)
 for ax, (label, step) in zip(figure.subplots(len(moments), 1, squeeze=False)[:, 0], moments):
     i = nearest_index(run.attention_steps, step)
-    draw_patterns(ax, run.patterns[i].mean(axis=2),
-                  f"{label}: step {run.attention_steps[i]} (mean over {N} probes)")
+    image = draw_patterns(ax, run.patterns[i].mean(axis=2),
+                          f"{label}: step {run.attention_steps[i]} (mean over {N} probes)")
+figure.colorbar(image, cax=figure.add_axes([0.89, 0.3, 0.02, 0.4]),
+                label="attention weight (row: query, column: key)")
 figure.savefig(args.out / "04_attention_by_phase.png", dpi=100)
 figure
 

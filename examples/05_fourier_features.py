@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()))
 from _quick_run import FAST, FULL, get_run, make_parser, parse  # noqa: E402
@@ -69,11 +71,15 @@ assert np.array_equal(relabelled, (i - j) % (p - 1))  # log(x / y) = log x - log
 print("relabelled by discrete logs, x / y is exactly the subtraction table (i - j) mod (p-1)")
 
 figure = Figure(figsize=(10, 4.6))
-figure.subplots_adjust(left=0.06, right=0.98, bottom=0.12, top=0.85, wspace=0.25)
+figure.subplots_adjust(left=0.06, right=0.94, bottom=0.12, top=0.85, wspace=0.3)
 left, right = figure.subplots(1, 2)
-left.imshow(division, cmap="twilight", extent=(0.5, p - 0.5, p - 0.5, 0.5))
+image = left.imshow(division, cmap="twilight", extent=(0.5, p - 0.5, p - 0.5, 0.5))
 left.set(title=f"x / y mod {p}, natural order\n(colour: the value)", xlabel="y", ylabel="x")
-right.imshow(relabelled, cmap="twilight")
+for axis in (left.xaxis, left.yaxis, right.xaxis, right.yaxis):  # no 2.5th row in a table
+    axis.set_major_locator(MaxNLocator(integer=True))
+figure.colorbar(image, ax=left, fraction=0.046, label="x / y mod p")
+image = right.imshow(relabelled, cmap="twilight")
+figure.colorbar(image, ax=right, fraction=0.046, label="(i - j) mod (p - 1)")
 right.set(title=f"the same table, rows x = {g}^i, columns y = {g}^j\n(colour: log(x / y) "
                 f"= (i - j) mod {p - 1})", xlabel="j = log y", ylabel="i = log x")
 figure.savefig(args.out / "05_division_table.png", dpi=100)
@@ -102,19 +108,30 @@ for label, index in (("initialisation", 0), ("final", -1)):
 
 figure = Figure(figsize=(10, 7))
 grid = figure.add_gridspec(2, 2, left=0.08, right=0.98, bottom=0.08, top=0.9, hspace=0.45,
-                           wspace=0.2)
+                           wspace=0.3)
 for column, (label, index) in enumerate((("initialisation", 0), ("final", -1))):
     ax = figure.add_subplot(grid[0, column])
     norms = spectrum.norms[index, 1:]
     keys = spectrum.key_frequencies(index)
     frequencies = np.arange(1, len(norms) + 1)
     ax.bar(frequencies, norms, color=["tab:red" if k in keys else "tab:blue" for k in frequencies])
-    ax.axhline(spectrum.key_ratio * norms.max(), color="grey", linestyle=":", linewidth=1)
-    ax.set(title=f"{label}, step {spectrum.steps[index]}: norm of each frequency",
-           xlabel="frequency k", ylabel="norm")
+    threshold = ax.axhline(spectrum.key_ratio * norms.max(), color="grey", linestyle=":",
+                           linewidth=1, label=f"{spectrum.key_ratio:g} x the largest")
+    every = 1 if len(frequencies) <= 24 else 5  # a tick per frequency when they fit
+    ax.set_xticks(sorted({int(k) for k in frequencies if k % every == 0} | set(keys)))
+    ax.tick_params(axis="x", labelsize=7)
+    named = "all (a flat spectrum)" if len(keys) == len(frequencies) else keys
+    ax.set(title=f"{label}, step {spectrum.steps[index]}: key frequencies {named}",
+           xlabel="frequency k", ylabel="norm (own scale)")
+    ax.title.set_fontsize(9)
+    ax.legend(handles=[Patch(color="tab:red", label="key frequency"),
+                       Patch(color="tab:blue", label="other frequency"), threshold], fontsize=7)
 ax = figure.add_subplot(grid[1, 0])
-ax.imshow(np.abs(coefficients), aspect="auto", cmap="magma")
-ax.set_yticks(range(0, len(order), 4), [f"k={k}" for k in frequency_of_row[::4]], fontsize=7)
+image = ax.imshow(np.abs(coefficients), aspect="auto", cmap="magma")
+figure.colorbar(image, ax=ax, fraction=0.046, label="|coefficient|")
+final_keys = spectrum.key_frequencies(-1)
+labelled = [row for row, k in enumerate(frequency_of_row) if k == 0 or k in final_keys]
+ax.set_yticks(labelled, [f"k={frequency_of_row[row]}" for row in labelled], fontsize=7)
 ax.set(title="final |coefficients|: rows = waves, columns = dimensions", xlabel="dimension")
 ax = figure.add_subplot(grid[1, 1])
 shade_phases(ax, phases)

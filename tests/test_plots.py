@@ -3,12 +3,16 @@
 import os
 import subprocess
 import sys
+import warnings
 
+import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from synthetic_run import write_synthetic_run
 
 from tinygrok.analysis import analyze_run, load_run
-from tinygrok.plots import make_figures
+from tinygrok.analysis.phases import find_phases
+from tinygrok.plots import attention_metrics_figure, fourier_figure, make_figures, probe_description
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -96,3 +100,57 @@ def test_an_interrupted_report_keeps_the_old_figure(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_report(tmp_path / "runs", out, analyze_missing=False)
     assert (out / "figure1.png").read_bytes() == before
+
+
+# ---- what a student reads off the figures ----------------------------------------------------
+
+
+def test_the_loss_axis_label_stays_on_a_figure_with_less_than_a_decade_of_loss(tmp_path):
+    from tinygrok.plots import loss_figure
+
+    steps = np.arange(10, 1510, 10)
+    metrics = {"step": steps, "train_loss": np.linspace(4.85, 4.4, len(steps)),
+               "val_loss": np.linspace(4.8, 5.0, len(steps))}
+    figure = loss_figure(metrics, find_phases(steps, np.zeros(len(steps)), np.zeros(len(steps))))
+    FigureCanvasAgg(figure).draw()  # lay the figure out, as saving it does
+    label = figure.axes[0].yaxis.label.get_window_extent(figure.canvas.get_renderer())
+    assert label.x0 >= 0, label  # was pushed off the left edge by "4.4x10^0" tick labels
+    assert "log scale" in figure.axes[0].get_ylabel()
+
+
+def test_figures_without_phases_draw_no_empty_legend(tmp_path):
+    from tinygrok.plots import weight_norm_figure
+
+    steps = np.arange(10, 110, 10)
+    metrics = {"step": steps, "weight_norm": np.linspace(30, 20, len(steps))}
+    never = find_phases(steps, np.zeros(len(steps)), np.zeros(len(steps)))  # no phase at all
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "No artists with labels found to put in legend"
+        weight_norm_figure(metrics, never)
+
+
+def test_the_spectrum_ticks_every_key_frequency_and_says_what_the_colours_mean(tmp_path):
+    run = load_run(write_synthetic_run(tmp_path, frequency=3))
+    analysis = analyze_run(run)
+    figure = fourier_figure(analysis.fourier, analysis.phases)
+    top = figure.axes[0]
+    keys = analysis.fourier.key_frequencies(0)
+    assert set(keys) <= set(top.get_xticks())
+    assert [t.get_text() for t in top.get_legend().get_texts()][:2] == [
+        "key frequency", "other frequency"]
+
+
+def test_the_attention_metrics_legend_sits_below_the_panels_and_names_the_uniform_line(tmp_path):
+    run = load_run(write_synthetic_run(tmp_path))
+    analysis = analyze_run(run)
+    figure = attention_metrics_figure(analysis.timeline, analysis.phases)
+    assert all(ax.get_legend() is None for ax in figure.axes)  # none covering a curve
+    texts = [t.get_text() for legend in figure.legends for t in legend.get_texts()]
+    assert "head 0" in texts and "uniform '=' row (ln 4)" in texts
+
+
+def test_probes_are_described_with_the_tasks_operator(tmp_path):
+    run = load_run(write_synthetic_run(tmp_path, curve="dip"))
+    paths = make_figures(run, analyze_run(run), out_dir=tmp_path / "out")
+    assert "attention_post_grokking.png" in {p.name for p in paths}
+    assert " + " in probe_description(run, 0) and " o " not in probe_description(run, 0)

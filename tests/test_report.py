@@ -179,6 +179,12 @@ def test_figure_1_is_a_png_with_one_panel_per_task(sweep_folder, report_text):
     dashed = [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"]
     assert sorted(dashed) == [1000, 1200]  # one per grokked seed; the incomplete one left out
     assert len(ax.get_lines()) == 3 * 2 + 2
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "val acc > 0.99" in legend and any(text.startswith("train (running") for text in legend)
+    # no run of S5 grokked: no dashed line, so no legend entry for one
+    permutation = [t.get_text() for t in panels["permutation (S5): 0/1 seeds grokked"]
+                   .get_legend().get_texts()]
+    assert "val acc > 0.99" not in permutation
 
 
 # ---- the command ---------------------------------------------------------------------------

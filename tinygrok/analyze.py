@@ -162,6 +162,11 @@ def _emergence_lines(attention):
     for layer, steps in enumerate(attention["emergence_step_by_layer_head"]):
         marked = [f"{step}*" if step == last else str(step) for step in steps]
         lines.append(f"  layer {layer}: " + " ".join(marked))
+    for label, found in attention["clusters_at_phase_ends"].items():
+        groups = "; ".join(f"layer {layer}: " + " ".join(str(c) for c in clusters)
+                           for layer, clusters in enumerate(found["labels"]))
+        lines.append(f"head clusters at step {found['step']} (end of "
+                     f"{label.replace('_', '-')}), k = {found['k']}: {groups}")
     return lines
 
 

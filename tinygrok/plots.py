@@ -15,6 +15,10 @@ writes PNGs into its ``figures/`` folder:
 - ``fourier.png``    the embedding spectrum at the start, mid-transition and end, and its
                      Gini coefficient over time (modular tasks only)
 
+The head clusters are not drawn: ``python -m tinygrok.analyze`` prints each head's cluster
+at the end of each phase, and ``analysis.json`` (``clusters_at_phase_ends``) also keeps the
+head-to-head similarity matrix.
+
 Figures are built as ``Figure`` objects, not through pyplot, so no window or backend is ever
 involved (this module never calls ``matplotlib.use()``) and nothing is kept alive by pyplot's
 figure manager: memory does not grow when many runs are drawn. Margins are set by hand
@@ -28,12 +32,15 @@ from pathlib import Path
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter, ScalarFormatter
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import LogFormatter, NullFormatter, ScalarFormatter
 
 from tinygrok.analysis.phases import phase_bands
 from tinygrok.analysis.run_analysis import fourier_snapshot_indices, phase_end_steps
 from tinygrok.analysis.rundir import nearest_index
 from tinygrok.runfiles import write_atomically
+from tinygrok.tasks import OP_TOKEN, TASKS
 
 PHASE_COLORS = {"memorization": "tab:red", "transition": "tab:orange",
                 "post_grokking": "tab:green"}
@@ -94,8 +101,9 @@ def accuracy_figure(metrics, phases, step_val_acc_99=None):
     if step_val_acc_99 is not None:
         ax.axvline(step_val_acc_99, color="black", linestyle="--", linewidth=1,
                    label=f"val acc > 0.99 at step {step_val_acc_99}")
-    for dip in phases.get("dips", []):
-        ax.plot(dip["min_step"], dip["min_val_acc"], "v", color="tab:red")
+    for number, dip in enumerate(phases.get("dips", [])):
+        ax.plot(dip["min_step"], dip["min_val_acc"], "v", color="black",
+                label="lowest point of a dip after grokking" if number == 0 else None)
     title = "Accuracy" if step_val_acc_99 is not None else "Accuracy (val acc never > 0.99)"
     log_steps_axis(ax)
     ax.set(ylim=(0, 1.02), ylabel="accuracy", title=title)
@@ -109,7 +117,11 @@ def loss_figure(metrics, phases):
     ax.plot(metrics["step"], metrics["train_loss"], label="train", color="tab:blue")
     ax.plot(metrics["step"], metrics["val_loss"], label="validation", color="tab:purple")
     log_steps_axis(ax)
-    ax.set(yscale="log", ylabel="cross-entropy loss", title="Loss")
+    ax.set(yscale="log", ylabel="cross-entropy loss (log scale)", title="Loss")
+    # Plain numbers (0.5, 2, 4): with less than a decade on the axis matplotlib would label
+    # minor ticks as 4.4x10^0, wide enough to push the axis label off the figure.
+    ax.yaxis.set_major_formatter(LogFormatter())
+    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
     ax.legend(fontsize=8)
     return figure
 
@@ -117,7 +129,7 @@ def loss_figure(metrics, phases):
 def weight_norm_figure(metrics, phases):
     figure, ax = single_axes(3.5)
     shade_phases(ax, phases)
-    ax.plot(metrics["step"], metrics["weight_norm"], color="black")
+    ax.plot(metrics["step"], metrics["weight_norm"], color="black", label="weight norm")
     log_steps_axis(ax)
     ax.set(ylabel="L2 norm of all parameters", title="Weight norm")
     ax.legend(fontsize=8)
@@ -178,13 +190,15 @@ def attention_heatmaps_figure(layer_patterns, probe, probe_text, title):
     In each heatmap rows are queries and columns keys, labelled x, o, y, =.
     """
     layers, heads = layer_patterns.shape[:2]
-    figure = Figure(figsize=(1.3 * heads + 2, 2 * (1.3 * layers + 0.6) + 0.5))
-    figure.subplots_adjust(left=0.08, right=0.84, bottom=0.03, top=0.88, hspace=0.25)
+    figure = Figure(figsize=(1.3 * heads + 2, 2 * (1.3 * layers + 0.6) + 0.8))
+    figure.subplots_adjust(left=0.08, right=0.84, bottom=0.07, top=0.88, hspace=0.25)
     top, bottom = figure.subplots(2, 1)
     image = draw_patterns(top, layer_patterns[:, :, probe], f"one probe: {probe_text}")
     draw_patterns(bottom, layer_patterns.mean(axis=2), "mean over all probes")
     colorbar_axes = figure.add_axes([0.87, 0.25, 0.025, 0.5])
-    figure.colorbar(image, cax=colorbar_axes, label="attention weight (row: query)")
+    figure.colorbar(image, cax=colorbar_axes, label="attention weight")
+    figure.text(0.46, 0.01, "each row is a query position; each column the key position it "
+                "attends to", ha="center", fontsize=8)
     figure.suptitle(title, fontsize=10)
     return figure
 
@@ -197,7 +211,7 @@ def attention_metrics_figure(timeline, phases):
         ("consistency (cos to previous)", timeline.steps[1:], timeline.consistency),
     ]
     figure = Figure(figsize=(4.5 * timeline.layers, 7.5))
-    figure.subplots_adjust(left=0.1, right=0.97, bottom=0.07, top=0.95, hspace=0.15,
+    figure.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.95, hspace=0.15,
                            wspace=0.25)
     axes = figure.subplots(len(rows), timeline.layers, squeeze=False, sharex=True)
     for r, (label, steps, values) in enumerate(rows):
@@ -209,10 +223,14 @@ def attention_metrics_figure(timeline, phases):
             ax.set_ylabel(label, fontsize=8)
             axes[0, layer].set_title(f"layer {layer}")
     for ax in axes[0]:  # the entropy of a uniform "=" row, ln T
-        ax.axhline(timeline.max_entropy_last, color="grey", linestyle=":", linewidth=1)
-    axes[0, -1].legend(fontsize=7)
+        ax.axhline(timeline.max_entropy_last, color="grey", linestyle=":", linewidth=1,
+                   label=f"uniform '=' row (ln {len(TOKEN_LABELS)})")
+        ax.set_ylim(top=max(ax.get_ylim()[1], 1.04 * timeline.max_entropy_last))  # off the frame
     for ax in axes[-1]:
         ax.set_xlabel("step")
+    # One legend for every panel, below them, where it hides no curve.
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=7)
     return figure
 
 
@@ -226,6 +244,7 @@ def fourier_figure(spectrum, phases):
     grid = figure.add_gridspec(len(snapshots), 2, width_ratios=(3, 2), left=0.07, right=0.98,
                                bottom=0.1, top=0.88, hspace=0.6, wspace=0.18)
     frequencies = spectrum.frequencies[1:]
+    every = 1 if len(frequencies) <= 24 else 5  # a tick per frequency when they fit
     for row, (label, i) in enumerate(snapshots):
         ax = figure.add_subplot(grid[row, 0])
         norms = spectrum.norms[i, 1:]
@@ -235,12 +254,22 @@ def fourier_figure(spectrum, phases):
         if norms.size:  # Z_1 (x_div_y with p = 2) has no frequency but 0
             ax.axhline(spectrum.key_ratio * norms.max(), color="grey", linestyle=":",
                        linewidth=1)
-        ax.set_title(f"{label}: step {spectrum.steps[i]}, key frequencies {keys}", fontsize=9)
-        ax.set_ylabel("norm")
+        ax.set_xticks(sorted({int(k) for k in frequencies if k % every == 0} | set(keys)))
+        ax.tick_params(axis="x", labelsize=7)
+        named = "all: a flat spectrum" if keys and len(keys) == len(frequencies) else keys
+        ax.set_title(f"{label}: step {spectrum.steps[i]}, key frequencies {named}", fontsize=9)
+        ax.set_ylabel("norm (own scale)")
+        if row == 0:
+            ax.legend(handles=[
+                Patch(color="tab:red", label="key frequency"),
+                Patch(color="tab:blue", label="other frequency"),
+                Line2D([], [], color="grey", linestyle=":",
+                       label=f"{spectrum.key_ratio:g} x the largest norm")],
+                fontsize=7, loc="upper right")
     ax.set_xlabel("frequency k")
     ax = figure.add_subplot(grid[:, 1])
     shade_phases(ax, phases)
-    ax.plot(spectrum.steps, spectrum.gini, marker=".", color="black")
+    ax.plot(spectrum.steps, spectrum.gini, marker=".", color="black", label="Gini")
     ax.set(ylim=(0, 1), xlabel="step", ylabel="Gini of frequency norms",
            title="Sparsity of the spectrum")
     ax.legend(fontsize=7)
@@ -252,10 +281,13 @@ def fourier_figure(spectrum, phases):
 
 
 def probe_description(run, probe):
-    """E.g. '12 o 5 = (val)' for one probe, using the run's vocabulary when it has one."""
+    """E.g. '12 / 5 = (val)' for one probe, using the run's vocabulary when it has one (and
+    the task's operator for the token the vocabulary calls "o", as ``Task.decode`` does)."""
     vocab = run.config.get("vocab")
+    operation = TASKS.get(run.config.get("task"))
     tokens = run.probe_inputs[probe]
-    words = [vocab[t] if vocab and t < len(vocab) else str(t) for t in tokens]
+    words = [operation.symbol if operation and t == OP_TOKEN else
+             vocab[t] if vocab and t < len(vocab) else str(t) for t in tokens]
     split = "val" if run.probe_split[probe] == 1 else "train"
     return f"{' '.join(words)} ({split})"
 
@@ -280,7 +312,8 @@ def make_figures(run, analysis, out_dir=None):
         probe = example_probe(run)
         for label, step in phase_end_steps(phases):
             i = nearest_index(run.attention_steps, step)
-            title = f"Attention at step {run.attention_steps[i]} (end of {label})"
+            when = "the final step" if label == "final" else f"the end of {label.replace('_', '-')}"
+            title = f"Attention at step {run.attention_steps[i]} ({when})"
             drawn[f"attention_{label}"] = attention_heatmaps_figure(
                 run.patterns[i], probe, probe_description(run, probe), title)
         drawn["attention_metrics"] = attention_metrics_figure(analysis.timeline, phases)

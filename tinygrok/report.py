@@ -312,20 +312,24 @@ def figure_1(groups: dict[str, list[RunRecord]]):
         for record in records:
             color = colors[record.seed % len(colors)]
             steps = record.metrics["step"]
-            ax.plot(steps, record.metrics["train_acc"], color=color, linestyle=":", linewidth=1.2)
+            # train pale and dotted, validation solid: apart even where the curves cross
+            ax.plot(steps, record.metrics["train_acc"], color=color, linestyle=":",
+                    linewidth=1.2, alpha=0.5)
             ax.plot(steps, record.metrics["val_acc"], color=color, linewidth=1.5)
             if record.summary.get("grokked"):
                 ax.axvline(record.summary["step_val_acc_99"], color=color, linestyle="--",
-                           linewidth=1)
+                           linewidth=1.5)
         log_steps_axis(ax)
         ax.set(ylim=(-0.02, 1.02), ylabel="accuracy",
                title=f"{task_label(task, records)}: "
                      f"{grokked_count([r.summary for r in records])}")
         seeds = [Line2D([], [], color=colors[r.seed % len(colors)], label=f"seed {r.seed}")
                  for r in records]
-        styles = [Line2D([], [], color="gray", linestyle=":", label="train"),
-                  Line2D([], [], color="gray", label="validation"),
-                  Line2D([], [], color="gray", linestyle="--", label="val acc > 0.99")]
+        styles = [Line2D([], [], color="gray", linestyle=":", alpha=0.5,
+                         label="train (running, over each log window's batches)"),
+                  Line2D([], [], color="gray", label="validation (whole split)")]
+        if any(r.summary.get("grokked") for r in records):  # only a line that is drawn
+            styles.append(Line2D([], [], color="gray", linestyle="--", label="val acc > 0.99"))
         ax.legend(handles=seeds + styles, fontsize=7, loc="best")
     figure.suptitle("Figure 1: training vs validation accuracy per task")
     return figure
