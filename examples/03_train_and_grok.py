@@ -11,10 +11,11 @@ The figure (03_grokking.png) shows, on a log step axis with the phases shaded:
 accuracy, loss, and the norm of all weights. Weight decay pulls the norm down while the
 training pairs are learnt (in the fast run from 36 to about 19 by step 600); it then grows
 again, to 22 by the time validation accuracy takes off. (The shaded "memorization" phase
-ends when validation accuracy passes 0.5, analysis/phases.py.) The fast run's curves also have sharp spikes, where accuracy drops for a step or two
-and recovers: its large learning rate makes Adam overshoot now and then. (The paper's run,
-``--full``, has such spikes too, less often: on seed 0, 24 of its 698 logged steps after
-memorisation had training accuracy below 0.95.)
+ends when validation accuracy passes 0.5, analysis/phases.py.) The fast run's curves also
+have sharp spikes, where accuracy drops for a step or two and recovers: its large learning
+rate makes Adam overshoot now and then. (The paper's run, ``--full``, has such spikes too,
+less often: on seed 0, 24 of its 698 logged steps after memorisation had training accuracy
+below 0.95.)
 
 What you will learn: the training loop's pieces (model, AdamW, batches, the run directory),
 how the phases are read off the accuracy curves, and how to load a run afterwards.

@@ -525,6 +525,21 @@ def test_claim_one_leaves_the_heads_out_when_their_scores_tie_across_the_split()
         assert "tie across the half-way split" in result["reason"]
 
 
+def test_claim_one_leaves_the_heads_out_when_the_left_out_middle_head_ties_a_half():
+    # three heads: the middle one is left out; scores [1, 0.5, 0.5] tie the middle with the
+    # least positional head, so swapping heads 1 and 2 would flip the verdict
+    for emergence in ([[20, 10, 30]], [[20, 30, 10]]):
+        timeline = AttentionTimeline(
+            steps=np.array([0, 10]), entropy_mean=np.zeros((2, 1, 3)),
+            entropy_last=np.zeros((2, 1, 3)),
+            position_score=np.array([[[1.0, 0.5, 0.5]]] * 2),
+            consistency=np.ones((1, 1, 3)), similarity_to_final=np.ones((2, 1, 3)),
+            emergence_step=np.array(emergence), emergence_threshold=0.9,
+            max_entropy_last=math.log(4))
+        result = claims.position_patterns_first(GROKKED, timeline)
+        assert result["holds"] is None and "tie" in result["reason"]
+
+
 def test_claim_two_does_not_apply_when_the_transition_falls_within_one_attention_log():
     phases = find_phases([10, 20, 30, 40], [1, 1, 1, 1], [0.1, 0.1, 0.6, 1.0])  # 30 -> 40
     timeline = hand_timeline([[0, 0], [0, 0]], np.ones((2, 2)), [1.0, 1.0, 1.0, 0.5],
@@ -535,6 +550,9 @@ def test_claim_two_does_not_apply_when_the_transition_falls_within_one_attention
 
 
 def test_heads_that_all_attend_identically_form_one_cluster():
+    nearly = np.ones((1, 3, 12))
+    nearly[0, 1] += 1e-12  # equal but for rounding
+    assert clustering.cluster_heads(nearly)["k"] == 1
     result = clustering.cluster_heads(np.ones((1, 3, 12)))  # crashed in the silhouette
     assert result["k"] == 1 and result["labels"] == [[0, 0, 0]]
     assert "identically" in result["chosen_by"]

@@ -87,6 +87,19 @@ def test_the_final_line_says_what_its_numbers_are(analysed_run, tmp_path):
     assert "step_val_acc_99 = 1000 (the step budget: val acc never passed 0.99)" in failed
 
 
+def test_a_run_without_phases_has_its_clusters_at_the_final_step(tmp_path):
+    directory = write_synthetic_run(tmp_path, curve="fail")
+    metrics = directory / "metrics.csv"
+    lines = metrics.read_text().splitlines()
+    column = lines[0].split(",").index("train_acc")
+    rows = [line.split(",") for line in lines[1:]]
+    for row in rows:
+        row[column] = "0.5"  # never memorised: no phase at all
+    metrics.write_text("\n".join([lines[0]] + [",".join(row) for row in rows]) + "\n")
+    output = invoke(directory).output
+    assert re.search(r"head clusters at step 1000 \(the final step\), k = \d+", output), output
+
+
 def test_the_run_line_gives_no_modulus_for_permutations(tmp_path):
     output = invoke(write_synthetic_run(tmp_path, task="permutation", curve="fail")).output
     assert "permutation-s0: permutation, seed 0, 1000 steps (complete)" in output

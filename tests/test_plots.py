@@ -105,17 +105,25 @@ def test_an_interrupted_report_keeps_the_old_figure(tmp_path, monkeypatch):
 # ---- what a student reads off the figures ----------------------------------------------------
 
 
-def test_the_loss_axis_label_stays_on_a_figure_with_less_than_a_decade_of_loss(tmp_path):
+@pytest.mark.parametrize("low, high", [(4.4, 5.0), (0.3, 4.6), (0.06, 5.9), (0.01, 2.4),
+                                       (1e-6, 4.6)])
+def test_the_loss_axis_label_stays_on_the_figure(low, high):
     from tinygrok.plots import loss_figure
 
     steps = np.arange(10, 1510, 10)
-    metrics = {"step": steps, "train_loss": np.linspace(4.85, 4.4, len(steps)),
-               "val_loss": np.linspace(4.8, 5.0, len(steps))}
+    metrics = {"step": steps, "train_loss": np.geomspace(high, low, len(steps)),
+               "val_loss": np.linspace(high, high * 0.9, len(steps))}
     figure = loss_figure(metrics, find_phases(steps, np.zeros(len(steps)), np.zeros(len(steps))))
     FigureCanvasAgg(figure).draw()  # lay the figure out, as saving it does
     label = figure.axes[0].yaxis.label.get_window_extent(figure.canvas.get_renderer())
     assert label.x0 >= 0, label  # was pushed off the left edge by "4.4x10^0" tick labels
     assert "log scale" in figure.axes[0].get_ylabel()
+    ax = figure.axes[0]  # and the tick labels do not overlap one another
+    boxes = sorted((t.get_window_extent(figure.canvas.get_renderer()) for t in
+                    ax.get_yticklabels() + ax.get_yticklabels(minor=True)
+                    if t.get_text() and ax.get_ylim()[0] <= t.get_position()[1] <= ax.get_ylim()[1]),
+                   key=lambda box: box.y0)
+    assert boxes and all(lower.y1 <= upper.y0 for lower, upper in zip(boxes, boxes[1:])), boxes
 
 
 def test_figures_without_phases_draw_no_empty_legend(tmp_path):
@@ -129,15 +137,22 @@ def test_figures_without_phases_draw_no_empty_legend(tmp_path):
         weight_norm_figure(metrics, never)
 
 
-def test_the_spectrum_ticks_every_key_frequency_and_says_what_the_colours_mean(tmp_path):
-    run = load_run(write_synthetic_run(tmp_path, frequency=3))
-    analysis = analyze_run(run)
-    figure = fourier_figure(analysis.fourier, analysis.phases)
-    top = figure.axes[0]
-    keys = analysis.fourier.key_frequencies(0)
-    assert set(keys) <= set(top.get_xticks())
-    assert [t.get_text() for t in top.get_legend().get_texts()][:2] == [
-        "key frequency", "other frequency"]
+def test_the_spectrum_ticks_its_key_frequencies_and_says_what_the_colours_mean():
+    from tinygrok.analysis.fourier import fourier_basis, fourier_timeline
+
+    p, rng = 97, np.random.default_rng(0)
+    flat = rng.standard_normal((99, 16))  # at initialisation: every frequency is "key"
+    basis, frequency = fourier_basis(p)
+    wave = np.zeros((99, 16))
+    wave[2:] = basis[frequency == 13].T @ rng.standard_normal((2, 16))  # only k = 13
+    spectrum = fourier_timeline([0, 100], np.stack([flat, wave]), "x_plus_y", p)
+    steps = np.array([0, 100])
+    figure = fourier_figure(spectrum, find_phases(steps, np.ones(2), np.array([0.1, 1.0])))
+    first, last = figure.axes[0], figure.axes[-2]  # the bars at step 0 and at step 100
+    assert spectrum.key_frequencies(-1) == [13] and 13 in last.get_xticks()
+    assert len(first.get_xticks()) <= 20  # not all 48 frequencies, written over each other
+    texts = [t.get_text() for legend in figure.legends for t in legend.get_texts()]
+    assert texts[:2] == ["key frequency", "other frequency"]
 
 
 def test_the_attention_metrics_legend_sits_below_the_panels_and_names_the_uniform_line(tmp_path):
@@ -147,6 +162,26 @@ def test_the_attention_metrics_legend_sits_below_the_panels_and_names_the_unifor
     assert all(ax.get_legend() is None for ax in figure.axes)  # none covering a curve
     texts = [t.get_text() for legend in figure.legends for t in legend.get_texts()]
     assert "head 0" in texts and "uniform '=' row (ln 4)" in texts
+
+
+@pytest.mark.parametrize("layers, heads", [(1, 4), (2, 8), (1, 1)])
+def test_the_attention_metrics_legend_fits_the_figure_below_the_step_labels(layers, heads):
+    from tinygrok.analysis.attention_metrics import attention_timeline
+
+    rng = np.random.default_rng(0)
+    weights = np.tril(rng.random((6, layers, heads, 3, 4, 4)) + 0.1)
+    patterns = weights / weights.sum(axis=-1, keepdims=True)
+    steps = np.arange(0, 60, 10)
+    timeline = attention_timeline(steps, patterns)
+    phases = find_phases(steps, np.ones(6), np.array([0.1, 0.2, 0.6, 1, 1, 1]))
+    figure = attention_metrics_figure(timeline, phases)
+    FigureCanvasAgg(figure).draw()
+    renderer = figure.canvas.get_renderer()
+    legend = figure.legends[0].get_window_extent(renderer)
+    width = figure.get_figwidth() * figure.dpi
+    assert legend.x0 >= 0 and legend.x1 <= width and legend.y0 >= 0, legend
+    step_label = figure.axes[-1].xaxis.label.get_window_extent(renderer)
+    assert legend.y1 <= step_label.y0, (legend, step_label)
 
 
 def test_probes_are_described_with_the_tasks_operator(tmp_path):

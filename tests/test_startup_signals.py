@@ -54,8 +54,22 @@ def test_another_program_run_with_dash_m_keeps_pythons_ctrl_c(tmp_path):
         except KeyboardInterrupt:
             print("my own Ctrl-C handling")
         """))
-    result = run_python(["-m", "mylab.experiment"], tmp_path)
+    # its own arguments may name a tinygrok command: they are not Python's -m
+    result = run_python(["-m", "mylab.experiment", "-m", "tinygrok.run"], tmp_path)
     assert result.returncode == 0 and result.stdout == "my own Ctrl-C handling\n", result
+
+
+@pytest.mark.parametrize("typed, expected", [
+    (["python", "-m", "tinygrok.run", "--steps", "9"], True),
+    (["python", "-mtinygrok.sweep"], True),
+    (["python", "-X", "importtime", "-m", "tinygrok.analyze"], True),
+    (["python", "-m", "tinygrok.plots"], False),  # not one of the commands
+    (["python", "-m", "mylab.exp", "-m", "tinygrok.run"], False),  # the program's arguments
+])
+def test_which_command_lines_start_a_command(monkeypatch, typed, expected):
+    monkeypatch.setattr(sys, "argv", ["-m"])  # as while Python looks for the module
+    monkeypatch.setattr(sys, "orig_argv", typed)
+    assert startup_signals.starting_a_command() is expected
 
 
 def test_restore_puts_the_handlers_back_and_honours_a_signal_python_dropped(monkeypatch):

@@ -350,6 +350,8 @@ def test_decode_refuses_tokens_and_labels_outside_the_vocabulary():
         task.decode(np.array([0, len(task.vocab), 1, 2]))  # plain numbers in the message
     with pytest.raises(TypeError, match="must be integers"):
         task.decode(task.inputs[0], 2.5)
+    assert task.decode([]) == "" and task.decode([], 0) == task.vocab[2]  # as before the checks
+    assert task.decode(task.inputs[0], np.array(task.labels[0])) == task.example(0)  # 0-d
 
 
 def test_only_the_modular_tasks_have_a_modulus():

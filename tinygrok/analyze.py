@@ -165,8 +165,9 @@ def _emergence_lines(attention):
     for label, found in attention["clusters_at_phase_ends"].items():
         groups = "; ".join(f"layer {layer}: " + " ".join(str(c) for c in clusters)
                            for layer, clusters in enumerate(found["labels"]))
-        lines.append(f"head clusters at step {found['step']} (end of "
-                     f"{label.replace('_', '-')}), k = {found['k']}: {groups}")
+        when = "the final step" if label == "final" else f"end of {label.replace('_', '-')}"
+        lines.append(f"head clusters at step {found['step']} ({when}), k = {found['k']}: "
+                     f"{groups}")
     return lines
 
 

@@ -34,7 +34,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import LogFormatter, NullFormatter, ScalarFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, ScalarFormatter
 
 from tinygrok.analysis.phases import phase_bands
 from tinygrok.analysis.run_analysis import fourier_snapshot_indices, phase_end_steps
@@ -118,10 +118,18 @@ def loss_figure(metrics, phases):
     ax.plot(metrics["step"], metrics["val_loss"], label="validation", color="tab:purple")
     log_steps_axis(ax)
     ax.set(yscale="log", ylabel="cross-entropy loss (log scale)", title="Loss")
-    # Plain numbers (0.5, 2, 4): with less than a decade on the axis matplotlib would label
-    # minor ticks as 4.4x10^0, wide enough to push the axis label off the figure.
-    ax.yaxis.set_major_formatter(LogFormatter())
-    ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
+    losses = np.concatenate([metrics["train_loss"], metrics["val_loss"]])
+    losses = losses[np.isfinite(losses) & (losses > 0)]
+    decades = np.log10(losses.max() / losses.min()) if losses.size else np.inf
+    plain = FuncFormatter(lambda value, _: f"{value:.2g}")  # 0.5, 2, 4.4
+    # On a short log axis matplotlib labels ticks between the powers of ten as 4.4x10^0,
+    # wide enough to push the axis label off the figure: plain numbers instead.
+    if decades < 0.5:  # within a factor of about 3: matplotlib's fine ticks, relabelled
+        ax.yaxis.set_minor_formatter(plain)
+    elif decades < 2:  # 1, 2 and 5 times the powers of ten
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_locator(LogLocator(subs=(2, 5)))
+        ax.yaxis.set_minor_formatter(plain)
     ax.legend(fontsize=8)
     return figure
 
@@ -190,7 +198,8 @@ def attention_heatmaps_figure(layer_patterns, probe, probe_text, title):
     In each heatmap rows are queries and columns keys, labelled x, o, y, =.
     """
     layers, heads = layer_patterns.shape[:2]
-    figure = Figure(figsize=(1.3 * heads + 2, 2 * (1.3 * layers + 0.6) + 0.8))
+    # at least 5.5 inches wide, so that one head's figure still holds its title and caption
+    figure = Figure(figsize=(max(1.3 * heads + 2, 5.5), 2 * (1.3 * layers + 0.6) + 0.8))
     figure.subplots_adjust(left=0.08, right=0.84, bottom=0.07, top=0.88, hspace=0.25)
     top, bottom = figure.subplots(2, 1)
     image = draw_patterns(top, layer_patterns[:, :, probe], f"one probe: {probe_text}")
@@ -210,9 +219,15 @@ def attention_metrics_figure(timeline, phases):
         ("position score", timeline.steps, timeline.position_score),
         ("consistency (cos to previous)", timeline.steps[1:], timeline.consistency),
     ]
-    figure = Figure(figsize=(4.5 * timeline.layers, 7.5))
-    figure.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.95, hspace=0.15,
-                           wspace=0.25)
+    width, height = 4.5 * timeline.layers, 7.5
+    # The legend goes below the panels: as many entries a row as the width holds (about
+    # 1.5 inches each), and room for its rows under the step labels.
+    entries = timeline.heads + len(phase_bands(phases)) + 1  # heads, phases, the ln T line
+    columns = max(1, min(entries, int(width / 1.5)))
+    legend_rows = -(-entries // columns)
+    figure = Figure(figsize=(width, height))
+    figure.subplots_adjust(left=0.1, right=0.97, bottom=(0.55 + 0.2 * legend_rows) / height,
+                           top=0.95, hspace=0.15, wspace=0.25)
     axes = figure.subplots(len(rows), timeline.layers, squeeze=False, sharex=True)
     for r, (label, steps, values) in enumerate(rows):
         for layer in range(timeline.layers):
@@ -230,7 +245,7 @@ def attention_metrics_figure(timeline, phases):
         ax.set_xlabel("step")
     # One legend for every panel, below them, where it hides no curve.
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=7)
+    figure.legend(handles, labels, loc="lower center", ncol=columns, fontsize=7)
     return figure
 
 
@@ -242,7 +257,7 @@ def fourier_figure(spectrum, phases):
     snapshots = fourier_snapshot_indices(spectrum, phases)
     figure = Figure(figsize=(10, 2.4 * len(snapshots) + 0.8))
     grid = figure.add_gridspec(len(snapshots), 2, width_ratios=(3, 2), left=0.07, right=0.98,
-                               bottom=0.1, top=0.88, hspace=0.6, wspace=0.18)
+                               bottom=0.1, top=0.85, hspace=0.6, wspace=0.18)
     frequencies = spectrum.frequencies[1:]
     every = 1 if len(frequencies) <= 24 else 5  # a tick per frequency when they fit
     for row, (label, i) in enumerate(snapshots):
@@ -254,19 +269,21 @@ def fourier_figure(spectrum, phases):
         if norms.size:  # Z_1 (x_div_y with p = 2) has no frequency but 0
             ax.axhline(spectrum.key_ratio * norms.max(), color="grey", linestyle=":",
                        linewidth=1)
-        ax.set_xticks(sorted({int(k) for k in frequencies if k % every == 0} | set(keys)))
+        ticks = {int(k) for k in frequencies if k % every == 0}
+        if len(keys) <= 8:  # the key frequencies get a tick each, while they fit
+            ticks |= set(keys)
+        ax.set_xticks(sorted(ticks))
         ax.tick_params(axis="x", labelsize=7)
         named = "all: a flat spectrum" if keys and len(keys) == len(frequencies) else keys
         ax.set_title(f"{label}: step {spectrum.steps[i]}, key frequencies {named}", fontsize=9)
         ax.set_ylabel("norm (own scale)")
-        if row == 0:
-            ax.legend(handles=[
-                Patch(color="tab:red", label="key frequency"),
-                Patch(color="tab:blue", label="other frequency"),
-                Line2D([], [], color="grey", linestyle=":",
-                       label=f"{spectrum.key_ratio:g} x the largest norm")],
-                fontsize=7, loc="upper right")
     ax.set_xlabel("frequency k")
+    figure.legend(handles=[  # above the bars, where it covers none
+        Patch(color="tab:red", label="key frequency"),
+        Patch(color="tab:blue", label="other frequency"),
+        Line2D([], [], color="grey", linestyle=":",
+               label=f"{spectrum.key_ratio:g} x the largest norm")],
+        loc="upper left", bbox_to_anchor=(0.06, 0.935), ncol=3, fontsize=7, frameon=False)
     ax = figure.add_subplot(grid[:, 1])
     shade_phases(ax, phases)
     ax.plot(spectrum.steps, spectrum.gini, marker=".", color="black", label="Gini")

@@ -32,11 +32,16 @@ def _exit_quietly(number, frame):
 def starting_a_command() -> bool:
     """Is Python importing tinygrok to start ``python -m <one of COMMANDS>``? While it
     looks for the module, Python sets ``sys.argv[0]`` to "-m" (and keeps the command line
-    as it was typed in ``sys.orig_argv``)."""
+    as it was typed in ``sys.orig_argv``: its first "-m" names the module, as "-m NAME" or
+    "-mNAME"; what follows the module is the program's own arguments)."""
     if sys.argv[:1] != ["-m"]:
         return False
     typed = getattr(sys, "orig_argv", [])
-    return any(flag == "-m" and module in COMMANDS for flag, module in zip(typed, typed[1:]))
+    for position, argument in enumerate(typed[1:], start=1):
+        if argument.startswith("-m"):
+            module = argument[2:] or (typed[position + 1] if position + 1 < len(typed) else "")
+            return module in COMMANDS
+    return False
 
 
 def exit_quietly_on_signals() -> None:

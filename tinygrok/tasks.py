@@ -182,11 +182,13 @@ class Task:
         The label is a class index: a true label or a model's prediction.
         """
         tokens_row = np.asarray(tokens_row)
-        if tokens_row.dtype.kind not in "iu" or label is not None and not _is_integer(label):
+        if tokens_row.size and tokens_row.dtype.kind not in "iu" \
+                or label is not None and not _is_integer(label):
             raise TypeError(f"tokens and label must be integers, got {tokens_row.tolist()} "
                             f"and {label!r}")
         if any(not 0 <= t < len(self.vocab) for t in tokens_row):
-            raise ValueError(f"tokens must lie in [0, {len(self.vocab)}), got {tokens_row.tolist()}")
+            raise ValueError(f"tokens must lie in [0, {len(self.vocab)}), got "
+                             f"{tokens_row.tolist()}")
         if label is not None and not 0 <= label < self.num_classes:
             raise ValueError(f"label must be a class index in [0, {self.num_classes}), got {label}")
         words = [self.symbol if t == OP_TOKEN else self.vocab[t] for t in tokens_row]
@@ -267,7 +269,10 @@ def split(task_or_num_examples, train_frac=0.5, seed=0):
 
 
 def _is_integer(value) -> bool:
-    """An int or NumPy integer, but not a bool (which Python counts as an int)."""
+    """An int, a NumPy integer or a 0-d integer array, but not a bool (which Python counts
+    as an int)."""
+    if isinstance(value, np.ndarray):
+        return value.ndim == 0 and value.dtype.kind in "iu"
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 

@@ -75,9 +75,12 @@ def position_patterns_first(phases, timeline):
     heads_test, high_mean, low_mean, heads_tie = None, None, None, False
     if half >= 1:
         most, least = ranking[:half], ranking[-half:]
-        # Equal scores across the split (purely positional heads all score 1) would let the
-        # heads' numbering decide which half a head is in: then the heads are not judged.
-        heads_tie = bool(final_score[most].min() <= final_score[least].max())
+        # Equal scores across a boundary (purely positional heads all score 1) would let the
+        # heads' numbering decide which half a head is in, or which one is left out in the
+        # middle: then the heads are not judged.
+        ordered = final_score[ranking]
+        heads_tie = bool(ordered[half - 1] == ordered[half]
+                         or ordered[-half - 1] == ordered[-half])
         if not heads_tie:
             high_mean = float(emergence.ravel()[most].mean())
             low_mean = float(emergence.ravel()[least].mean())

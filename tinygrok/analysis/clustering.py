@@ -13,9 +13,10 @@ the nearest centre so far) and keeps the best of several seeded restarts.
 
 Choosing k: the silhouette of point i is s_i = (b_i - a_i) / max(a_i, b_i), where a_i is
 its mean distance to the other points of its cluster and b_i the smallest mean distance to
-the points of another cluster (s_i = 0 for a point alone in its cluster, and for every point when one cluster holds them all). The mean
-silhouette is near 1 for tight, well separated clusters. We try k = 2..n-1 (n heads) and keep
-the k with the largest mean silhouette (the smallest such k on a tie).
+the points of another cluster (s_i = 0 for a point alone in its cluster, and for every
+point when one cluster holds them all). The mean silhouette is near 1 for tight, well
+separated clusters. We try k = 2..n-1 (n heads) and keep the k with the largest mean
+silhouette (the smallest such k on a tie).
 
 The head-to-head cosine similarity matrix is reported beside the clusters: it needs no
 choice of k and shows the same structure directly.
@@ -130,7 +131,7 @@ def cluster_heads(head_vectors, k=None, *, seed=0):
         chosen_by = "given"
     elif len(points) < 3:
         k, chosen_by = 1, "fewer than 3 heads: one cluster"
-    elif len(np.unique(points, axis=0)) == 1:
+    elif np.allclose(points, points[0], rtol=0, atol=1e-9):  # equal but for rounding
         k, chosen_by = 1, "every head attends identically: one cluster"
     else:
         k, silhouettes = choose_k(points, range(2, len(points)), seed=seed)
