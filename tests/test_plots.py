@@ -189,3 +189,21 @@ def test_probes_are_described_with_the_tasks_operator(tmp_path):
     paths = make_figures(run, analyze_run(run), out_dir=tmp_path / "out")
     assert "attention_post_grokking.png" in {p.name for p in paths}
     assert " + " in probe_description(run, 0) and " o " not in probe_description(run, 0)
+
+
+@pytest.mark.parametrize("layers, heads", [(1, 1), (2, 4), (3, 8)])
+def test_heatmap_titles_overlap_neither_the_figure_title_nor_the_panel_above(layers, heads):
+    from tinygrok.plots import attention_heatmaps_figure
+
+    weights = np.tril(np.random.default_rng(0).random((layers, heads, 3, 4, 4)) + 0.1)
+    figure = attention_heatmaps_figure(weights / weights.sum(-1, keepdims=True), 0,
+                                       "7 + 6 = (val)", "Attention at step 640 (the end of "
+                                       "post-grokking)")
+    FigureCanvasAgg(figure).draw()
+    renderer = figure.canvas.get_renderer()
+    top, bottom = figure.axes[:2]
+    assert top.title.get_window_extent(renderer).y1 <= \
+        figure._suptitle.get_window_extent(renderer).y0
+    # with one layer the lower panel's title sat on the upper panel's x, o, y, = labels
+    upper_labels = min(label.get_window_extent(renderer).y0 for label in top.get_xticklabels())
+    assert bottom.title.get_window_extent(renderer).y1 <= upper_labels

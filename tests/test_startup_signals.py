@@ -62,6 +62,9 @@ def test_another_program_run_with_dash_m_keeps_pythons_ctrl_c(tmp_path):
 @pytest.mark.parametrize("typed, expected", [
     (["python", "-m", "tinygrok.run", "--steps", "9"], True),
     (["python", "-mtinygrok.sweep"], True),
+    (["python", "-um", "tinygrok.run"], True),  # flags combined with -m
+    (["python", "-W", "ignore", "-Xdev", "-m", "tinygrok.report"], True),
+    (["python", "-Wm", "-m", "tinygrok.run"], True),  # "m" as -W's value, not -m
     (["python", "-X", "importtime", "-m", "tinygrok.analyze"], True),
     (["python", "-m", "tinygrok.plots"], False),  # not one of the commands
     (["python", "-m", "mylab.exp", "-m", "tinygrok.run"], False),  # the program's arguments

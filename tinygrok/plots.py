@@ -198,9 +198,13 @@ def attention_heatmaps_figure(layer_patterns, probe, probe_text, title):
     In each heatmap rows are queries and columns keys, labelled x, o, y, =.
     """
     layers, heads = layer_patterns.shape[:2]
-    # at least 5.5 inches wide, so that one head's figure still holds its title and caption
-    figure = Figure(figsize=(max(1.3 * heads + 2, 5.5), 2 * (1.3 * layers + 0.6) + 0.8))
-    figure.subplots_adjust(left=0.08, right=0.84, bottom=0.07, top=0.88, hspace=0.25)
+    # Sizes in inches: 1.3 a layer of heatmaps, and above each of the two panels 0.9 for
+    # its title and "head N" labels; at least 5.5 wide, for the titles and the caption.
+    panel, headroom = 1.3 * layers, 0.9
+    height = 2 * (panel + headroom) + 0.45
+    figure = Figure(figsize=(max(1.3 * heads + 2, 5.5), height))
+    figure.subplots_adjust(left=0.08, right=0.84, bottom=0.45 / height,
+                           top=1 - headroom / height, hspace=headroom / panel)
     top, bottom = figure.subplots(2, 1)
     image = draw_patterns(top, layer_patterns[:, :, probe], f"one probe: {probe_text}")
     draw_patterns(bottom, layer_patterns.mean(axis=2), "mean over all probes")

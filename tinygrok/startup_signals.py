@@ -31,16 +31,22 @@ def _exit_quietly(number, frame):
 
 def starting_a_command() -> bool:
     """Is Python importing tinygrok to start ``python -m <one of COMMANDS>``? While it
-    looks for the module, Python sets ``sys.argv[0]`` to "-m" (and keeps the command line
-    as it was typed in ``sys.orig_argv``: its first "-m" names the module, as "-m NAME" or
-    "-mNAME"; what follows the module is the program's own arguments)."""
+    looks for the module, Python sets ``sys.argv[0]`` to "-m", and keeps the command line
+    as typed in ``sys.orig_argv``. There Python's own options come first, one letter each
+    and combinable ("-u -m NAME", "-um NAME", "-mNAME"); -W and -X take a value, and -m
+    ends them: what follows its module is the program's own arguments."""
     if sys.argv[:1] != ["-m"]:
         return False
-    typed = getattr(sys, "orig_argv", [])
-    for position, argument in enumerate(typed[1:], start=1):
-        if argument.startswith("-m"):
-            module = argument[2:] or (typed[position + 1] if position + 1 < len(typed) else "")
-            return module in COMMANDS
+    arguments = iter(getattr(sys, "orig_argv", [])[1:])
+    for argument in arguments:
+        if not argument.startswith("-") or argument.startswith("--"):
+            continue  # a long option of Python's, or the value of one
+        for position, letter in enumerate(argument[1:], start=2):
+            if letter in "mWX":  # takes the rest of the argument, or the next one
+                value = argument[position:] or next(arguments, "")
+                if letter == "m":
+                    return value in COMMANDS
+                break
     return False
 
 
