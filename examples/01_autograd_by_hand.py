@@ -13,7 +13,8 @@ What you will see:
    shows why the step size eps matters (truncation error against rounding error).
 5. A deliberately wrong operation, written with ``new_node`` and ``accumulate_grad`` as
    every op in tinygrok/autograd.py is, gets caught by gradcheck; the fixed one passes.
-6. gradcheck on a whole (tiny) transformer: every parameter of the model in one call.
+6. gradcheck on a whole (tiny) transformer: a sample of every parameter tensor in one call
+   (all of their numbers with ``--full``).
 
 What you will learn: the chain rule as code, why gradients add up, and how to test any
 backward you write. Runs in a few seconds (the first run also compiles Numba kernels).
@@ -45,7 +46,7 @@ rng = np.random.default_rng(0)
 x = Tensor(rng.standard_normal(3), name="x")                      # input: no gradient
 w = Tensor(rng.standard_normal(3), requires_grad=True, name="w")  # parameters: gradients
 b = Tensor(0.1, requires_grad=True, name="b")
-t = 0.5                                                  # the target
+t = Tensor(0.5, name="t")                                         # the target: a constant
 
 z = (w * x).sum() + b          # z = w . x + b
 y = z.tanh()                   # y = tanh(z)
@@ -53,7 +54,7 @@ L = (y - t) ** 2               # L = (y - t)^2
 L.backward()                   # fills w.grad and b.grad
 
 # The chain rule on paper: dL/dy = 2 (y - t), dy/dz = 1 - tanh(z)^2, dz/dw = x, dz/db = 1.
-dL_dz = 2 * (y.data - t) * (1 - np.tanh(z.data) ** 2)
+dL_dz = 2 * (y.data - t.data) * (1 - np.tanh(z.data) ** 2)
 by_hand_w, by_hand_b = dL_dz * x.data, dL_dz
 print(f"L = {L.item():.6f}")
 print("dL/dw from backward():", w.grad)
@@ -102,6 +103,9 @@ print("layer_norm + log_softmax pass gradcheck:",
 # The finite-difference error has two parts: truncation (the eps^2 term of the Taylor
 # series) and rounding (f is computed to about 1e-16 relative in float64, 1e-7 in
 # float32, and dividing that by 2 eps magnifies it). Their sum is smallest in between.
+# When eps falls below the spacing of the numbers near x (about 6e-8 at 0.7 in float32),
+# x + eps == x: the difference is 0, and the error is the whole derivative (the float32
+# curve's flat end).
 def central_difference_error(dtype, eps):
     value = np.array(0.7, dtype=dtype)
     step = dtype(eps)

@@ -139,6 +139,7 @@ print(np.array2string(patterns[0][0, 0], precision=3, suppress_small=True))
 
 stacked = np.stack(patterns).transpose(0, 2, 1, 3, 4)  # (L, H, N, T, T), as runs store them
 figure = attention_heatmaps_figure(stacked, 0, task.decode(task.inputs[examples[0]]),
-                                   "Attention of an untrained transformer (x + y mod 23)")
+                                   "Attention of an untrained transformer (x + y mod 23)",
+                                   mean_text=f"mean over the {len(examples)} inputs")
 save_figure(figure, args.out / "02_attention_matrices.png")
 figure

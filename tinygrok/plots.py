@@ -192,7 +192,8 @@ def draw_patterns(ax, patterns, title):
     return image
 
 
-def attention_heatmaps_figure(layer_patterns, probe, probe_text, title):
+def attention_heatmaps_figure(layer_patterns, probe, probe_text, title,
+                              mean_text="mean over all probes"):
     """(L, H, N, T, T) patterns at one step: one probe on top, the mean over probes below.
 
     In each heatmap rows are queries and columns keys, labelled x, o, y, =.
@@ -207,7 +208,7 @@ def attention_heatmaps_figure(layer_patterns, probe, probe_text, title):
                            top=1 - headroom / height, hspace=headroom / panel)
     top, bottom = figure.subplots(2, 1)
     image = draw_patterns(top, layer_patterns[:, :, probe], f"one probe: {probe_text}")
-    draw_patterns(bottom, layer_patterns.mean(axis=2), "mean over all probes")
+    draw_patterns(bottom, layer_patterns.mean(axis=2), mean_text)
     colorbar_axes = figure.add_axes([0.87, 0.25, 0.025, 0.5])
     figure.colorbar(image, cax=colorbar_axes, label="attention weight")
     figure.text(0.46, 0.01, "each row is a query position; each column the key position it "
