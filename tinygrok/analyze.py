@@ -2,9 +2,10 @@
 
 Reads the run directory (never the model), writes ``RUN_DIR/analysis.json`` (every number
 and every threshold, see ``tinygrok.analysis.run_analysis``) and the PNGs of
-``tinygrok.plots`` into ``RUN_DIR/figures/``, and prints a short summary: the phases, dips
-after grokking, the emergence step of every head, the key Fourier frequencies and the
-verdict on each of the paper's three claims with the numbers behind it.
+``tinygrok.plots`` into ``RUN_DIR/figures/``, and prints a short summary: the final
+accuracies, the phases, dips after grokking, the emergence step of every head, the head
+clusters at the end of each phase (or at the final step), the key Fourier frequencies and
+the verdict on each of the paper's three claims with the numbers behind it.
 
 A missing or incomplete run directory is a usage error: one line on stderr, exit status 2.
 """

@@ -29,7 +29,8 @@ element indices, one entry per example. For x^2 + y^2 mod p::
         x, y = modular_pairs(p)
         return x, y, (x * x + y * y) % p
 
-then add one line to the ``TASKS`` dict (the symbol is only used by ``Task.decode``)::
+then add one line to the ``TASKS`` dict (the symbol is only used to print examples:
+``Task.decode`` and the heatmaps' captions)::
 
     "x2_plus_y2": Operation("#", x2_plus_y2),
 

@@ -18,7 +18,8 @@ always reported too.
    answer; mean over heads and probes) falls and the consistency (mean over heads of the
    cosine similarity between consecutive logged patterns, averaged over the ``window`` log
    intervals up to that step) rises. Not applicable without a completed transition that
-   spans at least one log interval.
+   spans at least one log interval and whose start and end fall on different attention
+   logs.
 3. *A failed task keeps chaotic attention*: only for runs that did not grok. Over the last
    ``final_fraction`` of the logged steps the last-row entropy, as a fraction of its maximum
    ln T, is >= ``chaotic_entropy_fraction`` (high entropy) and the mean consistency is

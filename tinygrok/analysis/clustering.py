@@ -16,7 +16,8 @@ its mean distance to the other points of its cluster and b_i the smallest mean d
 the points of another cluster (s_i = 0 for a point alone in its cluster, and for every
 point when one cluster holds them all). The mean silhouette is near 1 for tight, well
 separated clusters. We try k = 2..n-1 (n heads) and keep the k with the largest mean
-silhouette (the smallest such k on a tie).
+silhouette (the smallest such k on a tie). With fewer than 3 heads, or when every head
+attends identically (to within 1e-9), there is one cluster.
 
 The head-to-head cosine similarity matrix is reported beside the clusters: it needs no
 choice of k and shows the same structure directly.

@@ -27,7 +27,10 @@ matrix E keep its total energy (sum of squares). The *norm of frequency k* is th
 all its coefficients over the d embedding dimensions together:
 norm_k = sqrt(|C_cos,k|^2 + |C_sin,k|^2) (and norm_0 = |C_constant|, the mean embedding).
 
-Key frequencies: the k >= 1 with norm_k > max_{k>=1} norm_k / 4 (the ratio is a parameter).
+Key frequencies: the k >= 1 with norm_k > max_{k>=1} norm_k / 4 (the ratio is a parameter),
+after norms of at most 1e-6 of the whole spectrum's norm are set to 0 as rounding noise
+(so constant embeddings have no key frequency; ``wave_norms``). The Gini below uses the
+same norms.
 Sparsity: the Gini coefficient of (norm_1, ..., norm_K), sorted ascending x_1 <= ... <= x_K,
     G = 2 sum_i i x_i / (K sum_i x_i) - (K + 1) / K,
 0 when every frequency has the same norm, (K-1)/K (close to 1) when only one is nonzero.
