@@ -48,7 +48,7 @@ from _quick_run import FAST, FULL, get_run, make_parser, parse  # noqa: E402
 from tinygrok.analysis import attention_timeline, evaluate_claims, find_phases, load_run  # noqa: E402
 from tinygrok.analysis.claims import STABLE_CONSISTENCY  # noqa: E402
 from tinygrok.analysis.phases import GROKKED_VAL_ACC, MEMORIZED_TRAIN_ACC  # noqa: E402
-from tinygrok.plots import draw_patterns  # noqa: E402
+from tinygrok.plots import HEATMAP_CAPTION, draw_patterns  # noqa: E402
 
 parser = make_parser(__doc__, full_help="train both tasks with the paper's settings "
                                          "(7,500 steps each; long)")
@@ -163,7 +163,6 @@ for ax, (label, run) in zip(figure.subplots(2, 1), runs.items()):
                           f"{label}: {run.name}, step {run.attention_steps[-1]}, mean over "
                           f"its {run.patterns.shape[3]} probe examples")
 figure.colorbar(image, cax=figure.add_axes([0.89, 0.3, 0.02, 0.4]), label="attention weight")
-figure.text(0.46, 0.01, "each row is a query position; each column the key position it "
-            "attends to", ha="center", fontsize=8)
+figure.text(0.46, 0.01, HEATMAP_CAPTION, ha="center", fontsize=8)
 figure.savefig(args.out / "06_final_attention.png", dpi=100)
 figure

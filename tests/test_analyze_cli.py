@@ -71,7 +71,7 @@ def test_the_summary_names_phases_dips_heads_frequencies_and_claims(analysed_run
     assert "phases: memorization 130-500, transition 500-640, post-grokking 640-1000" in output
     assert "dips after grokking: 800-830" in output
     assert "layer 0: 120 170 220 270" in output
-    assert re.search(r"head clusters at step \d+ \(end of transition\), k = \d+: layer 0: "
+    assert re.search(r"head clusters at step \d+ \(the end of transition\), k = \d+: layer 0: "
                      r"[\d ]+; layer 1: [\d ]+", output)
     assert "key frequencies of the final embeddings over Z_11: 3" in output
     assert "1. position patterns emerge first: true" in output

@@ -19,6 +19,7 @@ import click
 
 from tinygrok.analysis import RunDirectoryError, Settings, analyze_run, load_run
 from tinygrok.analysis.attention_metrics import EMERGENCE_SIMILARITY
+from tinygrok.analysis.run_analysis import phase_end_name
 from tinygrok.tasks import has_modulus
 
 CLAIM_TITLES = {
@@ -166,9 +167,8 @@ def _emergence_lines(attention):
     for label, found in attention["clusters_at_phase_ends"].items():
         groups = "; ".join(f"layer {layer}: " + " ".join(str(c) for c in clusters)
                            for layer, clusters in enumerate(found["labels"]))
-        when = "the final step" if label == "final" else f"end of {label.replace('_', '-')}"
-        lines.append(f"head clusters at step {found['step']} ({when}), k = {found['k']}: "
-                     f"{groups}")
+        lines.append(f"head clusters at step {found['step']} ({phase_end_name(label)}), "
+                     f"k = {found['k']}: {groups}")
     return lines
 
 

@@ -37,7 +37,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, ScalarFormatter
 
 from tinygrok.analysis.phases import phase_bands
-from tinygrok.analysis.run_analysis import fourier_snapshot_indices, phase_end_steps
+from tinygrok.analysis.run_analysis import (fourier_snapshot_indices, phase_end_name,
+                                            phase_end_steps)
 from tinygrok.analysis.rundir import nearest_index
 from tinygrok.runfiles import write_atomically
 from tinygrok.tasks import OP_TOKEN, TASKS
@@ -45,6 +46,7 @@ from tinygrok.tasks import OP_TOKEN, TASKS
 PHASE_COLORS = {"memorization": "tab:red", "transition": "tab:orange",
                 "post_grokking": "tab:green"}
 TOKEN_LABELS = ("x", "o", "y", "=")
+HEATMAP_CAPTION = "each row is a query position; each column the key position it attends to"
 DPI = 100
 
 
@@ -211,8 +213,7 @@ def attention_heatmaps_figure(layer_patterns, probe, probe_text, title,
     draw_patterns(bottom, layer_patterns.mean(axis=2), mean_text)
     colorbar_axes = figure.add_axes([0.87, 0.25, 0.025, 0.5])
     figure.colorbar(image, cax=colorbar_axes, label="attention weight")
-    figure.text(0.46, 0.01, "each row is a query position; each column the key position it "
-                "attends to", ha="center", fontsize=8)
+    figure.text(0.46, 0.01, HEATMAP_CAPTION, ha="center", fontsize=8)
     figure.suptitle(title, fontsize=10)
     return figure
 
@@ -334,8 +335,7 @@ def make_figures(run, analysis, out_dir=None):
         probe = example_probe(run)
         for label, step in phase_end_steps(phases):
             i = nearest_index(run.attention_steps, step)
-            when = "the final step" if label == "final" else f"the end of {label.replace('_', '-')}"
-            title = f"Attention at step {run.attention_steps[i]} ({when})"
+            title = f"Attention at step {run.attention_steps[i]} ({phase_end_name(label)})"
             drawn[f"attention_{label}"] = attention_heatmaps_figure(
                 run.patterns[i], probe, probe_description(run, probe), title)
         drawn["attention_metrics"] = attention_metrics_figure(analysis.timeline, phases)

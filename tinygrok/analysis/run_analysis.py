@@ -76,6 +76,12 @@ def analyze_run(run, settings=Settings()):
                     fourier=spectrum)
 
 
+def phase_end_name(label):
+    """How to say one of ``phase_end_steps``' labels: "the end of post-grokking", or "the
+    final step" for a run without phases."""
+    return "the final step" if label == "final" else f"the end of {label.replace('_', '-')}"
+
+
 def phase_end_steps(phases):
     """[(label, step)]: the last step of each phase that happened, or the final step."""
     ends = [(name, phases[name]["end"]) for name in phases_module.PHASE_NAMES
