@@ -512,3 +512,100 @@ def test_the_python_api_never_overwrites_a_run_or_anothers_files(tmp_path):
     with pytest.raises(DamagedRun, match="holds no run with a checkpoint"):
         train(tiny(), tmp_path / "nothing", resume=True)
     assert not (tmp_path / "nothing").exists()
+
+
+# -- one training process per run folder ------------------------------------------------------
+
+HOLD_THE_LOCK = """
+import fcntl, os, sys, time
+descriptor = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(descriptor, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+TRY_THE_LOCK = """
+import fcntl, os, sys
+fcntl.flock(os.open(sys.argv[1], os.O_RDONLY), fcntl.LOCK_EX | fcntl.LOCK_NB)
+"""
+
+
+class AnotherProcessTraining:
+    """A process holding ``folder``'s lock, as a run training there would."""
+
+    def __init__(self, folder):
+        self.process = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(folder)],
+                                        stdout=subprocess.PIPE, text=True)
+
+    def __enter__(self):
+        assert self.process.stdout.readline().strip() == "locked"
+        return self.process.pid
+
+    def __exit__(self, *error):
+        self.process.kill()
+        self.process.wait()
+        self.process.stdout.close()
+
+
+def another_process_can_lock(folder) -> bool:
+    return subprocess.run([sys.executable, "-c", TRY_THE_LOCK, str(folder)],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(runfiles.fcntl is None, reason="no flock on this system")
+def test_a_folder_another_process_trains_in_is_never_touched(tmp_path):
+    from tinygrok.train import DamagedRun
+
+    complete, unfinished = tmp_path / "complete", tmp_path / "unfinished"
+    assert invoke(*TINY_CLI, "--out", str(complete)).exit_code == 0
+    with pytest.raises(RuntimeError):
+        train(tiny(steps=20), unfinished,
+              on_log=lambda run, row: (_ for _ in ()).throw(RuntimeError()))
+    before = {folder: {path.name: path.read_bytes() for path in folder.iterdir()}
+              for folder in (complete, unfinished)}
+    with AnotherProcessTraining(complete) as pid:
+        for extra in ([], ["--force"]):
+            result = invoke(*TINY_CLI, "--out", str(complete), *extra)
+            assert result.exit_code == 2, result.output
+            assert f"is in use: process {pid} is training in it now" in result.output
+    with AnotherProcessTraining(unfinished):
+        for extra in ([], ["--force"], ["--resume"]):
+            result = invoke(*TINY_CLI, "--out", str(unfinished), *extra)
+            assert result.exit_code == 2 and "is in use" in result.output, result.output
+        with pytest.raises(runfiles.FolderInUse, match="is in use"):
+            train(tiny(steps=20), unfinished, resume=True)
+    for folder, files in before.items():
+        assert {path.name: path.read_bytes() for path in folder.iterdir()} == files
+
+
+@pytest.mark.skipif(runfiles.fcntl is None, reason="no flock on this system")
+def test_no_lock_is_left_behind(tmp_path):
+    out = tmp_path / "run"
+    train(tiny(steps=10), out)
+    assert another_process_can_lock(out)
+    refused = invoke(*TINY_CLI, "--out", str(out))  # complete, no --force: refused
+    assert refused.exit_code == 2 and another_process_can_lock(out)
+    forced = invoke(*TINY_CLI, "--out", str(out), "--force")
+    assert forced.exit_code == 0 and another_process_can_lock(out)
+    with pytest.raises(ValueError, match="already holds a complete run"):
+        train(tiny(steps=10), out)
+    assert another_process_can_lock(out)
+
+
+def test_a_run_that_appears_while_starting_is_not_overwritten(tmp_path, monkeypatch):
+    """Two runs started into one new folder at once: the second sees the first's files."""
+    from tinygrok.train import claim_folder
+
+    out = tmp_path / "run"
+    real_lock = runfiles.lock_run_folder
+
+    def first_run_writes_meanwhile(folder):
+        (out / "config.json").write_text('{"task": "x_plus_y", "version": "0"}')
+        return real_lock(folder)
+
+    monkeypatch.setattr(runfiles, "lock_run_folder", first_run_writes_meanwhile)
+    with pytest.raises(runfiles.FolderInUse, match="changed while this run was starting"):
+        claim_folder(out, resume=False)
+    if runfiles.fcntl:
+        assert another_process_can_lock(out)  # the refused start let go of the folder
+    assert (out / "config.json").read_text() == '{"task": "x_plus_y", "version": "0"}'

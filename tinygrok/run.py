@@ -22,6 +22,7 @@ from pathlib import Path
 
 import click
 
+from tinygrok import runfiles
 from tinygrok import threads as thread_control
 from tinygrok.tasks import TASK_NAMES, has_modulus, is_prime
 from tinygrok.train import (CHECKPOINT, SUMMARY, DamagedRun, Interrupted, NonFiniteLoss, Run,
@@ -214,7 +215,10 @@ def main(ctx, out, resume, force, threads, **options):
     except KeyboardInterrupt:  # click would say "Aborted!" and exit 1
         click.echo(f"\n{NOTHING_WRITTEN}", err=True)
         sys.exit(130)
-    start_training(config, out, resume, force, used_threads)
+    try:
+        start_training(config, out, resume, force, used_threads)
+    finally:
+        runfiles.unlock_run_folder(out)  # taken by checked_settings (or by train())
 
 
 def checked_settings(ctx, out, resume, force, threads, options) -> tuple[TrainConfig, Path, int]:
@@ -231,7 +235,22 @@ def checked_settings(ctx, out, resume, force, threads, options) -> tuple[TrainCo
     if resume and force:
         raise click.UsageError("--resume and --force contradict each other; choose one")
     check_writable(out)
+    if out.is_dir():  # locked before its state is read; train() locks a folder it creates
+        try:
+            runfiles.lock_run_folder(out)
+        except runfiles.FolderInUse as busy:
+            raise click.UsageError(str(busy)) from None
+    try:
+        config, threads = checked_folder(ctx, out, resume, force, threads, options)
+        return config, out, set_threads(threads)
+    except BaseException:
+        runfiles.unlock_run_folder(out)  # refused: the folder is left as it was
+        raise
 
+
+def checked_folder(ctx, out, resume, force, threads, options) -> tuple[TrainConfig, int]:
+    """What is already in ``out`` against what was asked (start, --resume or --force): the
+    settings to train with and the thread count (with --resume, the run's own)."""
     state = run_state(out)
     if state == "foreign":
         raise click.UsageError(f"{out} is not empty and holds no tinygrok run (no config.json "
@@ -255,7 +274,7 @@ def checked_settings(ctx, out, resume, force, threads, options) -> tuple[TrainCo
         except (TypeError, ValueError) as error:  # a hand-edited config.json
             raise click.UsageError(f"cannot resume {out}: config.json holds settings that "
                                    f"cannot run ({error})") from None
-    return config, out, set_threads(threads)
+    return config, threads
 
 
 def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
@@ -303,6 +322,9 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
         progress.close()
         click.echo(f"\nerror: {failure}", err=True)
         sys.exit(1)
+    except runfiles.FolderInUse as busy:  # another run took the new folder first
+        progress.close()
+        raise click.UsageError(str(busy)) from None
     progress.close()
     grok = summary["step_val_acc_99"]
     grokked = f"step {grok}" if summary["grokked"] else f"never (budget {config.steps})"

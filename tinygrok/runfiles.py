@@ -17,6 +17,10 @@ The files (the contract with ``tinygrok.analysis``, which only reads them):
 
 metrics.csv holds only numbers that the seed determines, so two runs with the same seed and
 thread count give byte-identical files; wall-clock times go to timing.csv.
+
+One process at a time trains in a run folder (``lock_run_folder``): a second one, say a
+``--resume`` or ``--force`` typed in another terminal while the first still runs, would
+overwrite the first one's checkpoint and metrics with its own.
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+try:
+    import fcntl  # POSIX file locks; Windows has none, and there nothing is locked
+except ImportError:
+    fcntl = None
 
 METRIC_COLUMNS = ("step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm")
 TIMING_COLUMNS = ("step", "seconds")
@@ -75,3 +84,60 @@ def write_npz(path: Path, **arrays) -> None:
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
+
+
+# ---- one training process per run folder ----------------------------------------------------
+
+
+class FolderInUse(Exception):
+    """Another process is training in this run folder right now."""
+
+
+_locked_folders: dict[Path, int] = {}  # folder -> the open descriptor that holds its lock
+
+
+def lock_run_folder(out: Path) -> bool:
+    """Lock the existing folder ``out`` for this process; raise ``FolderInUse`` if another
+    process holds it. Returns True if this call took the lock, False if this process
+    already held it.
+
+    The lock is the operating system's ``flock`` on the folder itself, so it writes nothing
+    in the folder, and it ends with the process however the process ends (even
+    ``kill -9``): no stale lock is ever left behind.
+    """
+    folder = Path(out).resolve()
+    if folder in _locked_folders or fcntl is None:
+        return False
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        holder = lock_holder(folder)
+        who = f"process {holder}" if holder else "another process"
+        raise FolderInUse(f"{out} is in use: {who} is training in it now; wait for it to "
+                          f"finish (or stop it), or choose another folder") from None
+    _locked_folders[folder] = descriptor
+    return True
+
+
+def unlock_run_folder(out: Path) -> None:
+    """Release a lock that ``lock_run_folder`` took (closing the folder releases it)."""
+    descriptor = _locked_folders.pop(Path(out).resolve(), None)
+    if descriptor is not None:
+        os.close(descriptor)
+
+
+def lock_holder(folder: Path) -> int | None:
+    """The id of the process holding ``folder``'s lock, from Linux's /proc/locks (a line
+    per lock: "1: FLOCK ADVISORY WRITE <pid> <device>:<inode> ..."); None elsewhere."""
+    try:
+        inode = os.stat(folder).st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].endswith(f":{inode}"):
+            return int(fields[4])
+    return None

@@ -416,7 +416,8 @@ def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> di
 
     ``on_log(run, row)`` is called after every metrics row (for progress display).
     Raises ``Interrupted`` after saving a checkpoint on Ctrl-C or SIGTERM, ``NonFiniteLoss``
-    when the loss blows up, ``DamagedRun`` when a run to resume cannot be resumed exactly.
+    when the loss blows up, ``DamagedRun`` when a run to resume cannot be resumed exactly,
+    ``runfiles.FolderInUse`` when another process is training in ``out_dir``.
     """
     # Ctrl-C and SIGTERM only raise a flag; the loop checks it between steps, so the
     # checkpoint never catches a half-applied update. The handlers go in first, so that a
@@ -427,16 +428,25 @@ def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> di
     if catch_signals:
         previous_handlers = {number: signal.signal(number, lambda n, _: interrupted.append(n))
                              for number in (signal.SIGINT, signal.SIGTERM)}
+    took_lock = False
     try:
-        return _train(config, out_dir, resume, on_log, interrupted)
+        run = Run(config, out_dir)  # checks every setting before the folder is touched
+        took_lock = claim_folder(out_dir, resume)
+        return _train(run, resume, on_log, interrupted)
     finally:
+        if took_lock:
+            runfiles.unlock_run_folder(out_dir)
         if catch_signals:
             for number, handler in previous_handlers.items():
                 signal.signal(number, handler)
 
 
-def _train(config: TrainConfig, out_dir, resume: bool, on_log, interrupted: list) -> dict:
-    """train()'s work; ``interrupted`` fills with signal numbers when a signal arrives."""
+def claim_folder(out_dir, resume: bool) -> bool:
+    """Check that ``out_dir`` can take this run, create it if needed and lock it for this
+    process (``runfiles.lock_run_folder``). Returns True if this call took the lock.
+
+    The state is read again once the lock is held: another process may have started a run
+    in the folder between the first look and the lock."""
     if str(out_dir) == "":
         raise ValueError("out_dir must name a folder, not be empty")
     state = run_state(out_dir)
@@ -450,9 +460,20 @@ def _train(config: TrainConfig, out_dir, resume: bool, on_log, interrupted: list
             (Path(out_dir) / name).exists() for name in RUN_FILES):
         raise ValueError(f"{out_dir} holds files with a run's names that no run wrote (its "
                          f"config.json is not a run's); choose another folder")
-    run = Run(config, out_dir)
-    run.out.mkdir(parents=True, exist_ok=True)
-    c = config
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    took_lock = runfiles.lock_run_folder(out_dir)
+    if run_state(out_dir) != state:
+        if took_lock:
+            runfiles.unlock_run_folder(out_dir)
+        raise runfiles.FolderInUse(f"{out_dir} changed while this run was starting: another "
+                                   f"process is writing in it")
+    return took_lock
+
+
+def _train(run: Run, resume: bool, on_log, interrupted: list) -> dict:
+    """train()'s work, in a folder that ``claim_folder`` checked and locked;
+    ``interrupted`` fills with signal numbers when a signal arrives."""
+    c = run.config
     if resume:
         with run._reading("config.json"):
             saved_config = json.loads((run.out / "config.json").read_text())
