@@ -63,7 +63,8 @@ def test_the_command_writes_analysis_json_and_figures(analysed_run):
     assert set(report["claims"]) == {"position_patterns_first",
                                      "clean_patterns_in_transition",
                                      "failed_run_stays_chaotic"}
-    assert len(list((directory / "figures").glob("*.png"))) == 8
+    # accuracy, loss, weight norm, 3 heatmaps, attention metrics, head clusters, spectrum
+    assert len(list((directory / "figures").glob("*.png"))) == 9
 
 
 def test_the_summary_names_phases_dips_heads_frequencies_and_claims(analysed_run):

@@ -34,7 +34,7 @@ def test_a_grokking_run_gets_every_figure(tmp_path):
     assert {p.name for p in paths} == {
         "accuracy.png", "loss.png", "weight_norm.png", "attention_memorization.png",
         "attention_transition.png", "attention_post_grokking.png", "attention_metrics.png",
-        "fourier.png",
+        "head_clusters.png", "fourier.png",
     }
     assert all(p.parent == run.path / "figures" for p in paths)
     for path in paths:
@@ -45,8 +45,8 @@ def test_a_failed_permutation_run_has_no_spectrum_and_one_heatmap(tmp_path):
     run = load_run(write_synthetic_run(tmp_path, task="permutation", curve="fail"))
     paths = make_figures(run, analyze_run(run), out_dir=tmp_path / "out")
     assert sorted(p.name for p in paths) == [
-        "accuracy.png", "attention_memorization.png", "attention_metrics.png", "loss.png",
-        "weight_norm.png",
+        "accuracy.png", "attention_memorization.png", "attention_metrics.png",
+        "head_clusters.png", "loss.png", "weight_norm.png",
     ]
     for path in paths:
         assert_png(path)
@@ -207,3 +207,40 @@ def test_heatmap_titles_overlap_neither_the_figure_title_nor_the_panel_above(lay
     # with one layer the lower panel's title sat on the upper panel's x, o, y, = labels
     upper_labels = min(label.get_window_extent(renderer).y0 for label in top.get_xticklabels())
     assert bottom.title.get_window_extent(renderer).y1 <= upper_labels
+
+
+@pytest.mark.parametrize("layers, heads, phases, lowest", [
+    (1, 3, 3, 0.0), (2, 4, 3, 0.0), (3, 8, 3, 0.0),
+    (2, 4, 1, 0.8),  # one panel, and the similarities of a real run (0.8 to 1)
+])
+def test_head_clusters_name_each_phases_own_clusters_inside_the_figure(layers, heads, phases,
+                                                                       lowest):
+    from tinygrok.plots import head_clusters_figure
+
+    rng = np.random.default_rng(0)
+    count = layers * heads
+    clusters = {}
+    ends = (("memorization", 500), ("transition", 640), ("post_grokking", 1000))[-phases:]
+    for label, step in ends:
+        similarity = lowest + (1 - lowest) * rng.random((count, count))
+        clusters[label] = {"step": step, "k": 2, "similarity": (similarity + similarity.T) / 2,
+                           "labels": rng.integers(0, 2, (layers, heads)).tolist()}
+    figure = head_clusters_figure(clusters)
+    FigureCanvasAgg(figure).draw()
+    renderer = figure.canvas.get_renderer()
+    panels = [ax for ax in figure.axes if ax.get_title()]
+    assert len(panels) == phases
+    for ax, found in zip(panels, clusters.values()):
+        names = [label.get_text() for label in ax.get_xticklabels()]
+        assert names == [f"L{layer} H{head}  c{found['labels'][layer][head]}"
+                         for layer in range(layers) for head in range(heads)]
+        assert f"step {found['step']}" in ax.get_title()
+    box = figure.bbox
+    texts = [label for ax in figure.axes
+             for label in ax.get_xticklabels() + ax.get_yticklabels() + [ax.yaxis.label]
+             if label.get_text()] + [ax.title for ax in panels] + figure.texts
+    assert any("cosine similarity" in text.get_text() for text in texts)  # the colour bar's
+    for text in texts:
+        extent = text.get_window_extent(renderer)
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1, text.get_text()
+        assert box.y0 <= extent.y0 and extent.y1 <= box.y1, text.get_text()

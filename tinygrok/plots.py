@@ -12,12 +12,10 @@ writes PNGs into its ``figures/`` folder:
                      example on top, the mean over all probes below
 - ``attention_metrics.png`` per-head entropy of the "=" row, position score and
                      consistency over time
+- ``head_clusters.png`` the heads' cosine similarity to one another at the end of each
+                     phase, each head named with its k-means cluster
 - ``fourier.png``    the embedding spectrum at the start, mid-transition and end, and its
                      Gini coefficient over time (modular tasks only)
-
-The head clusters are not drawn: ``python -m tinygrok.analyze`` prints each head's cluster
-at the end of each phase, and ``analysis.json`` (``clusters_at_phase_ends``) also keeps the
-head-to-head similarity matrix.
 
 Figures are built as ``Figure`` objects, not through pyplot, so no window or backend is ever
 involved (this module never calls ``matplotlib.use()``) and nothing is kept alive by pyplot's
@@ -255,6 +253,61 @@ def attention_metrics_figure(timeline, phases):
     return figure
 
 
+def head_clusters_figure(clusters):
+    """Which heads attend alike, at the end of each phase: one panel per phase end.
+
+    ``clusters`` is analysis.json's ``clusters_at_phase_ends`` ({phase: {"step", "k",
+    "labels" [layer][head], "similarity" (L*H, L*H)}}). Each panel is the cosine similarity
+    of every pair of heads' pattern vectors (1: the same pattern on every probe), and each
+    head's name carries its k-means cluster ("c0", "c1", ...). Heads that share a cluster
+    form bright blocks; a head that specialises stands apart in its own row and column.
+    """
+    ends = list(clusters.items())
+    heads = [(layer, head) for layer, row in enumerate(ends[0][1]["labels"])
+             for head in range(len(row))]
+    count = len(heads)
+    # Sizes in inches: a cell 0.42 (the value fits in it), at least 2.4 a panel; 0.8 on the
+    # left for the head names, 1.1 at the bottom for the turned ones with their clusters,
+    # 0.9 above for the titles, 1.0 on the right for the colour bar.
+    panel = max(2.4, 0.42 * count)
+    width, height = 0.8 + len(ends) * panel + (len(ends) - 1) * 0.5 + 1.0, panel + 2.0
+    figure = Figure(figsize=(width, height))
+    figure.subplots_adjust(left=0.8 / width, right=1 - 1.0 / width, bottom=1.1 / height,
+                           top=1 - 0.9 / height, wspace=0.5 / panel)
+    axes = figure.subplots(1, len(ends), squeeze=False)[0]
+    axes[0].set_yticks(range(count), [f"L{layer} H{head}" for layer, head in heads], fontsize=7)
+    # Attention weights are never negative, so similarities mostly lie between 0.8 and 1 in
+    # a trained model: the colours start at the lowest one (to a tenth), the same in every
+    # panel so that the phases compare.
+    lowest = min(np.min(found["similarity"]) for _, found in ends)
+    low = min(max(np.floor(lowest * 10) / 10, 0.0), 0.9)
+    for ax, (label, found) in zip(axes, ends):
+        similarity = np.asarray(found["similarity"], dtype=float)
+        named = [f"L{layer} H{head}  c{found['labels'][layer][head]}" for layer, head in heads]
+        image = ax.imshow(similarity, vmin=low, vmax=1, cmap="viridis")
+        if count <= 16:  # the values, while they fit in the cells
+            for i in range(count):
+                for j in range(count):
+                    bright = (similarity[i, j] - low) / (1 - low) > 0.6
+                    ax.text(j, i, f"{similarity[i, j]:.2f}", ha="center", va="center",
+                            fontsize=6, color="black" if bright else "white")
+        ax.set_xticks(range(count), named, rotation=90, fontsize=7)  # this phase's clusters
+        if ax is not axes[0]:
+            ax.set_yticks([])
+        ax.tick_params(length=0)
+        ax.set_title(f"{phase_end_name(label)}\nstep {found['step']}, k = {found['k']} clusters",
+                     fontsize=8)
+    colorbar_axes = figure.add_axes([1 - 0.8 / width, 1.1 / height, 0.15 / width,
+                                     panel / height])
+    step = 0.05 if 1 - low <= 0.25 else 0.1  # round ticks: tenths, or twentieths near 1
+    figure.colorbar(image, cax=colorbar_axes, label="cosine similarity", format="%.2f",
+                    ticks=np.round(np.arange(low, 1 + step / 2, step), 2))
+    figure.text(0.5, 0.1 / height, "cN: the head's k-means cluster at that step", ha="center",
+                fontsize=8)
+    figure.suptitle("Head specialisation: heads with alike attention patterns", fontsize=10)
+    return figure
+
+
 # ---- Fourier -------------------------------------------------------------------------------
 
 
@@ -339,6 +392,9 @@ def make_figures(run, analysis, out_dir=None):
             drawn[f"attention_{label}"] = attention_heatmaps_figure(
                 run.patterns[i], probe, probe_description(run, probe), title)
         drawn["attention_metrics"] = attention_metrics_figure(analysis.timeline, phases)
+        clusters = analysis.report["attention"].get("clusters_at_phase_ends")
+        if clusters:
+            drawn["head_clusters"] = head_clusters_figure(clusters)
     if analysis.fourier is not None:
         drawn["fourier"] = fourier_figure(analysis.fourier, phases)
     return [save_figure(figure, out_dir / f"{name}.png") for name, figure in drawn.items()]
