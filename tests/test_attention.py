@@ -239,17 +239,18 @@ def test_kv_cache_gives_exactly_what_the_joined_keys_give():
     assert np.array_equal(out.data, joined_out.data) and np.array_equal(probs, joined_probs)
 
 
-def test_kv_cache_of_plain_arrays_gets_no_gradient():
-    """A cache that needs no gradient (plain arrays) still shapes k's and v's gradients."""
+def test_kv_cache_of_plain_arrays_gives_q_k_v_the_same_gradients():
+    """A cache that needs no gradient (plain arrays) shapes q's, k's and v's gradients
+    exactly as the same cache given as Tensors does, and as the reference's."""
     results = []
-    for fn in (attention, attention_reference):
+    for fn, plain in ((attention, True), (attention, False), (attention_reference, True)):
         leaves, (q, k, v), past = cached_inputs(2, 3, 2, 8, np.float64, "contiguous")
-        plain_past = tuple(t.data for t in past)
-        fn(q, k, v, past=plain_past)[0].sum().backward()
-        results.append([t.grad for t in leaves[:3]] + [t.grad for t in past])
-    (q_grad, k_grad, v_grad, *cache_grads), reference = results[0], results[1]
-    assert cache_grads == [None, None]
-    for grad, ref_grad in zip((q_grad, k_grad, v_grad), reference[:3]):
+        fn(q, k, v, past=tuple(t.data for t in past) if plain else past)[0].sum().backward()
+        results.append([t.grad for t in leaves[:3]])
+        assert all(t.grad is not None for t in past) == (not plain)
+    plain_grads, tensor_grads, reference = results
+    for grad, tensor_grad, ref_grad in zip(plain_grads, tensor_grads, reference):
+        np.testing.assert_array_equal(grad, tensor_grad)
         assert_close(grad, ref_grad, np.float64)
 
 
@@ -258,6 +259,20 @@ def test_gradcheck_through_kv_cache(causal):
     leaves, (q, k, v), past = cached_inputs(2, 3, 4, 4, np.float64, "contiguous", seed=9)
     q_leaf, k_leaf, v_leaf, past_k, past_v = leaves
     assert gradcheck(lambda q, k, v, pk, pv: attention(q, k, v, causal, past=(pk, pv))[0],
+                     [q_leaf, k_leaf, v_leaf, past_k, past_v])
+
+
+@pytest.mark.parametrize("d", [13, 32])
+def test_gradcheck_at_head_sizes_that_take_the_vector_paths(d):
+    """The kernels add up dot products eight lanes at a time (lanes.py): 13 leaves a
+    remainder of 5, 32 is the model's head size. With a cache and a single query, as the
+    last block runs in training, and without."""
+    rng = np.random.default_rng(d)
+    q, k, v = (Tensor(rng.standard_normal((1, 2, 3, d)), requires_grad=True) for _ in range(3))
+    assert gradcheck(lambda q, k, v: attention(q, k, v)[0], [q, k, v])
+    leaves, (q, k, v), past = cached_inputs(2, 2, 1, d, np.float64, "contiguous", seed=d)
+    q_leaf, k_leaf, v_leaf, past_k, past_v = leaves
+    assert gradcheck(lambda q, k, v, pk, pv: attention(q, k, v, past=(pk, pv))[0],
                      [q_leaf, k_leaf, v_leaf, past_k, past_v])
 
 

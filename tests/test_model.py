@@ -167,6 +167,8 @@ def test_loss_gradient_wrt_every_parameter(return_attention):
                         dtype=np.float64)
     tokens, labels = tokens_for(4, vocab=6), np.array([0, 3, 2, 1])
     tokens[3, 0] = tokens[0, 0]  # two examples share a prefix: its cache gets two gradients
+    tokens[2] = tokens[1]  # a repeated example: its logits are copied to two rows
+    assert len(distinct_rows(tokens)[0]) == 3 and len(distinct_rows(tokens[:, :2])[0]) == 2
     params = model.parameters()
 
     def loss(*_):
@@ -178,6 +180,23 @@ def test_loss_gradient_wrt_every_parameter(return_attention):
     model.zero_grad()
     loss().backward()
     assert all(p.grad is not None and p.grad.shape == p.shape for p in params)
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_loss_gradient_through_the_shortcuts_with_one_and_three_blocks(layers):
+    """With one block, that block does everything at once: each suffix projected once, the
+    prefix's cache, and the last query only. With three, a middle block does none of them."""
+    model = Transformer(vocab_size=6, num_classes=4, d_model=4, heads=2, layers=layers,
+                        seed=8, dtype=np.float64)
+    tokens, labels = tokens_for(5, vocab=6, seed=3), np.array([0, 3, 2, 1, 1])
+    tokens[3, 0] = tokens[0, 0]  # a shared prefix
+    tokens[4] = tokens[1]  # a repeated example
+    assert len(distinct_rows(tokens)[0]) == 4
+
+    def loss(*_):
+        return ag.cross_entropy(model(tokens), labels)
+
+    assert gradcheck(loss, model.parameters(), atol=1e-7, rtol=1e-5)
 
 
 def test_attention_rows_sum_to_one_and_are_causal():
