@@ -14,6 +14,9 @@ examples (64 training and 64 validation pairs) every 10 steps, without touching 
    to show what it means.
 4. When each head "emerges" (its patterns stay close to their final form), and the
    paper's claims 1 and 2 measured on this run, with the numbers behind the verdicts.
+5. Which heads do the same job (04_head_clusters.png): the cosine similarity of two
+   heads' patterns by hand, then k-means over all heads with k chosen by silhouette, at
+   the end of each phase: the paper's "head specialisation via clustering".
 
 What you will learn: how to turn stored attention matrices into a few interpretable
 numbers, and how much (or how little) one run can say about the paper's claims.
@@ -33,10 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent if "__file__" in globals(
 from _quick_run import FAST, FULL, get_run, make_parser, parse  # noqa: E402
 
 from tinygrok.analysis import attention_timeline, evaluate_claims, find_phases, load_run  # noqa: E402
-from tinygrok.analysis.attention_metrics import (content_part, positional_part,  # noqa: E402
-                                                 row_entropy)
+from tinygrok.analysis.attention_metrics import (content_part, pattern_vectors,  # noqa: E402
+                                                 positional_part, row_entropy)
+from tinygrok.analysis.clustering import cluster_heads  # noqa: E402
 from tinygrok.analysis.rundir import nearest_index  # noqa: E402
-from tinygrok.plots import attention_metrics_figure, draw_patterns  # noqa: E402
+from tinygrok.plots import (attention_metrics_figure, draw_patterns,  # noqa: E402
+                            head_clusters_figure)
 from tinygrok.tasks import make_task  # noqa: E402
 
 parser = make_parser(__doc__, full_help="read the paper's x_div_y run (trained first if missing)")
@@ -112,3 +117,32 @@ for name in ("position_patterns_first", "clean_patterns_in_transition"):
     print(f"{name}: {verdict} ({claim['reason']})")
 print("One run is one sample: the verdicts depend on the thresholds printed in the claims'"
       " 'thresholds' and can differ between seeds; compare several runs before concluding.")
+
+# %% 5. Head specialisation: which heads attend alike
+# A head at one step becomes one vector: its query rows on all probes, flattened. Two
+# heads attend alike when their vectors point the same way: cosine similarity
+# a.b / (|a| |b|), 1 for the same pattern on every probe. Attention weights are never
+# negative, so even unrelated heads score well above 0.
+vectors = pattern_vectors(run.patterns[-1])          # (L, H, N * (T-1) * T)
+a, b = vectors[0, 0], vectors[L - 1, 0]
+print(f"cosine similarity of layer 0 head 0 and layer {L - 1} head 0 at step {final}: "
+      f"{a @ b / (np.linalg.norm(a) * np.linalg.norm(b)):.3f}")
+# k-means groups the L*H vectors into k clusters; the silhouette (near 1: tight, well
+# separated clusters) picks k. At the end of each phase:
+clusters = {}
+for name in ("memorization", "transition", "post_grokking"):
+    if phases[name] is not None:
+        i = nearest_index(run.attention_steps, phases[name]["end"])
+        found = cluster_heads(pattern_vectors(run.patterns[i]))
+        clusters[name] = {"step": run.attention_steps[i], **found}
+        silhouettes = ", ".join(f"k={k}: {value:.2f}"
+                                for k, value in found["silhouette_by_k"].items())
+        print(f"end of {name} (step {run.attention_steps[i]}): k = {found['k']}, clusters "
+              f"by layer {found['labels']} (silhouette {silhouettes})")
+if clusters:
+    figure = head_clusters_figure(clusters)
+    figure.savefig(args.out / "04_head_clusters.png", dpi=100)
+    lowest = min(np.min(found["similarity"]) for found in clusters.values())
+    print(f"Every pair of heads scores between {lowest:.2f} and 1 at these steps. k-means "
+          f"always finds k groups: read the similarities in the figure before the clusters.")
+figure

@@ -22,7 +22,8 @@ FIGURES = {
     "01_autograd_by_hand.py": ["01_finite_differences.png"],
     "02_attention_kernel.py": ["02_attention_matrices.png"],
     "03_train_and_grok.py": ["03_grokking.png"],
-    "04_read_attention.py": ["04_attention_by_phase.png", "04_attention_metrics.png"],
+    "04_read_attention.py": ["04_attention_by_phase.png", "04_attention_metrics.png",
+                             "04_head_clusters.png"],
     "05_fourier_features.py": ["05_division_table.png", "05_fourier.png", "05_clock.png"],
     "06_failed_grokking.py": ["06_failed_vs_grokked.png", "06_final_attention.png"],
 }
