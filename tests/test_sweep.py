@@ -181,6 +181,57 @@ def test_a_failing_run_does_not_stop_the_others(tmp_path):
     assert "is not a folder" in log.read_text()
 
 
+def one_complete_run(out):
+    """x_plus_y seed 0, trained to the end by a sweep with every core: its folder."""
+    result = run_sweep("--tasks", "x_plus_y", "--seeds", "0", "--out", str(out),
+                       "--no-analyze", *TINY)
+    assert result.exit_code == 0, result.output
+    return out / "x_plus_y-s0"
+
+
+def test_a_damaged_summary_is_written_again_by_a_resume_with_the_runs_own_threads(tmp_path):
+    run = one_complete_run(tmp_path)
+    threads = json.loads((run / "config.json").read_text())["threads"]
+    assert threads == sweep_module.machine_cores()  # one run: every core
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text('{"steps": 2')  # cut short
+    assert run_state(run) == "resumable"
+    # With one core for the sweep, a new run would get one thread; this one resumes with
+    # its own count (the run command refuses another: the numbers would change).
+    result = run_sweep("--tasks", "x_plus_y", "--seeds", "0", "--out", str(tmp_path),
+                       "--no-analyze", "--cores", "1", *TINY)
+    assert result.exit_code == 0, result.output
+    resume = (tmp_path / "logs" / "x_plus_y-s0.log").read_text().split("\n# ")[-1]
+    assert "--resume" in resume and f"--threads {threads} " in resume
+    if threads != 1:
+        assert f"thread count each started with, so that its numbers match an uninterrupted " \
+               f"run: x_plus_y-s0 ({threads})" in result.output
+    rewritten = json.loads((run / "summary.json").read_text())
+    for key in ("step_val_acc_99", "final_train_acc", "final_val_acc", "phases"):
+        assert rewritten[key] == summary[key]
+
+
+def test_a_run_that_cannot_be_resumed_says_how_to_start_it_again(tmp_path):
+    run = one_complete_run(tmp_path)
+    (run / "summary.json").unlink()
+    (run / "checkpoint.npz").write_bytes(b"garbage")
+    result = run_sweep("--tasks", "x_plus_y", "--seeds", "0", "--out", str(tmp_path),
+                       "--no-analyze", *TINY)
+    assert result.exit_code == 1
+    assert "checkpoint.npz is missing or damaged" in result.output
+    assert f"to start this run again, delete {run} and run the sweep again" in result.output
+    assert (run / "checkpoint.npz").read_bytes() == b"garbage"  # nothing deleted
+
+
+def test_cores_beyond_the_machines_are_capped_and_a_lone_run_gets_them_all(tmp_path):
+    cores = sweep_module.machine_cores()
+    result = run_sweep("--tasks", "x_plus_y", "--seeds", "0", "--out", str(tmp_path),
+                       "--cores", str(cores + 6), "--dry-run", *TINY)
+    assert result.exit_code == 0, result.output
+    assert f"--cores {cores + 6} is more than the {cores} this machine has" in result.output
+    assert f"--threads {cores} " in result.output  # one run to do, on every core
+
+
 def sweep_with_runs_in_their_loops(tmp_path):
     """A sweep of two runs, started as a terminal would start it, once both runs are
     inside their training loops: the process, its options and the runs' logs."""

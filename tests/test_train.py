@@ -140,11 +140,11 @@ def crashed_run(out, steps=40):
      "metrics.csv holds 2 of the 6 logged steps up to the checkpoint's step 30"),
     (lambda out: (out / "metrics.csv").write_text(""), "metrics.csv holds 0 of the 6"),
     (lambda out: (out / "metrics.csv").write_text("step,lr\n5,0.1,7\n"),
-     "metrics.csv cannot be read"),
-    (lambda out: (out / "checkpoint.npz").write_bytes(b""), "checkpoint.npz cannot be read"),
+     "metrics.csv is missing or damaged"),
+    (lambda out: (out / "checkpoint.npz").write_bytes(b""), "checkpoint.npz is missing or damaged"),
     (lambda out: (out / "checkpoint.npz").write_bytes(b"garbage" * 100),
-     "checkpoint.npz cannot be read"),
-    (lambda out: (out / "attention.npz").unlink(), "attention.npz cannot be read"),
+     "checkpoint.npz is missing or damaged"),
+    (lambda out: (out / "attention.npz").unlink(), "attention.npz is missing or damaged"),
 ], ids=["metrics-cut", "metrics-empty", "metrics-garbled", "checkpoint-empty",
         "checkpoint-garbage", "attention-missing"])
 def test_a_damaged_run_is_refused_not_resumed(tmp_path, damage, message):

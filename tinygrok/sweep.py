@@ -8,9 +8,11 @@
 Each (task, seed) is an ordinary run directory ``<out>/<task>-s<seed>``, trained by its own
 ``python -m tinygrok.run`` process; what that process prints goes to
 ``<out>/logs/<task>-s<seed>.log``. Running the same command again is always safe: complete
-runs are skipped, interrupted runs resume from their checkpoint (``--resume``), and a run
-that died before its first checkpoint starts again (``--force``). A run whose folder holds
-different settings (say, another weight decay) is left alone and reported.
+runs are skipped, interrupted runs resume from their checkpoint (``--resume``; a run whose
+summary.json was damaged resumes at its last step and writes it again), and a run that died
+before its first checkpoint starts again (``--force``). A run whose folder holds different
+settings (say, another weight decay), or files too damaged to resume, is left alone and
+reported: the sweep never deletes a run that has a checkpoint.
 
 Options the sweep does not know are handed to every run unchanged, so a hyperparameter can
 be swept by giving each value its own ``--out``. They are checked (by the run command's own
@@ -28,7 +30,11 @@ Why the cores are divided
     jobs on C cores each run gets K = max(1, C // J) threads, set through
     ``--threads K`` and the environment (OPENBLAS/OMP/MKL/NUMBA_NUM_THREADS = K, which must
     be set before NumPy and Numba are imported), so J x K never exceeds C. More jobs than
-    cores are capped at one per core.
+    cores are capped at one per core, more ``--cores`` than the machine has at its count,
+    and fewer runs to do than J share the cores among themselves. One exception: a run
+    being resumed keeps the thread count it started with (its config.json), because
+    another count would add up its matrix products in another order and change its
+    numbers; the sweep says so when that count differs from K.
 
 Ctrl-C
     The runs are started in their own session, so the terminal's Ctrl-C reaches only the
@@ -110,6 +116,7 @@ class Job:
     directory: Path
     action: str  # "skip" (complete), "start", "resume", "restart", or "conflict"
     note: str = ""  # why, for a conflict
+    threads: int | None = None  # a run to resume keeps its own thread count (config.json)
 
     @property
     def name(self) -> str:
@@ -265,11 +272,23 @@ def plan_job(out: Path, task: str, seed: int, extra: list[str]) -> Job:
             return Job(task, seed, directory, "conflict",
                        f"{directory} holds a run with {', '.join(differ)}; use another --out")
     action = {"complete": "skip", "resumable": "resume", "started": "restart"}.get(state, "start")
-    return Job(task, seed, directory, action)
+    return Job(task, seed, directory, action, threads=saved_threads(directory)
+               if action == "resume" else None)
+
+
+def saved_threads(directory: Path) -> int | None:
+    """The thread count a run was started with: resuming it with another would change its
+    numbers (matrix products add up in another order), so the run command refuses that."""
+    try:
+        threads = json.loads((directory / "config.json").read_text()).get("threads")
+    except (OSError, ValueError, AttributeError):
+        return None  # the run command will say what is wrong with config.json
+    return threads if isinstance(threads, int) and threads >= 1 else None
 
 
 def run_command(job: Job, threads: int, extra: list[str], directory: Path | None = None) -> list[str]:
-    """The ``python -m tinygrok.run`` command line of one job (into ``directory`` if given)."""
+    """The ``python -m tinygrok.run`` command line of one job (into ``directory`` if given),
+    with ``threads`` threads (a run to resume: its own, ``job.threads``)."""
     command = [sys.executable, "-m", "tinygrok.run", "--task", job.task, "--seed", str(job.seed),
                "--out", str(directory or job.directory), "--threads", str(threads), *extra]
     if job.action == "resume":
@@ -293,6 +312,17 @@ def last_line(path: Path) -> str:
     except OSError:
         return ""
     return lines[-1].strip() if lines else ""
+
+
+def failure_message(job: Job, code: int | None) -> str:
+    """A failed run's exit code and its log's last line (usually the error). A run that
+    could not be resumed (a damaged file) is never deleted by the sweep: it says how to
+    start it again, since the run command's own advice, --force, is not a sweep option."""
+    message = f"exit {code}: {last_line(job.log)} (log: {job.log})"
+    if code == EXIT_USAGE and job.action == "resume":
+        message += (f"; to start this run again, delete {job.directory} and run the sweep "
+                    f"again")
+    return message
 
 
 def finished_line(count: str, outcome: Outcome) -> str:
@@ -362,6 +392,7 @@ class Running:
 
     def __init__(self, job: Job, threads: int, extra: list[str]):
         self.job = job
+        threads = job.threads or threads
         job.log.parent.mkdir(parents=True, exist_ok=True)
         command = run_command(job, threads, extra)
         self.log_file = open(job.log, "a")
@@ -381,8 +412,7 @@ class Running:
         code = self.process.returncode
         if code == 0:
             return Outcome(self.job, True, seconds)
-        message = f"exit {code}: {last_line(self.job.log)} (log: {self.job.log})"
-        return Outcome(self.job, False, seconds, message)
+        return Outcome(self.job, False, seconds, failure_message(self.job, code))
 
     def stop(self) -> None:
         """Ask the run to save a checkpoint and stop, as Ctrl-C would."""
@@ -469,7 +499,7 @@ def train_on_worker(job: Job, extra: list[str], files: dict[str, bytes], stop_na
     if stop.is_set():
         return {"code": None, "seconds": 0.0, "files": {}, "log": ""}
     worker = get_worker().address
-    threads = threads_by_worker.get(worker, 1)
+    threads = job.threads or threads_by_worker.get(worker, 1)
     with tempfile.TemporaryDirectory(prefix="tinygrok-sweep-") as temporary:
         directory = Path(temporary) / job.name
         write_run_files(directory, files)
@@ -529,8 +559,7 @@ def receive(job: Job, result: dict) -> Outcome:
     write_run_files(job.directory, result["files"])
     if result["code"] == 0:
         return Outcome(job, True, result["seconds"])
-    return Outcome(job, False, result["seconds"],
-                   f"exit {result['code']}: {last_line(job.log)} (log: {job.log})")
+    return Outcome(job, False, result["seconds"], failure_message(job, result["code"]))
 
 
 def run_on_cluster(client, jobs: list[Job], extra: list[str]) -> list[Outcome]:
@@ -680,6 +709,10 @@ def sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_r
         check_writable(out)
     except click.BadParameter as error:
         raise SweepUsageError(f"--out: {error.message}") from None
+    if scheduler is None and cores and cores > machine_cores():
+        click.echo(f"--cores {cores} is more than the {machine_cores()} this machine has: "
+                   f"using {machine_cores()}")
+        cores = machine_cores()
     cores = cores or machine_cores()
     parallel, threads = share_cores(jobs or cores, cores)
     if scheduler is None and jobs and jobs > parallel:
@@ -687,13 +720,16 @@ def sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_r
 
     if dry_run:
         plan = [plan_job(out, task, seed, extra) for task in tasks for seed in seeds]
-        for job in announce(plan)[0]:
-            click.echo(f"{job.action:>8} {job.name}: {shlex.join(run_command(job, threads, extra))}")
+        todo = [job for job in plan if job.action not in ("skip", "conflict")]
+        parallel, threads = share_cores(min(parallel, len(todo) or 1), cores)
+        for job in announce(plan, threads)[0]:
+            command = run_command(job, job.threads or threads, extra)
+            click.echo(f"{job.action:>8} {job.name}: {shlex.join(command)}")
         return
     client = connect(scheduler) if scheduler else None  # before anything is written
     lock = take_lock(out)
     try:
-        perform_sweep(out, tasks, seeds, extra, parallel, threads, analyze, client)
+        perform_sweep(out, tasks, seeds, extra, parallel, cores, analyze, client)
     finally:
         lock.unlink(missing_ok=True)
         if client is not None:
@@ -701,10 +737,14 @@ def sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_r
 
 
 def perform_sweep(out: Path, tasks: list[str], seeds: list[int], extra: list[str],
-                  parallel: int, threads: int, analyze: bool, client) -> None:
-    """Plan, run (here, or on the dask ``client``'s cluster), analyse; exit 1 on a failure."""
+                  parallel: int, cores: int, analyze: bool, client) -> None:
+    """Plan, run (here, or on the dask ``client``'s cluster), analyse; exit 1 on a failure.
+    Here at most ``parallel`` runs at a time share the ``cores``; fewer runs to do than
+    that get more threads each."""
     plan = [plan_job(out, task, seed, extra) for task in tasks for seed in seeds]
-    todo, failures = announce(plan)
+    to_run = sum(job.action not in ("skip", "conflict") for job in plan)
+    parallel, threads = share_cores(min(parallel, to_run or 1), cores)
+    todo, failures = announce(plan, None if client else threads)
     if todo:
         where = (f"on {client.scheduler.address}" if client else
                  f"{parallel} at a time, {threads} thread(s) each")
@@ -721,14 +761,20 @@ def perform_sweep(out: Path, tasks: list[str], seeds: list[int], extra: list[str
     click.echo(f"all {len(plan)} run(s) complete. Report: python -m tinygrok.report {out}")
 
 
-def announce(plan: list[Job]) -> tuple[list[Job], list[Outcome]]:
-    """Say which runs are skipped or left alone; return the jobs to run and the conflicts."""
+def announce(plan: list[Job], threads: int | None = None) -> tuple[list[Job], list[Outcome]]:
+    """Say which runs are skipped or left alone, and which resume with another thread count
+    than ``threads``; return the jobs to run and the conflicts."""
     skipped = [job.name for job in plan if job.action == "skip"]
     if skipped:
         click.echo(f"skipped {len(skipped)} complete run(s): {', '.join(skipped)}")
     conflicts = [Outcome(job, False) for job in plan if job.action == "conflict"]
     for outcome in conflicts:
         click.echo(f"left alone: {outcome.job.note}", err=True)
+    own = [f"{job.name} ({job.threads})" for job in plan
+           if job.threads and job.threads != threads]
+    if own:
+        click.echo(f"resumed with the thread count each started with, so that its numbers "
+                   f"match an uninterrupted run: {', '.join(own)}")
     return [job for job in plan if job.action not in ("skip", "conflict")], conflicts
 
 

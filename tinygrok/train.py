@@ -341,9 +341,9 @@ class Run:
         except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as error:
             if isinstance(error, DamagedRun):
                 raise
-            raise DamagedRun(f"cannot resume {self.out}: {name} cannot be read "
-                             f"({type(error).__name__}: {error}); start the run again "
-                             f"(--force on the command line)") from None
+            raise DamagedRun(f"cannot resume {self.out}: {name} is missing or damaged "
+                             f"({error}); start the run again (--force on the command "
+                             f"line)") from None
 
     def summary(self, seconds: float) -> dict:
         from tinygrok.analysis.phases import find_phases
@@ -379,16 +379,19 @@ RUN_FILES = ("config.json", "metrics.csv", "timing.csv", "attention.npz", "embed
 
 def run_state(out_dir: Path) -> str:
     """What ``out_dir`` holds: 'missing' (nothing, or only the temporary file of a run
-    killed during its first write), 'complete' (summary.json exists),
+    killed during its first write), 'complete' (a summary.json that reads as one),
     'resumable' (a checkpoint), 'started' (a run that stopped before its first checkpoint)
     or 'foreign' (files, but no config.json that a run wrote: another project's folder,
-    or a run whose config.json was lost, which nothing here overwrites)."""
+    or a run whose config.json was lost, which nothing here overwrites).
+
+    A damaged summary.json does not make a run complete: resuming it from its last
+    checkpoint (at the final step) writes the summary again."""
     out = Path(out_dir)
     if not out.is_dir() or all(_is_leftover(path) for path in out.iterdir()):
         return "missing"
     if not _is_run_config(out / "config.json"):  # a run writes config.json before anything
         return "foreign"
-    if (out / SUMMARY).exists():
+    if _is_json_object(out / SUMMARY):
         return "complete"
     if (out / CHECKPOINT).exists():
         return "resumable"
@@ -404,11 +407,15 @@ def _is_leftover(path: Path) -> bool:
 
 def _is_run_config(path: Path) -> bool:
     """Is ``path`` a config.json that a run wrote (not some other project's)?"""
+    return _is_json_object(path) and {"task", "version"} <= json.loads(path.read_text()).keys()
+
+
+def _is_json_object(path: Path) -> bool:
+    """Does ``path`` exist and hold a JSON object ({...})?"""
     try:
-        saved = json.loads(path.read_text())
+        return isinstance(json.loads(path.read_text()), dict)
     except (OSError, ValueError):
         return False
-    return isinstance(saved, dict) and {"task", "version"} <= saved.keys()
 
 
 def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> dict:
