@@ -609,3 +609,16 @@ def test_a_run_that_appears_while_starting_is_not_overwritten(tmp_path, monkeypa
     if runfiles.fcntl:
         assert another_process_can_lock(out)  # the refused start let go of the folder
     assert (out / "config.json").read_text() == '{"task": "x_plus_y", "version": "0"}'
+
+
+def test_a_damaged_summary_is_written_again_by_resume(tmp_path):
+    out = tmp_path / "run"
+    assert invoke(*TINY_CLI, "--out", str(out)).exit_code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    (out / "summary.json").write_text('{"step_val_acc_99": ')  # cut short
+    assert run_state(out) == "resumable"  # not "complete": nothing could repair it then
+    result = invoke("--out", str(out), "--resume")
+    assert result.exit_code == 0, result.output
+    rewritten = json.loads((out / "summary.json").read_text())
+    assert {key: rewritten[key] for key in summary if key != "wall_seconds"} == \
+        {key: summary[key] for key in summary if key != "wall_seconds"}
