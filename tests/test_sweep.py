@@ -121,8 +121,12 @@ def test_every_run_completes_with_the_options_passed_through(swept):
         assert config["weight_decay"] == 0.7 and config["steps"] == 20
         assert (out / name / "analysis.json").is_file()
         assert (out / "logs" / f"{name}.log").is_file()
-        assert f"{name} done in" in result.output
-    assert "[4/4]" in result.output and "step_val_acc_99 = 20" in result.output
+        summary = json.loads((out / name / "summary.json").read_text())
+        line = next(line for line in result.output.splitlines() if f"{name} done in" in line)
+        assert line.endswith(f"step_val_acc_99 = {summary['step_val_acc_99']} (grokked)"
+                             if summary["grokked"] else
+                             "val acc never above 0.99 in 20 steps (did not grok)"), line
+    assert "[4/4]" in result.output
 
 
 def test_a_second_sweep_skips_the_complete_runs(swept):
@@ -170,15 +174,23 @@ def test_a_run_with_other_settings_is_left_alone(swept):
 
 
 def test_a_failing_run_does_not_stop_the_others(tmp_path):
-    (tmp_path / "x_plus_y-s1").write_text("a file where the run directory should go")
-    result = run_sweep("--tasks", "x_plus_y", "--seeds", "0,1", "--jobs", "2",
+    damaged = tmp_path / "x_plus_y-s1"  # a run's folder whose files cannot be resumed
+    damaged.mkdir()
+    (damaged / "config.json").write_text('{"task": "x_plus_y", "version": "0"}')
+    (damaged / "checkpoint.npz").write_text("garbage")
+    (tmp_path / "x_plus_y-s2").write_text("a file where the run directory should go")
+    result = run_sweep("--tasks", "x_plus_y", "--seeds", "0,1,2", "--jobs", "2",
                        "--out", str(tmp_path), "--no-analyze", *TINY)
     assert result.exit_code == 1
     assert run_state(tmp_path / "x_plus_y-s0") == "complete"
     log = tmp_path / "logs" / "x_plus_y-s1.log"
     assert "x_plus_y-s1 FAILED" in result.output and "exit 2" in result.output
     assert "did not complete" in result.output and str(log) in result.output
-    assert "is not a folder" in log.read_text()
+    assert "cannot resume" in log.read_text()
+    assert "to start this run again, delete" in result.output
+    # a file where a run should go is left alone, not started (where it could only fail)
+    assert f"left alone: {tmp_path / 'x_plus_y-s2'} is a file, not a folder" in result.output
+    assert not (tmp_path / "logs" / "x_plus_y-s2.log").exists()
 
 
 def one_complete_run(out):

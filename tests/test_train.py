@@ -592,23 +592,63 @@ def test_no_lock_is_left_behind(tmp_path):
     assert another_process_can_lock(out)
 
 
-def test_a_run_that_appears_while_starting_is_not_overwritten(tmp_path, monkeypatch):
-    """Two runs started into one new folder at once: the second sees the first's files."""
-    from tinygrok.train import claim_folder
-
+@pytest.mark.skipif(runfiles.fcntl is None, reason="no flock on this system")
+@pytest.mark.parametrize("extra", [[], ["--force"]], ids=["plain", "force"])
+def test_a_run_that_takes_a_new_folder_while_another_starts_is_left_alone(tmp_path,
+                                                                          monkeypatch, extra):
+    """Two runs started into one new folder at once: both see it missing; the first to
+    train creates and locks it; the second must not write in it or delete its files."""
     out = tmp_path / "run"
-    real_lock = runfiles.lock_run_folder
+    winner = []
 
-    def first_run_writes_meanwhile(folder):
+    def another_run_starts_meanwhile():
+        out.mkdir()
         (out / "config.json").write_text('{"task": "x_plus_y", "version": "0"}')
-        return real_lock(folder)
+        winner.append(AnotherProcessTraining(out))
+        winner[0].__enter__()
 
-    monkeypatch.setattr(runfiles, "lock_run_folder", first_run_writes_meanwhile)
-    with pytest.raises(runfiles.FolderInUse, match="changed while this run was starting"):
-        claim_folder(out, resume=False)
-    if runfiles.fcntl:
-        assert another_process_can_lock(out)  # the refused start let go of the folder
+    monkeypatch.setattr(run_module, "warm_up_kernels", another_run_starts_meanwhile)
+    try:
+        result = invoke(*TINY_CLI, "--out", str(out), *extra)
+    finally:
+        for process in winner:
+            process.__exit__()
+    assert result.exit_code == 2 and "is in use" in result.output, result.output
     assert (out / "config.json").read_text() == '{"task": "x_plus_y", "version": "0"}'
+    assert [path.name for path in out.iterdir()] == ["config.json"]
+
+
+def test_a_run_that_finished_in_a_new_folder_while_another_starts_is_left_alone(tmp_path,
+                                                                                monkeypatch):
+    out = tmp_path / "run"
+    monkeypatch.setattr(run_module, "warm_up_kernels", lambda: train(tiny(steps=10), out))
+    result = invoke(*TINY_CLI, "--out", str(out))
+    assert result.exit_code == 2, result.output
+    assert "changed while this run was starting" in result.output
+    assert run_state(out) == "complete"
+    assert json.loads((out / "config.json").read_text())["steps"] == 10  # the other run's
+
+
+def test_ctrl_c_before_training_leaves_no_empty_folder(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    monkeypatch.setattr(run_module, "warm_up_kernels",
+                        lambda: os.kill(os.getpid(), signal.SIGINT))
+    result = invoke(*TINY_CLI, "--out", str(out))
+    assert result.exit_code == 130 and "nothing was written" in result.output
+    assert not out.exists()
+
+
+@pytest.mark.skipif(runfiles.fcntl is None, reason="no flock on this system")
+def test_a_filesystem_without_locks_still_trains(tmp_path, monkeypatch):
+    import errno
+
+    def no_locks(descriptor, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(runfiles.fcntl, "flock", no_locks)
+    result = invoke(*TINY_CLI, "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    assert run_state(tmp_path / "run") == "complete"
 
 
 def test_a_damaged_summary_is_written_again_by_resume(tmp_path):

@@ -211,21 +211,25 @@ class Progress:
 def main(ctx, out, resume, force, threads, **options):
     """Train the paper's transformer on one task until it groks (or the steps run out)."""
     try:
-        config, out, used_threads = checked_settings(ctx, out, resume, force, threads, options)
+        config, out, used_threads, state = checked_settings(ctx, out, resume, force, threads,
+                                                            options)
     except KeyboardInterrupt:  # click would say "Aborted!" and exit 1
         click.echo(f"\n{NOTHING_WRITTEN}", err=True)
         sys.exit(130)
     try:
-        start_training(config, out, resume, force, used_threads)
+        start_training(config, out, resume, force, used_threads, state)
     finally:
-        runfiles.unlock_run_folder(out)  # taken by checked_settings (or by train())
+        runfiles.unlock_run_folder(out)  # taken by checked_settings or claim_for_training
 
 
-def checked_settings(ctx, out, resume, force, threads, options) -> tuple[TrainConfig, Path, int]:
+def checked_settings(ctx, out, resume, force, threads,
+                     options) -> tuple[TrainConfig, Path, int, str]:
     """Every check of the options against each other, the folder and any run in it, before
-    anything is written: the settings to train with, the folder and the thread count.
-    The thread count is also applied here, to the whole process's BLAS and Numba pools
-    (``set_threads``, which refuses more threads than the machine has)."""
+    anything is written: the settings to train with, the folder, the thread count and the
+    folder's ``run_state``. The thread count is also applied here, to the whole process's
+    BLAS and Numba pools (``set_threads``, which refuses more threads than the machine
+    has). An existing folder is locked from here on (``runfiles.lock_run_folder``); a new
+    one only once it is created, just before training (``claim_for_training``)."""
     if out == "":
         raise click.BadParameter("must name a folder, not be empty", param_hint="--out")
     out = Path(out) if out else Path("runs") / f"{options['task']}-s{options['seed']}"
@@ -242,7 +246,7 @@ def checked_settings(ctx, out, resume, force, threads, options) -> tuple[TrainCo
             raise click.UsageError(str(busy)) from None
     try:
         config, threads = checked_folder(ctx, out, resume, force, threads, options)
-        return config, out, set_threads(threads)
+        return config, out, set_threads(threads), run_state(out)
     except BaseException:
         runfiles.unlock_run_folder(out)  # refused: the folder is left as it was
         raise
@@ -277,13 +281,30 @@ def checked_folder(ctx, out, resume, force, threads, options) -> tuple[TrainConf
     return config, threads
 
 
+def claim_for_training(out: Path, state_seen: str) -> bool:
+    """Create ``out`` if it is new and lock it, just before training starts; refuse (exit 2)
+    if another run has taken it, or written in it, since the checks saw it ``state_seen``.
+    Returns whether this created the folder."""
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        runfiles.lock_run_folder(out)
+    except runfiles.FolderInUse as busy:
+        raise click.UsageError(str(busy)) from None
+    if run_state(out) != state_seen:
+        raise click.UsageError(f"{out} changed while this run was starting: another run wrote "
+                               f"in it; nothing was written")
+    return created
+
+
 def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
-                   used_threads: int) -> None:
-    """Prepare the kernels, train with a progress bar, and say where everything went."""
+                   used_threads: int, state: str) -> None:
+    """Prepare the kernels, train with a progress bar, and say where everything went.
+    ``state`` is the folder's ``run_state`` when the options were checked."""
     # From here until training starts, Ctrl-C or SIGTERM only raise a flag: a
     # KeyboardInterrupt raised inside one of Numba's callbacks from C would be printed and
     # lost, and click would report any other as "Aborted!" with exit code 1.
-    signals, removed = [], False
+    signals, removed, created = [], False, False
     previous = {number: signal.signal(number, lambda n, _: signals.append(n))
                 for number in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -300,13 +321,17 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
             click.echo(note, err=True)
         click.echo("preparing the Numba kernels (compiled once, then loaded from cache)...")
         warm_up_kernels()
-        if force and out.exists() and not signals:  # only now that all is checked
+        if not signals:  # only now that all is checked
+            created = claim_for_training(out, state)
+        if force and not signals:
             remove_run_files(out)  # whole: a signal now waits until the files are gone
             removed = True
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
     if signals:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # nothing was written, not even the folder
         deleted = f" (--force had deleted the run that was in {out})" if removed else ""
         click.echo(f"\n{NOTHING_WRITTEN}{deleted}", err=True)
         sys.exit(128 + signals[0])
@@ -322,9 +347,6 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
         progress.close()
         click.echo(f"\nerror: {failure}", err=True)
         sys.exit(1)
-    except runfiles.FolderInUse as busy:  # another run took the new folder first
-        progress.close()
-        raise click.UsageError(str(busy)) from None
     progress.close()
     grok = summary["step_val_acc_99"]
     grokked = f"step {grok}" if summary["grokked"] else f"never (budget {config.steps})"

@@ -104,11 +104,19 @@ def lock_run_folder(out: Path) -> bool:
     The lock is the operating system's ``flock`` on the folder itself, so it writes nothing
     in the folder, and it ends with the process however the process ends (even
     ``kill -9``): no stale lock is ever left behind.
+
+    What it does not cover: a folder renamed while its run trains (the lock stays with the
+    renamed folder, while the run keeps writing by the old name), runs on two machines
+    sharing a network filesystem (a folder's flock may be seen by one machine only), and
+    filesystems without locks, where nothing is locked (as on Windows).
     """
     folder = Path(out).resolve()
     if folder in _locked_folders or fcntl is None:
         return False
-    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return False  # a folder that cannot be opened to read: run_state will say why
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -117,6 +125,9 @@ def lock_run_folder(out: Path) -> bool:
         who = f"process {holder}" if holder else "another process"
         raise FolderInUse(f"{out} is in use: {who} is training in it now; wait for it to "
                           f"finish (or stop it), or choose another folder") from None
+    except OSError:  # a filesystem without locks (some network ones): go on unlocked
+        os.close(descriptor)
+        return False
     _locked_folders[folder] = descriptor
     return True
 
@@ -128,16 +139,33 @@ def unlock_run_folder(out: Path) -> None:
         os.close(descriptor)
 
 
+def in_use_by_another_process(out: Path) -> str | None:
+    """Why ``out`` cannot be locked now (``FolderInUse``'s message), or None if it can: for
+    a sweep or a report, to tell a run that is training from one that stopped."""
+    if not Path(out).is_dir():
+        return None
+    try:
+        took = lock_run_folder(out)
+    except FolderInUse as busy:
+        return str(busy)
+    if took:
+        unlock_run_folder(out)
+    return None
+
+
 def lock_holder(folder: Path) -> int | None:
     """The id of the process holding ``folder``'s lock, from Linux's /proc/locks (a line
-    per lock: "1: FLOCK ADVISORY WRITE <pid> <device>:<inode> ..."); None elsewhere."""
+    per lock: "1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> ...", the device's
+    numbers in hex); None elsewhere."""
     try:
-        inode = os.stat(folder).st_ino
+        status = os.stat(folder)
         lines = Path("/proc/locks").read_text().splitlines()
     except OSError:
         return None
+    where = (f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}:"
+             f"{status.st_ino}")
     for line in lines:
         fields = line.split()
-        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].endswith(f":{inode}"):
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == where:
             return int(fields[4])
     return None

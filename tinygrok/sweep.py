@@ -261,11 +261,19 @@ def settings_differ(directory: Path, expected: dict) -> list[str]:
 
 def plan_job(out: Path, task: str, seed: int, extra: list[str]) -> Job:
     """Decide, from its folder, whether a run is skipped, started, resumed or restarted."""
+    from tinygrok.runfiles import in_use_by_another_process
+
     directory = out / f"{task}-s{seed}"
     state = directory_state(directory)
     if state == "foreign":
         return Job(task, seed, directory, "conflict",
                    f"{directory} holds files that are not a tinygrok run; use another --out")
+    if state == "blocked":
+        return Job(task, seed, directory, "conflict",
+                   f"{directory} is a file, not a folder; move it or use another --out")
+    busy = in_use_by_another_process(directory)
+    if busy:  # say, a run left training by a sweep that was killed
+        return Job(task, seed, directory, "conflict", busy)
     if state in ("complete", "resumable"):
         differ = settings_differ(directory, run_settings(task, seed, extra))
         if differ:
@@ -331,9 +339,11 @@ def finished_line(count: str, outcome: Outcome) -> str:
     if not outcome.ok:
         return f"{count} {job.name} FAILED after {outcome.seconds:.0f} s: {outcome.message}"
     summary = read_summary(job.directory) or {}
-    grokked = "grokked" if summary.get("grokked") else "did not grok"
+    if not summary.get("grokked"):
+        return (f"{count} {job.name} done in {outcome.seconds:.0f} s: val acc never above "
+                f"0.99 in {summary.get('steps')} steps (did not grok)")
     return (f"{count} {job.name} done in {outcome.seconds:.0f} s: step_val_acc_99 = "
-            f"{summary.get('step_val_acc_99')} ({grokked})")
+            f"{summary.get('step_val_acc_99')} (grokked)")
 
 
 # ---- one sweep per folder at a time ---------------------------------------------------------
@@ -548,15 +558,26 @@ def connect(address: str):
 def receive(job: Job, result: dict) -> Outcome:
     """Write what a worker sent back into the run directory and the log."""
     from tinygrok.run import remove_run_files
+    from tinygrok.runfiles import FolderInUse, lock_run_folder, unlock_run_folder
 
     job.log.parent.mkdir(parents=True, exist_ok=True)
     with open(job.log, "a") as log:
         log.write(f"# {datetime.datetime.now():%Y-%m-%d %H:%M:%S} {result['log']}")
         log.write(f"# (paths above are the worker's temporary folder; the files are now in "
                   f"{job.directory})\n")
-    if job.action == "restart":
-        remove_run_files(job.directory)  # the worker started afresh: drop the stale files
-    write_run_files(job.directory, result["files"])
+    job.directory.mkdir(parents=True, exist_ok=True)
+    try:  # no run may be training here meanwhile (say, one started by hand)
+        took_lock = lock_run_folder(job.directory)
+    except FolderInUse as busy:
+        return Outcome(job, False, result["seconds"], f"its files were not written back: "
+                                                      f"{busy}")
+    try:
+        if job.action == "restart":
+            remove_run_files(job.directory)  # the worker started afresh: drop the stale files
+        write_run_files(job.directory, result["files"])
+    finally:
+        if took_lock:
+            unlock_run_folder(job.directory)
     if result["code"] == 0:
         return Outcome(job, True, result["seconds"])
     return Outcome(job, False, result["seconds"], failure_message(job, result["code"]))
@@ -709,6 +730,9 @@ def sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_r
         check_writable(out)
     except click.BadParameter as error:
         raise SweepUsageError(f"--out: {error.message}") from None
+    if scheduler is not None and not scheduler.strip():
+        raise SweepUsageError("--scheduler: must name a scheduler, tcp://HOST:PORT (leave it "
+                              "out to run here)")
     if scheduler is None and cores and cores > machine_cores():
         click.echo(f"--cores {cores} is more than the {machine_cores()} this machine has: "
                    f"using {machine_cores()}")
@@ -722,9 +746,12 @@ def sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_r
         plan = [plan_job(out, task, seed, extra) for task in tasks for seed in seeds]
         todo = [job for job in plan if job.action not in ("skip", "conflict")]
         parallel, threads = share_cores(min(parallel, len(todo) or 1), cores)
-        for job in announce(plan, threads)[0]:
+        todo, conflicts = announce(plan, threads)
+        for job in todo:
             command = run_command(job, job.threads or threads, extra)
             click.echo(f"{job.action:>8} {job.name}: {shlex.join(command)}")
+        if conflicts:  # as the sweep itself would end
+            sys.exit(EXIT_FAILED)
         return
     client = connect(scheduler) if scheduler else None  # before anything is written
     lock = take_lock(out)

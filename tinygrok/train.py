@@ -449,31 +449,35 @@ def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> di
 
 
 def claim_folder(out_dir, resume: bool) -> bool:
-    """Check that ``out_dir`` can take this run, create it if needed and lock it for this
-    process (``runfiles.lock_run_folder``). Returns True if this call took the lock.
+    """Lock ``out_dir`` for this process (``runfiles.lock_run_folder``; creating it if it is
+    new), then check that it can take this run. Returns True if this call took the lock.
 
-    The state is read again once the lock is held: another process may have started a run
-    in the folder between the first look and the lock."""
+    Locked first, then read: once the lock is held no other run can start writing in the
+    folder between the check and the training."""
     if str(out_dir) == "":
         raise ValueError("out_dir must name a folder, not be empty")
-    state = run_state(out_dir)
-    if resume and state != "resumable":
-        raise DamagedRun(f"cannot resume {out_dir}: it holds no run with a checkpoint "
-                         f"({state}); start it without resume=True")
-    if not resume and state in ("complete", "resumable"):
-        raise ValueError(f"{out_dir} already holds a {state} run; resume it with resume=True, "
-                         f"or delete its files to start again (--force on the command line)")
-    if not resume and state == "foreign" and any(
-            (Path(out_dir) / name).exists() for name in RUN_FILES):
-        raise ValueError(f"{out_dir} holds files with a run's names that no run wrote (its "
-                         f"config.json is not a run's); choose another folder")
+    if resume and not Path(out_dir).is_dir():
+        raise DamagedRun(f"cannot resume {out_dir}: it holds no run with a checkpoint (there "
+                         f"is no such folder)")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     took_lock = runfiles.lock_run_folder(out_dir)
-    if run_state(out_dir) != state:
+    try:
+        state = run_state(out_dir)
+        if resume and state != "resumable":
+            raise DamagedRun(f"cannot resume {out_dir}: it holds no run with a checkpoint "
+                             f"({state}); start it without resume=True")
+        if not resume and state in ("complete", "resumable"):
+            raise ValueError(f"{out_dir} already holds a {state} run; resume it with "
+                             f"resume=True, or delete its files to start again (--force on "
+                             f"the command line)")
+        if not resume and state == "foreign" and any(
+                (Path(out_dir) / name).exists() for name in RUN_FILES):
+            raise ValueError(f"{out_dir} holds files with a run's names that no run wrote "
+                             f"(its config.json is not a run's); choose another folder")
+    except BaseException:
         if took_lock:
             runfiles.unlock_run_folder(out_dir)
-        raise runfiles.FolderInUse(f"{out_dir} changed while this run was starting: another "
-                                   f"process is writing in it")
+        raise
     return took_lock
 
 
