@@ -6,6 +6,8 @@ numbers chosen here, so every entry of Table 1 is known in advance.
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -126,8 +128,8 @@ def test_the_papers_numbers_stand_beside_ours(report_text):
 
 
 def test_incomplete_runs_are_listed_not_averaged(report_text):
-    assert "| x_plus_y-s3 | x_plus_y | 3 | 1700 | 1700 |" in section(report_text,
-                                                                     "## Incomplete runs")
+    assert "| x_plus_y-s3 | x_plus_y | 3 | 1700 | 1700 | stopped |" in section(
+        report_text, "## Incomplete runs")
     assert "x_plus_y-s3" not in report_text.split("## Incomplete runs")[0]
 
 
@@ -216,3 +218,90 @@ def test_ctrl_c_exits_130_without_a_traceback(sweep_folder, tmp_path, monkeypatc
     result = CliRunner().invoke(main, [str(sweep_folder), "--out", str(tmp_path)])
     assert result.exit_code == 130 and "interrupted" in result.output
     assert "Aborted" not in result.output
+
+
+# ---- what the report refuses, warns about and names ----------------------------------------
+
+
+def invoke(*args):
+    return CliRunner().invoke(report, [str(arg) for arg in args], catch_exceptions=False)
+
+
+@pytest.mark.parametrize("out, message", [
+    ("", "--out: must name a folder, not be empty"),
+    ("{file}/sub", "cannot write into"),
+    ("{file}", "is a file"),  # click's own check
+])
+def test_a_bad_out_is_one_line_and_writes_nothing(sweep_folder, tmp_path, out, message):
+    (tmp_path / "afile").write_text("not a folder")
+    result = CliRunner().invoke(report, [str(sweep_folder), "--out",
+                                         out.format(file=tmp_path / "afile")])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1].startswith("Error: ")  # one line says it
+    assert not (tmp_path / "afile").is_dir()
+
+
+def test_folders_whose_config_no_run_wrote_are_named_not_read(tmp_path):
+    synthetic_run.write_synthetic_run(tmp_path, seed=0, steps=200)
+    for name, text in (("eslint", '{"name": "eslint"}'), ("a_list", "[1, 2]"),
+                       ("bad_seed", '{"task": "x_plus_y", "version": "0", "seed": "abc"}')):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(text)
+    result = invoke(tmp_path, "--no-analyze-missing")
+    assert result.exit_code == 0, result.output
+    assert "1 complete and 0 incomplete run(s)" in result.output
+    assert "not read as runs" in result.output
+    for name in ("eslint", "a_list", "bad_seed"):
+        assert str(tmp_path / name) in result.output
+    assert "unknown" not in (tmp_path / "report.md").read_text()
+
+
+def test_a_seed_in_two_folders_is_pointed_out(tmp_path):
+    for copy in ("a", "b"):
+        synthetic_run.write_synthetic_run(tmp_path / copy, seed=0, steps=200)
+    result = invoke(tmp_path, "--no-analyze-missing")
+    assert result.exit_code == 0, result.output
+    warning = "x_plus_y seed 0 is in 2 folders"
+    assert warning in result.output and warning in (tmp_path / "report.md").read_text()
+
+
+def test_a_run_left_out_of_figure_1_is_said_to_be(tmp_path):
+    for seed in (0, 1):
+        synthetic_run.write_synthetic_run(tmp_path, seed=seed, steps=200)
+    (tmp_path / "x_plus_y-s1" / "metrics.csv").write_text("step,val_acc\n10,oops\n")
+    result = invoke(tmp_path, "--no-analyze-missing")
+    assert result.exit_code == 0, result.output
+    assert "Left out of Figure 1 (their metrics.csv cannot be read): x_plus_y-s1" \
+        in result.output
+
+
+def test_no_complete_run_is_nothing_to_report(tmp_path):
+    synthetic_run.write_synthetic_run(tmp_path, seed=0, steps=200, complete=False)
+    result = CliRunner().invoke(report, [str(tmp_path)])
+    assert result.exit_code == 1
+    assert "none of its 1 run(s) is complete yet" in result.output
+    assert not (tmp_path / "report.md").exists() and not (tmp_path / "figure1.png").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no flock")
+def test_a_run_training_now_is_told_from_one_that_stopped(tmp_path):
+    synthetic_run.write_synthetic_run(tmp_path, seed=0, steps=200)
+    training = synthetic_run.write_synthetic_run(tmp_path, seed=1, steps=200, complete=False)
+    synthetic_run.write_synthetic_run(tmp_path, seed=2, steps=200, complete=False)
+    hold = ("import fcntl, os, sys, time; fcntl.flock(os.open(sys.argv[1], os.O_RDONLY), "
+            "fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(training)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert invoke(tmp_path, "--no-analyze-missing").exit_code == 0
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    incomplete = section((tmp_path / "report.md").read_text(), "## Incomplete runs")
+    assert "| x_plus_y-s1 | x_plus_y | 1 |" in incomplete
+    rows = {line.split("|")[1].strip(): line.strip("|").split("|")[-1].strip()
+            for line in incomplete.splitlines() if line.startswith("| x_plus_y")}
+    assert rows == {"x_plus_y-s1": "training", "x_plus_y-s2": "stopped"}

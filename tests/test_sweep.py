@@ -235,6 +235,24 @@ def test_a_run_that_cannot_be_resumed_says_how_to_start_it_again(tmp_path):
     assert (run / "checkpoint.npz").read_bytes() == b"garbage"  # nothing deleted
 
 
+def test_a_long_sweep_says_where_its_runs_are(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep_module, "PROGRESS_SECONDS", 0.2)
+    result = run_sweep("--tasks", "x_plus_y", "--seeds", "0", "--out", str(tmp_path),
+                       "--no-analyze", *TINY, "--steps", "2000", "--log-every", "250")
+    assert result.exit_code == 0, result.output
+    progress = [line for line in result.output.splitlines() if line.startswith("  ... ")]
+    assert progress and all(line.startswith("  ... x_plus_y-s0 ") for line in progress)
+    assert "x_plus_y-s0 at step 500/2000" in result.output  # the run prints every 500 steps
+
+
+def test_a_file_named_logs_is_a_usage_error(tmp_path):
+    (tmp_path / "logs").write_text("my notes")
+    result = run_sweep("--tasks", "x_plus_y", "--seeds", "0", "--out", str(tmp_path), *TINY)
+    assert result.exit_code == 2
+    assert f"{tmp_path / 'logs'} is a file" in result.output
+    assert (tmp_path / "logs").read_text() == "my notes" and len(list(tmp_path.iterdir())) == 1
+
+
 def test_cores_beyond_the_machines_are_capped_and_a_lone_run_gets_them_all(tmp_path):
     cores = sweep_module.machine_cores()
     result = run_sweep("--tasks", "x_plus_y", "--seeds", "0", "--out", str(tmp_path),

@@ -3,8 +3,8 @@
     python -m tinygrok.sweep --out runs/paper ...   # train the runs
     python -m tinygrok.report runs/paper            # -> runs/paper/report.md, figure1.png
 
-Every run directory under FOLDER (a folder with a config.json) is read and grouped by task.
-``report.md`` holds:
+Every run directory under FOLDER (a folder with a config.json that a tinygrok run wrote)
+is read and grouped by task. ``report.md`` holds:
 
 - **Table 1**: per task, the final train and validation accuracy and the step at which
   validation accuracy first exceeds 99% (``step_val_acc_99``), each as mean ± standard
@@ -17,7 +17,12 @@ Every run directory under FOLDER (a folder with a config.json) is read and group
 - **The paper's claims**: the verdict of ``tinygrok.analysis`` on each claim for every run,
   read from the run's analysis.json (written by the sweep or ``python -m tinygrok.analyze``)
   or computed here if it is missing.
-- **Incomplete runs** (no summary.json yet): listed, never averaged.
+- **Incomplete runs** (no summary.json yet): listed, never averaged, each marked as
+  training now (another process holds its folder's lock) or stopped.
+
+The warnings under Table 1 (seeds trained differently, a seed found in two folders, a run
+left out of Figure 1, settings off the paper's) are also printed. With no complete run
+there is nothing to report: the command says so, writes nothing and exits with code 1.
 
 Why the statistics are small pure functions: they are the part a reader must trust, so
 each can be checked by hand (see tests/test_report.py).
@@ -147,7 +152,7 @@ class RunRecord:
 
     @property
     def seed(self) -> int:
-        return int(self.config.get("seed", -1))
+        return self.config["seed"]  # an integer: find_run_directories checked it
 
     @property
     def complete(self) -> bool:
@@ -155,15 +160,30 @@ class RunRecord:
 
 
 def find_run_directories(folder: Path) -> list[Path]:
-    """Every folder under ``folder`` (itself included) that holds a config.json."""
-    return sorted(path.parent for path in Path(folder).rglob("config.json"))
+    """Every folder under ``folder`` (itself included) whose config.json a run wrote."""
+    return sorted(path.parent for path in Path(folder).rglob("config.json")
+                  if is_run_config(read_json(path)))
+
+
+def other_config_folders(folder: Path) -> list[Path]:
+    """Folders under ``folder`` with a config.json that no tinygrok run wrote (another
+    tool's, or a damaged one): named in the output, never read as runs."""
+    return sorted(path.parent for path in Path(folder).rglob("config.json")
+                  if not is_run_config(read_json(path)))
+
+
+def is_run_config(config) -> bool:
+    """What a run's config.json holds (train.run_state's rule, plus an integer seed)."""
+    return (isinstance(config, dict) and {"task", "version"} <= config.keys()
+            and isinstance(config.get("seed"), int) and not isinstance(config["seed"], bool))
 
 
 def read_json(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
+        found = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return found if isinstance(found, dict) else None
 
 
 def read_run(path: Path) -> RunRecord:
@@ -282,10 +302,24 @@ def table_notes(groups: dict[str, list[RunRecord]]) -> list[str]:
                 if name in record.config and record.config[name] != value:
                     off.setdefault(name, set()).add(record.config[name])
     if off:
-        listed = ", ".join(f"{name} = {'/'.join(map(str, sorted(values)))} (paper: "
+        listed = ", ".join(f"{name} = {'/'.join(map(str, sorted(values, key=str)))} (paper: "
                            f"{paper[name]})" for name, values in sorted(off.items()))
         notes.append(f"Our runs differ from the paper's setup in: {listed}. Compare the numbers "
                      f"with that in mind.")
+    for task, records in groups.items():
+        folders = {}
+        for record in (r for r in records if r.complete):
+            folders.setdefault(record.seed, []).append(str(record.path))
+        for seed, paths in folders.items():
+            if len(paths) > 1:
+                notes.append(f"**Warning**: {task} seed {seed} is in {len(paths)} folders "
+                             f"({', '.join(paths)}) and each counts as a seed: copies of one "
+                             f"run would shrink the standard error. Report one folder.")
+    left_out = [r.name for records in groups.values() for r in records
+                if r.complete and r.metrics is None]
+    if left_out:
+        notes.append(f"Left out of Figure 1 (their metrics.csv cannot be read): "
+                     f"{', '.join(left_out)}. They are in Table 1, from their summary.json.")
     return notes
 
 
@@ -399,19 +433,24 @@ def claims_section(groups: dict[str, list[RunRecord]], analyze_missing: bool) ->
 
 
 def incomplete_section(groups: dict[str, list[RunRecord]]) -> str:
-    """The runs without summary.json: listed, not averaged."""
+    """The runs without summary.json: listed, not averaged, training now or stopped."""
+    from tinygrok.runfiles import in_use_by_another_process
+
     incomplete = [r for records in groups.values() for r in records if not r.complete]
     if not incomplete:
         return "None: every run finished."
     lines = ["These runs have no summary.json yet and are left out of Table 1 and Figure 1. "
-             "Re-run the sweep (or `python -m tinygrok.run --out DIR --resume`) to finish them.",
-             "", "| Run | Task | Seed | Last logged step | Step budget |", "|---|---|---|---|---|"]
+             "Those training now will finish on their own; re-run the sweep (or "
+             "`python -m tinygrok.run --out DIR --resume`) to finish those that stopped.",
+             "", "| Run | Task | Seed | Last logged step | Step budget | Now |",
+             "|---|---|---|---|---|---|"]
     for record in incomplete:
         last = "none"
         if record.metrics is not None and len(record.metrics["step"]):
             last = str(int(record.metrics["step"][-1]))
+        now = "training" if in_use_by_another_process(record.path) else "stopped"
         lines.append(f"| {record.name} | {record.task} | {record.seed} | {last} | "
-                     f"{record.config.get('steps', '?')} |")
+                     f"{record.config.get('steps', '?')} | {now} |")
     return "\n".join(lines)
 
 
@@ -451,8 +490,12 @@ def write_report(folder: Path, out: Path, analyze_missing: bool = True) -> dict:
 
     directories = find_run_directories(folder)
     if not directories:
-        raise ReportUsageError(f"{folder}: no run directories (folders with a config.json)")
+        raise ReportUsageError(f"{folder}: no run directories (folders with a config.json "
+                               f"that a tinygrok run wrote)")
     groups = group_by_task([read_run(d) for d in directories])
+    if not any(r.complete for records in groups.values() for r in records):
+        raise click.ClickException(f"{folder}: none of its {len(directories)} run(s) is "
+                                   f"complete yet (no summary.json); nothing to report")
     out.mkdir(parents=True, exist_ok=True)
     figure_path = out / "figure1.png"
     save_figure(figure_1(groups), figure_path, dpi=100)
@@ -461,25 +504,41 @@ def write_report(folder: Path, out: Path, analyze_missing: bool = True) -> dict:
     records = [r for records in groups.values() for r in records]
     return {"report": out / "report.md", "figure": figure_path, "groups": groups,
             "complete": sum(r.complete for r in records),
-            "incomplete": sum(not r.complete for r in records)}
+            "incomplete": sum(not r.complete for r in records),
+            "notes": table_notes(groups), "others": other_config_folders(folder)}
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+@click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Where report.md and figure1.png go.  [default: FOLDER]")
 @click.option("--analyze-missing/--no-analyze-missing", default=True,
               help="Compute the claims of runs without analysis.json (not written back), "
                    "or mark them 'not analysed'.")
 def main(folder, out, analyze_missing):
     """Table 1 (ours beside the paper's), Figure 1 and the claims of every run in FOLDER."""
+    from tinygrok.run import check_writable
+
+    if out is not None:
+        try:
+            if out == "":
+                raise click.BadParameter("must name a folder, not be empty")
+            out = Path(out)
+            check_writable(out)
+        except click.BadParameter as error:
+            raise ReportUsageError(f"--out: {error.message}") from None
     try:
         written = write_report(folder, out or folder, analyze_missing)
     except KeyboardInterrupt:  # report.md and figure1.png are each written whole, or not
-        click.echo("\ninterrupted: the files written so far are whole; run the command "
-                   "again for the rest", err=True)
+        click.echo("\ninterrupted: each file is whole, but figure1.png may be newer than "
+                   "report.md; run the command again", err=True)
         sys.exit(130)
     click.echo(table_1(written["groups"]))
+    for note in written["notes"]:
+        click.echo(f"\n{note.replace('**', '')}")
+    if written["others"]:
+        click.echo(f"\nnot read as runs (their config.json is not a tinygrok run's): "
+                   f"{', '.join(map(str, written['others']))}")
     click.echo(f"\n{written['complete']} complete and {written['incomplete']} incomplete run(s)"
                f"; wrote {written['report']} and {written['figure']}")
 

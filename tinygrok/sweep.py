@@ -7,7 +7,8 @@
 
 Each (task, seed) is an ordinary run directory ``<out>/<task>-s<seed>``, trained by its own
 ``python -m tinygrok.run`` process; what that process prints goes to
-``<out>/logs/<task>-s<seed>.log``. Running the same command again is always safe: complete
+``<out>/logs/<task>-s<seed>.log``, and every minute the sweep prints the step each running
+run has reached. Running the same command again is always safe: complete
 runs are skipped, interrupted runs resume from their checkpoint (``--resume``; a run whose
 summary.json was damaged resumes at its last step and writes it again), and a run that died
 before its first checkpoint starts again (``--force``). A run whose folder holds different
@@ -96,6 +97,7 @@ THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
                     "NUMBA_NUM_THREADS")
 SET_BY_SWEEP = ("--task", "--seed", "--out", "--resume", "--force", "--threads")
 STOP_WAIT_SECONDS = 120  # how long a stopped run may take to save its checkpoint
+PROGRESS_SECONDS = 60  # how often the sweep says where its running runs are
 CONNECT_TIMEOUT = "10s"  # to reach a dask scheduler
 LOCK_NAME = ".sweep.lock"
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
@@ -322,6 +324,18 @@ def last_line(path: Path) -> str:
     return lines[-1].strip() if lines else ""
 
 
+def last_progress(log: Path) -> str:
+    """A run's last progress line in its log ("step 1500/7500  train acc ..."), shortened
+    to its step, or "starting" before the first one."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return "starting"
+    steps = [line.split()[1] for line in lines if line.startswith("step ") and
+             len(line.split()) > 1]
+    return f"at step {steps[-1]}" if steps else "starting"
+
+
 def failure_message(job: Job, code: int | None) -> str:
     """A failed run's exit code and its log's last line (usually the error). A run that
     could not be resumed (a damaged file) is never deleted by the sweep: it says how to
@@ -431,8 +445,10 @@ class Running:
 
 
 def run_locally(jobs: list[Job], parallel: int, threads: int, extra: list[str]) -> list[Outcome]:
-    """Run the jobs, at most ``parallel`` at a time, printing a line as each one ends."""
+    """Run the jobs, at most ``parallel`` at a time, printing a line as each one ends and,
+    every ``PROGRESS_SECONDS``, where the running ones are."""
     waiting, running, outcomes = list(jobs), [], []
+    next_progress = time.monotonic() + PROGRESS_SECONDS
     try:
         while waiting or running:
             while waiting and len(running) < parallel:
@@ -442,6 +458,10 @@ def run_locally(jobs: list[Job], parallel: int, threads: int, extra: list[str]) 
                 running.remove(entry)
                 outcomes.append(entry.outcome())
                 click.echo(finished_line(f"[{len(outcomes)}/{len(jobs)}]", outcomes[-1]))
+            if running and time.monotonic() >= next_progress:
+                next_progress = time.monotonic() + PROGRESS_SECONDS
+                click.echo("  ... " + "; ".join(f"{entry.job.name} {last_progress(entry.job.log)}"
+                                                for entry in running))
     except KeyboardInterrupt:
         stop_all(running)
         raise
@@ -730,6 +750,9 @@ def sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_r
         check_writable(out)
     except click.BadParameter as error:
         raise SweepUsageError(f"--out: {error.message}") from None
+    if (out / "logs").exists() and not (out / "logs").is_dir():
+        raise SweepUsageError(f"--out: {out / 'logs'} is a file; the sweep keeps its runs' "
+                              f"logs in a folder of that name")
     if scheduler is not None and not scheduler.strip():
         raise SweepUsageError("--scheduler: must name a scheduler, tcp://HOST:PORT (leave it "
                               "out to run here)")
