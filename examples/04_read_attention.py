@@ -40,6 +40,7 @@ from tinygrok.analysis.attention_metrics import (content_part, pattern_vectors, 
                                                  positional_part, row_entropy)
 from tinygrok.analysis.clustering import cluster_heads  # noqa: E402
 from tinygrok.analysis.rundir import nearest_index  # noqa: E402
+from tinygrok.analysis.run_analysis import phase_end_name, phase_end_steps  # noqa: E402
 from tinygrok.plots import (attention_metrics_figure, draw_patterns,  # noqa: E402
                             head_clusters_figure)
 from tinygrok.tasks import make_task  # noqa: E402
@@ -124,25 +125,22 @@ print("One run is one sample: the verdicts depend on the thresholds printed in t
 # a.b / (|a| |b|), 1 for the same pattern on every probe. Attention weights are never
 # negative, so even unrelated heads score well above 0.
 vectors = pattern_vectors(run.patterns[-1])          # (L, H, N * (T-1) * T)
-a, b = vectors[0, 0], vectors[L - 1, 0]
-print(f"cosine similarity of layer 0 head 0 and layer {L - 1} head 0 at step {final}: "
+a, b = vectors[0, 0], vectors[0, min(1, H - 1)]
+print(f"cosine similarity of layer 0's heads 0 and {min(1, H - 1)} at step {final}: "
       f"{a @ b / (np.linalg.norm(a) * np.linalg.norm(b)):.3f}")
 # k-means groups the L*H vectors into k clusters; the silhouette (near 1: tight, well
 # separated clusters) picks k. At the end of each phase:
 clusters = {}
-for name in ("memorization", "transition", "post_grokking"):
-    if phases[name] is not None:
-        i = nearest_index(run.attention_steps, phases[name]["end"])
-        found = cluster_heads(pattern_vectors(run.patterns[i]))
-        clusters[name] = {"step": run.attention_steps[i], **found}
-        silhouettes = ", ".join(f"k={k}: {value:.2f}"
-                                for k, value in found["silhouette_by_k"].items())
-        print(f"end of {name} (step {run.attention_steps[i]}): k = {found['k']}, clusters "
-              f"by layer {found['labels']} (silhouette {silhouettes})")
-if clusters:
-    figure = head_clusters_figure(clusters)
-    figure.savefig(args.out / "04_head_clusters.png", dpi=100)
-    lowest = min(np.min(found["similarity"]) for found in clusters.values())
-    print(f"Every pair of heads scores between {lowest:.2f} and 1 at these steps. k-means "
-          f"always finds k groups: read the similarities in the figure before the clusters.")
+for name, step in phase_end_steps(phases):  # each phase's end, or the last step if none
+    i = nearest_index(run.attention_steps, step)
+    found = cluster_heads(pattern_vectors(run.patterns[i]))
+    clusters[name] = {"step": run.attention_steps[i], **found}
+    silhouettes = ", ".join(f"k={k}: {value:.2f}" for k, value in found["silhouette_by_k"].items())
+    print(f"{phase_end_name(name)} (step {run.attention_steps[i]}): k = {found['k']}, clusters "
+          f"by layer {found['labels']} (silhouette {silhouettes or found['chosen_by']})")
+figure = head_clusters_figure(clusters)
+figure.savefig(args.out / "04_head_clusters.png", dpi=100)
+lowest = min(np.min(found["similarity"]) for found in clusters.values())
+print(f"Every pair of heads scores between {lowest:.2f} and 1 at these steps. k-means "
+      f"always finds k groups: read the similarities in the figure before the clusters.")
 figure

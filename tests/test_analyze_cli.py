@@ -164,7 +164,7 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("file, content, message", [
     ("config.json", "[]", "not a JSON object"),
-    ("summary.json", "[]", "not a JSON object"),
+    ("summary.json", "[]", "incomplete run (no readable summary.json)"),
     ("config.json", '{"task": "x_plus_y"}', "no integer modulus p"),
 ])
 def test_json_that_is_not_a_runs_is_a_one_line_error(tmp_path, file, content, message):

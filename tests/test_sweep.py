@@ -6,6 +6,7 @@ file takes well under a minute on two cores.
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -174,7 +175,7 @@ def test_a_run_with_other_settings_is_left_alone(swept):
 
 
 def test_a_failing_run_does_not_stop_the_others(tmp_path):
-    damaged = tmp_path / "x_plus_y-s1"  # a run's folder whose files cannot be resumed
+    damaged = tmp_path / "x_plus_y-s1"  # a run's folder it cannot resume (no thread count)
     damaged.mkdir()
     (damaged / "config.json").write_text('{"task": "x_plus_y", "version": "0"}')
     (damaged / "checkpoint.npz").write_text("garbage")
@@ -235,6 +236,33 @@ def test_a_run_that_cannot_be_resumed_says_how_to_start_it_again(tmp_path):
     assert (run / "checkpoint.npz").read_bytes() == b"garbage"  # nothing deleted
 
 
+def test_a_run_started_with_more_threads_than_this_machine_has_is_left_alone(tmp_path):
+    run = one_complete_run(tmp_path)
+    (run / "summary.json").unlink()
+    config = json.loads((run / "config.json").read_text())
+    cores = sweep_module.machine_cores()
+    (run / "config.json").write_text(json.dumps({**config, "threads": cores + 2}))
+    result = run_sweep("--tasks", "x_plus_y", "--seeds", "0", "--out", str(tmp_path),
+                       "--dry-run", *TINY)
+    assert result.exit_code == 1  # as the sweep itself would end
+    assert (f"left alone: {run} was run with {cores + 2} threads and this machine has "
+            f"{cores} cores") in result.output
+    assert "--resume" not in result.output
+
+
+def test_delete_is_advised_only_for_a_run_that_cannot_be_resumed(tmp_path):
+    from tinygrok.sweep import Job, failure_message
+
+    job = Job("x_plus_y", 0, tmp_path / "x_plus_y-s0", "resume")
+    job.log.parent.mkdir()
+    for error, advised in (("Error: x_plus_y-s0 is in use: process 7 is training in it now",
+                            False),
+                           ("Error: cannot resume x_plus_y-s0: checkpoint.npz is missing or "
+                            "damaged", True)):
+        job.log.write_text(f"# the command\n{error}\n")
+        assert ("to start this run again, delete" in failure_message(job, 2)) == advised
+
+
 def test_a_long_sweep_says_where_its_runs_are(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep_module, "PROGRESS_SECONDS", 0.2)
     result = run_sweep("--tasks", "x_plus_y", "--seeds", "0", "--out", str(tmp_path),
@@ -242,7 +270,7 @@ def test_a_long_sweep_says_where_its_runs_are(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     progress = [line for line in result.output.splitlines() if line.startswith("  ... ")]
     assert progress and all(line.startswith("  ... x_plus_y-s0 ") for line in progress)
-    assert "x_plus_y-s0 at step 500/2000" in result.output  # the run prints every 500 steps
+    assert re.search(r"x_plus_y-s0 at step \d+/2000", result.output)  # a line every 500
 
 
 def test_a_file_named_logs_is_a_usage_error(tmp_path):

@@ -651,11 +651,13 @@ def test_a_filesystem_without_locks_still_trains(tmp_path, monkeypatch):
     assert run_state(tmp_path / "run") == "complete"
 
 
-def test_a_damaged_summary_is_written_again_by_resume(tmp_path):
+@pytest.mark.parametrize("damaged", ['{"step_val_acc_99": ', "{}", "[]"],
+                         ids=["cut-short", "empty", "not-an-object"])
+def test_a_damaged_summary_is_written_again_by_resume(tmp_path, damaged):
     out = tmp_path / "run"
     assert invoke(*TINY_CLI, "--out", str(out)).exit_code == 0
     summary = json.loads((out / "summary.json").read_text())
-    (out / "summary.json").write_text('{"step_val_acc_99": ')  # cut short
+    (out / "summary.json").write_text(damaged)
     assert run_state(out) == "resumable"  # not "complete": nothing could repair it then
     result = invoke("--out", str(out), "--resume")
     assert result.exit_code == 0, result.output

@@ -71,7 +71,8 @@ def analyze_command(run_dir, no_figures, threshold, clusters):
         raise RunDirectoryUsageError(str(error)) from None
     if not run.complete:
         raise RunDirectoryUsageError(
-            f"{run_dir}: incomplete run (no summary.json); let it finish or resume it first"
+            f"{run_dir}: incomplete run (no readable summary.json); let it finish or "
+            f"resume it first (python -m tinygrok.run --out {run_dir} --resume)"
         )
     heads = run.patterns.shape[1] * run.patterns.shape[2] if run.has_attention else None
     if clusters is not None and heads is not None and clusters > heads:

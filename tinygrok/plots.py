@@ -260,7 +260,8 @@ def head_clusters_figure(clusters):
     "labels" [layer][head], "similarity" (L*H, L*H)}}). Each panel is the cosine similarity
     of every pair of heads' pattern vectors (1: the same pattern on every probe), and each
     head's name carries its k-means cluster ("c0", "c1", ...). Heads that share a cluster
-    form bright blocks; a head that specialises stands apart in its own row and column.
+    are bright where their rows and columns cross; a head that specialises stands apart,
+    dark in its own row and column.
     """
     ends = list(clusters.items())
     heads = [(layer, head) for layer, row in enumerate(ends[0][1]["labels"])

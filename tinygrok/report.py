@@ -17,7 +17,7 @@ is read and grouped by task. ``report.md`` holds:
 - **The paper's claims**: the verdict of ``tinygrok.analysis`` on each claim for every run,
   read from the run's analysis.json (written by the sweep or ``python -m tinygrok.analyze``)
   or computed here if it is missing.
-- **Incomplete runs** (no summary.json yet): listed, never averaged, each marked as
+- **Incomplete runs** (no whole summary.json yet): listed, never averaged, each marked as
   training now (another process holds its folder's lock) or stopped.
 
 The warnings under Table 1 (seeds trained differently, a seed found in two folders, a run
@@ -188,13 +188,15 @@ def read_json(path: Path) -> dict | None:
 
 def read_run(path: Path) -> RunRecord:
     from tinygrok.analysis.rundir import RunDirectoryError, read_metrics
+    from tinygrok.runfiles import is_summary
 
     try:
         metrics = read_metrics(path / "metrics.csv")
     except RunDirectoryError:
         metrics = None
+    summary = read_json(path / "summary.json")  # a damaged one: incomplete, as for the sweep
     return RunRecord(path, read_json(path / "config.json") or {},
-                     read_json(path / "summary.json"), metrics)
+                     summary if is_summary(summary) else None, metrics)
 
 
 def task_order(task: str) -> tuple:
@@ -433,13 +435,14 @@ def claims_section(groups: dict[str, list[RunRecord]], analyze_missing: bool) ->
 
 
 def incomplete_section(groups: dict[str, list[RunRecord]]) -> str:
-    """The runs without summary.json: listed, not averaged, training now or stopped."""
+    """The runs without a whole summary.json: listed, not averaged, training or stopped."""
     from tinygrok.runfiles import in_use_by_another_process
 
     incomplete = [r for records in groups.values() for r in records if not r.complete]
     if not incomplete:
         return "None: every run finished."
-    lines = ["These runs have no summary.json yet and are left out of Table 1 and Figure 1. "
+    lines = ["These runs have no whole summary.json yet and are left out of Table 1 and "
+             "Figure 1. "
              "Those training now will finish on their own; re-run the sweep (or "
              "`python -m tinygrok.run --out DIR --resume`) to finish those that stopped.",
              "", "| Run | Task | Seed | Last logged step | Step budget | Now |",
@@ -495,7 +498,8 @@ def write_report(folder: Path, out: Path, analyze_missing: bool = True) -> dict:
     groups = group_by_task([read_run(d) for d in directories])
     if not any(r.complete for records in groups.values() for r in records):
         raise click.ClickException(f"{folder}: none of its {len(directories)} run(s) is "
-                                   f"complete yet (no summary.json); nothing to report")
+                                   f"complete yet (no whole summary.json); nothing to "
+                                   f"report")
     out.mkdir(parents=True, exist_ok=True)
     figure_path = out / "figure1.png"
     save_figure(figure_1(groups), figure_path, dpi=100)

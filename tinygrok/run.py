@@ -210,6 +210,10 @@ class Progress:
 @click.pass_context
 def main(ctx, out, resume, force, threads, **options):
     """Train the paper's transformer on one task until it groks (or the steps run out)."""
+    # The run folder is locked against other runs (runfiles.lock_run_folder): an existing
+    # folder before its state is read (checked_settings), a new one once it is created just
+    # before training (claim_for_training); train() finds the lock held, and it is let go
+    # when the command ends.
     try:
         config, out, used_threads, state = checked_settings(ctx, out, resume, force, threads,
                                                             options)

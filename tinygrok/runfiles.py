@@ -13,7 +13,7 @@ The files (the contract with ``tinygrok.analysis``, which only reads them):
                      patterns (S, L, H, N, T, T) float16
     embeddings.npz   steps (E,), token_embeddings (E, V, d)
     checkpoint.npz   parameters, AdamW state, RNG state, step: everything to resume
-    summary.json     written last, only when the run finished: its presence means "complete"
+    summary.json     written last, only when the run finished: a whole one means "complete"
 
 metrics.csv holds only numbers that the seed determines, so two runs with the same seed and
 thread count give byte-identical files; wall-clock times go to timing.csv.
@@ -29,6 +29,7 @@ import csv
 import io
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,23 @@ def read_csv(path: Path) -> list[dict]:
                 for row in csv.DictReader(f)]
 
 
+SUMMARY_KEYS = ("final_train_acc", "final_val_acc", "step_val_acc_99", "grokked", "steps")
+
+
+def is_summary(saved) -> bool:
+    """Does ``saved`` (a parsed summary.json) hold what a finished run writes?"""
+    return isinstance(saved, dict) and all(key in saved for key in SUMMARY_KEYS)
+
+
+def read_json_object(path: Path) -> dict | None:
+    """The JSON object ({...}) in ``path``; None if it is missing, damaged or not an object."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
 def write_npz(path: Path, **arrays) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -96,10 +114,11 @@ class FolderInUse(Exception):
 _locked_folders: dict[Path, int] = {}  # folder -> the open descriptor that holds its lock
 
 
-def lock_run_folder(out: Path) -> bool:
+def lock_run_folder(out: Path, patience: float = 0.5) -> bool:
     """Lock the existing folder ``out`` for this process; raise ``FolderInUse`` if another
-    process holds it. Returns True if this call took the lock, False if this process
-    already held it.
+    process still holds it after ``patience`` seconds (a report or sweep checking the
+    folder holds it for an instant). Returns True if this call took the lock; False if
+    this process already held it, or if nothing can be locked here (see below).
 
     The lock is the operating system's ``flock`` on the folder itself, so it writes nothing
     in the folder, and it ends with the process however the process ends (even
@@ -117,8 +136,16 @@ def lock_run_folder(out: Path) -> bool:
         descriptor = os.open(folder, os.O_RDONLY)
     except OSError:
         return False  # a folder that cannot be opened to read: run_state will say why
+    deadline = time.monotonic() + patience
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
     except BlockingIOError:
         os.close(descriptor)
         holder = lock_holder(folder)
@@ -145,7 +172,7 @@ def in_use_by_another_process(out: Path) -> str | None:
     if not Path(out).is_dir():
         return None
     try:
-        took = lock_run_folder(out)
+        took = lock_run_folder(out, patience=0)
     except FolderInUse as busy:
         return str(busy)
     if took:

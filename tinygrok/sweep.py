@@ -8,12 +8,14 @@
 Each (task, seed) is an ordinary run directory ``<out>/<task>-s<seed>``, trained by its own
 ``python -m tinygrok.run`` process; what that process prints goes to
 ``<out>/logs/<task>-s<seed>.log``, and every minute the sweep prints the step each running
-run has reached. Running the same command again is always safe: complete
-runs are skipped, interrupted runs resume from their checkpoint (``--resume``; a run whose
-summary.json was damaged resumes at its last step and writes it again), and a run that died
-before its first checkpoint starts again (``--force``). A run whose folder holds different
-settings (say, another weight decay), or files too damaged to resume, is left alone and
-reported: the sweep never deletes a run that has a checkpoint.
+run has reached (on this machine; a cluster's logs come back with each finished run).
+Running the same command again is always safe: complete runs are skipped, interrupted
+runs resume from their checkpoint (``--resume``; a run whose summary.json was damaged
+resumes at its last step and writes it again), and a run that died before its first
+checkpoint starts again (``--force``). A run whose folder holds different settings (say,
+another weight decay), a run still training in another process, and a file in a run's
+place are left alone and reported; so is a run too damaged to resume, once it fails: the
+sweep never deletes a run that has a checkpoint.
 
 Options the sweep does not know are handed to every run unchanged, so a hyperparameter can
 be swept by giving each value its own ``--out``. They are checked (by the run command's own
@@ -31,11 +33,12 @@ Why the cores are divided
     jobs on C cores each run gets K = max(1, C // J) threads, set through
     ``--threads K`` and the environment (OPENBLAS/OMP/MKL/NUMBA_NUM_THREADS = K, which must
     be set before NumPy and Numba are imported), so J x K never exceeds C. More jobs than
-    cores are capped at one per core, more ``--cores`` than the machine has at its count,
-    and fewer runs to do than J share the cores among themselves. One exception: a run
-    being resumed keeps the thread count it started with (its config.json), because
-    another count would add up its matrix products in another order and change its
-    numbers; the sweep says so when that count differs from K.
+    cores are capped at one per core, and more ``--cores`` than the machine has at its
+    count. Without ``--jobs``, J is one per core, or the number of runs left to do when
+    fewer are. One exception: a run being resumed keeps the thread count it started with
+    (its config.json), because another count would add up its matrix products in another
+    order and change its numbers; the sweep says so when that count differs from K, and
+    leaves alone a run that started with more threads than this machine has cores.
 
 Ctrl-C
     The runs are started in their own session, so the terminal's Ctrl-C reaches only the
@@ -340,8 +343,9 @@ def failure_message(job: Job, code: int | None) -> str:
     """A failed run's exit code and its log's last line (usually the error). A run that
     could not be resumed (a damaged file) is never deleted by the sweep: it says how to
     start it again, since the run command's own advice, --force, is not a sweep option."""
-    message = f"exit {code}: {last_line(job.log)} (log: {job.log})"
-    if code == EXIT_USAGE and job.action == "resume":
+    error = last_line(job.log)
+    message = f"exit {code}: {error} (log: {job.log})"
+    if code == EXIT_USAGE and job.action == "resume" and "cannot resume" in error:
         message += (f"; to start this run again, delete {job.directory} and run the sweep "
                     f"again")
     return message
@@ -713,7 +717,9 @@ def report_failures(failures: list[Outcome]) -> None:
                    "each run trains in a temporary folder on a worker and its files are sent "
                    "back into --out, so no shared filesystem is needed. --jobs and --cores "
                    "do not apply.")
-@click.option("--dry-run", is_flag=True, help="Print what would run, run nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Print what would run, run nothing (exit code 1 if a run would be left "
+                   "alone).")
 @click.pass_context
 def main(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_run):
     """Train every (task, seed) as its own run directory, several at a time.
@@ -761,14 +767,12 @@ def sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_r
                    f"using {machine_cores()}")
         cores = machine_cores()
     cores = cores or machine_cores()
-    parallel, threads = share_cores(jobs or cores, cores)
-    if scheduler is None and jobs and jobs > parallel:
-        click.echo(f"--jobs {jobs} is more than the {cores} cores: running {parallel} at a time")
+    if scheduler is None and jobs and jobs > cores:
+        click.echo(f"--jobs {jobs} is more than the {cores} cores: running {cores} at a time")
 
     if dry_run:
-        plan = [plan_job(out, task, seed, extra) for task in tasks for seed in seeds]
-        todo = [job for job in plan if job.action not in ("skip", "conflict")]
-        parallel, threads = share_cores(min(parallel, len(todo) or 1), cores)
+        plan, parallel, threads = plan_sweep(out, tasks, seeds, extra, jobs, cores,
+                                             local=scheduler is None)
         todo, conflicts = announce(plan, threads)
         for job in todo:
             command = run_command(job, job.threads or threads, extra)
@@ -779,21 +783,39 @@ def sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_r
     client = connect(scheduler) if scheduler else None  # before anything is written
     lock = take_lock(out)
     try:
-        perform_sweep(out, tasks, seeds, extra, parallel, cores, analyze, client)
+        perform_sweep(out, tasks, seeds, extra, jobs, cores, analyze, client)
     finally:
         lock.unlink(missing_ok=True)
         if client is not None:
             client.close()
 
 
-def perform_sweep(out: Path, tasks: list[str], seeds: list[int], extra: list[str],
-                  parallel: int, cores: int, analyze: bool, client) -> None:
-    """Plan, run (here, or on the dask ``client``'s cluster), analyse; exit 1 on a failure.
-    Here at most ``parallel`` runs at a time share the ``cores``; fewer runs to do than
-    that get more threads each."""
+def plan_sweep(out: Path, tasks: list[str], seeds: list[int], extra: list[str],
+               jobs: int | None, cores: int,
+               local: bool = True) -> tuple[list[Job], int, int]:
+    """Every (task, seed)'s job, and how many run at once with how many threads each.
+    ``--jobs`` fixes both (the same command always gives a run the same thread count);
+    without it there is one run per core, or fewer runs with more threads each when fewer
+    are left to do. Here (``local``), runs to resume with more threads than the machine has
+    cores are left alone, as the run command would refuse them; a cluster's workers may
+    have more."""
     plan = [plan_job(out, task, seed, extra) for task in tasks for seed in seeds]
+    for job in plan:
+        if local and job.threads and job.threads > machine_cores():  # as the run command
+            job.action, job.note = "conflict", (
+                f"{job.directory} was run with {job.threads} threads and this machine has "
+                f"{machine_cores()} cores: another count would change its numbers; resume it "
+                f"where it started")
     to_run = sum(job.action not in ("skip", "conflict") for job in plan)
-    parallel, threads = share_cores(min(parallel, to_run or 1), cores)
+    parallel, threads = share_cores(jobs or min(cores, max(1, to_run)), cores)
+    return plan, parallel, threads
+
+
+def perform_sweep(out: Path, tasks: list[str], seeds: list[int], extra: list[str],
+                  jobs: int | None, cores: int, analyze: bool, client) -> None:
+    """Plan, run (here, or on the dask ``client``'s cluster), analyse; exit 1 on a failure."""
+    plan, parallel, threads = plan_sweep(out, tasks, seeds, extra, jobs, cores,
+                                         local=client is None)
     todo, failures = announce(plan, None if client else threads)
     if todo:
         where = (f"on {client.scheduler.address}" if client else
@@ -821,7 +843,7 @@ def announce(plan: list[Job], threads: int | None = None) -> tuple[list[Job], li
     for outcome in conflicts:
         click.echo(f"left alone: {outcome.job.note}", err=True)
     own = [f"{job.name} ({job.threads})" for job in plan
-           if job.threads and job.threads != threads]
+           if job.action == "resume" and job.threads != threads]
     if own:
         click.echo(f"resumed with the thread count each started with, so that its numbers "
                    f"match an uninterrupted run: {', '.join(own)}")

@@ -384,14 +384,14 @@ def run_state(out_dir: Path) -> str:
     or 'foreign' (files, but no config.json that a run wrote: another project's folder,
     or a run whose config.json was lost, which nothing here overwrites).
 
-    A damaged summary.json does not make a run complete: resuming it from its last
-    checkpoint (at the final step) writes the summary again."""
+    A damaged summary.json (unreadable, or without ``runfiles.SUMMARY_KEYS``) does not make a run
+    complete: resuming it from its last checkpoint (at the final step) writes it again."""
     out = Path(out_dir)
     if not out.is_dir() or all(_is_leftover(path) for path in out.iterdir()):
         return "missing"
     if not _is_run_config(out / "config.json"):  # a run writes config.json before anything
         return "foreign"
-    if _is_json_object(out / SUMMARY):
+    if runfiles.is_summary(runfiles.read_json_object(out / SUMMARY)):
         return "complete"
     if (out / CHECKPOINT).exists():
         return "resumable"
@@ -407,15 +407,8 @@ def _is_leftover(path: Path) -> bool:
 
 def _is_run_config(path: Path) -> bool:
     """Is ``path`` a config.json that a run wrote (not some other project's)?"""
-    return _is_json_object(path) and {"task", "version"} <= json.loads(path.read_text()).keys()
-
-
-def _is_json_object(path: Path) -> bool:
-    """Does ``path`` exist and hold a JSON object ({...})?"""
-    try:
-        return isinstance(json.loads(path.read_text()), dict)
-    except (OSError, ValueError):
-        return False
+    saved = runfiles.read_json_object(path)
+    return saved is not None and {"task", "version"} <= saved.keys()
 
 
 def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> dict:

@@ -67,6 +67,8 @@ from typing import Optional
 
 import numpy as np
 
+from tinygrok.runfiles import is_summary
+
 METRIC_COLUMNS = ("step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm")
 
 
@@ -153,7 +155,12 @@ def load_run(path):
     metrics = read_metrics(path / "metrics.csv")
     if "seconds" not in metrics:
         _merge_timing(metrics, path / "timing.csv")
-    summary = _read_json(path / "summary.json", required=False)
+    try:
+        summary = _read_json(path / "summary.json", required=False)
+    except RunDirectoryError:
+        summary = None
+    if not is_summary(summary):  # damaged: the run counts as incomplete; --resume rewrites it
+        summary = None
     run = Run(path=path, config=config, metrics=metrics, summary=summary)
     _read_attention(run, path / "attention.npz")
     _read_embeddings(run, path / "embeddings.npz")
