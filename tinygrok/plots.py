@@ -267,10 +267,11 @@ def head_clusters_figure(clusters):
     heads = [(layer, head) for layer, row in enumerate(ends[0][1]["labels"])
              for head in range(len(row))]
     count = len(heads)
-    # Sizes in inches: a cell 0.42 (the value fits in it), at least 2.4 a panel; 0.8 on the
-    # left for the head names, 1.1 at the bottom for the turned ones with their clusters,
-    # 0.9 above for the titles, 1.0 on the right for the colour bar.
-    panel = max(2.4, 0.42 * count)
+    # Sizes in inches: a cell 0.42 while the values are written in (up to 16 heads), else
+    # 0.25; at least 2.4 a panel; 0.8 on the left for the head names, 1.1 at the bottom for
+    # the turned ones with their clusters, 0.9 above for the titles, 1.0 on the right for
+    # the colour bar.
+    panel = max(2.4, (0.42 if count <= 16 else 0.25) * count)
     width, height = 0.8 + len(ends) * panel + (len(ends) - 1) * 0.5 + 1.0, panel + 2.0
     figure = Figure(figsize=(width, height))
     figure.subplots_adjust(left=0.8 / width, right=1 - 1.0 / width, bottom=1.1 / height,
