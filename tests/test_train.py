@@ -379,11 +379,32 @@ def test_a_run_stopped_before_its_first_checkpoint_says_to_start_again(tmp_path)
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.json").write_text('{"task": "x_plus_y", "version": "0.1.0"}')  # all that is left
-    for extra in ([], ["--resume"]):
-        result = invoke(*TINY_CLI, "--out", str(out), *extra)
-        assert result.exit_code == 2 and "start it again with --force" in result.output
+    result = invoke(*TINY_CLI, "--out", str(out))
+    assert result.exit_code == 2 and "start it again with --resume" in result.output
+    result = invoke("--out", str(out), "--resume")  # its config.json lacks the settings
+    assert result.exit_code == 2 and "cannot resume" in result.output
     assert invoke(*TINY_CLI, "--out", str(out), "--force").exit_code == 0
     assert run_state(out) == "complete"
+
+
+def test_resume_starts_again_a_run_killed_before_its_first_checkpoint(tmp_path, monkeypatch):
+    from tinygrok.train import Run
+
+    straight = tmp_path / "straight"
+    assert invoke(*TINY_CLI, "--out", str(straight)).exit_code == 0
+
+    def killed(self, seconds):  # kill -9 before the step-0 checkpoint: config.json is there
+        raise SystemExit(137)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(Run, "save_checkpoint", killed)
+    assert invoke(*TINY_CLI, "--out", str(out)).exit_code == 137
+    monkeypatch.undo()
+    assert run_state(out) == "started"
+    result = invoke("--out", str(out), "--resume")
+    assert result.exit_code == 0, result.output
+    assert "starting it again from step 0 with its own settings" in result.output
+    assert_same_run(straight, out)
 
 
 def test_resume_checks_the_saved_settings_not_the_defaults(tmp_path):

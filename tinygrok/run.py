@@ -106,14 +106,13 @@ def remove_run_files(out: Path) -> None:
 def resolve_resume(ctx: click.Context, out: Path, options: dict) -> tuple[dict, int]:
     """With --resume, every setting and the thread count come from the run's config.json;
     options given on the command line must agree with it. (Another thread count would
-    change the numbers: the resumed run would no longer match an uninterrupted one.)"""
+    change the numbers: the resumed run would no longer match an uninterrupted one.)
+    A run that stopped before its first checkpoint ("started") is started again from step
+    0 with those settings: the same run, since nothing of it was kept."""
     state = run_state(out)
     if state == "complete":
         raise click.UsageError(f"{out} is already complete (summary.json exists); nothing to resume")
-    if state == "started":
-        raise click.UsageError(f"{out} has no checkpoint to resume from (the run stopped before "
-                               f"its first one); start it again with --force")
-    if state != "resumable":
+    if state not in ("resumable", "started"):
         raise click.UsageError(f"{out} has no checkpoint to resume from: there is no run there")
     try:
         saved = json.loads((out / "config.json").read_text())
@@ -203,7 +202,9 @@ class Progress:
               help="Examples from each split whose attention is logged.")
 @click.option("--out", type=click.Path(), default=None,
               help="Run directory.  [default: runs/<task>-s<seed>]")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its checkpoint, with its own settings (one "
+                   "that stopped before its first checkpoint starts again from step 0).")
 @click.option("--force", is_flag=True, help="Overwrite a complete or started run in --out.")
 @click.option("--threads", type=POSITIVE, default=None,
               help="Threads for matrix products and kernels.  [default: all cores]")
@@ -220,6 +221,10 @@ def main(ctx, out, resume, force, threads, **options):
     except KeyboardInterrupt:  # click would say "Aborted!" and exit 1
         click.echo(f"\n{NOTHING_WRITTEN}", err=True)
         sys.exit(130)
+    if resume and state == "started":  # nothing to resume from: the same run, from step 0
+        click.echo(f"{out} stopped before its first checkpoint: starting it again from step 0 "
+                   f"with its own settings")
+        resume, force = False, True
     try:
         start_training(config, out, resume, force, used_threads, state)
     finally:
@@ -274,7 +279,8 @@ def checked_folder(ctx, out, resume, force, threads, options) -> tuple[TrainConf
                                f"or overwrite it with --force")
     elif state == "started" and not force:
         raise click.UsageError(f"{out} holds a run that stopped before its first checkpoint; "
-                               f"start it again with --force")
+                               f"start it again with --resume (its own settings) or --force "
+                               f"(these options)")
     config = TrainConfig(**options)
     if resume:
         try:
