@@ -372,3 +372,12 @@ def test_ctrl_c_before_any_run_exits_130(tmp_path, monkeypatch):
     result = CliRunner().invoke(sweep, ["--out", str(tmp_path / "never"), "--seeds", "0"])
     assert result.exit_code == 130 and "interrupted" in result.output
     assert "Aborted" not in result.output and not (tmp_path / "never").exists()
+
+
+def test_analysis_is_written_only_into_runs_whose_summary_is_whole(tmp_path):
+    from tinygrok.sweep import needs_analysis
+
+    run = one_complete_run(tmp_path)
+    assert needs_analysis(run)
+    (run / "summary.json").write_text("{}")  # damaged: not a finished run's
+    assert not needs_analysis(run)

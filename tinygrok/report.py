@@ -4,7 +4,8 @@
     python -m tinygrok.report runs/paper            # -> runs/paper/report.md, figure1.png
 
 Every run directory under FOLDER (a folder with a config.json that a tinygrok run wrote)
-is read and grouped by task. ``report.md`` holds:
+is read and grouped by task; folders with another config.json are named in the output
+("not read as runs"). ``report.md`` holds:
 
 - **Table 1**: per task, the final train and validation accuracy and the step at which
   validation accuracy first exceeds 99% (``step_val_acc_99``), each as mean ± standard

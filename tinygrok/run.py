@@ -5,8 +5,9 @@
     python -m tinygrok.run --out runs/x_div_y-s0 --resume # carry on after Ctrl-C
 
 Every option is checked before anything is written; a bad one gets click's usage line, a
-one-line error saying what is accepted, and exit code 2. Ctrl-C saves a checkpoint and
-exits with code 130 (SIGTERM: 143); a loss that turns NaN stops the run with code 1.
+one-line error saying what is accepted, and exit code 2. So does a folder in which another
+process is training (the error names it). Ctrl-C saves a checkpoint and exits with code
+130 (SIGTERM: 143); a loss that turns NaN stops the run with code 1.
 """
 
 from __future__ import annotations
@@ -205,7 +206,8 @@ class Progress:
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its checkpoint, with its own settings (one "
                    "that stopped before its first checkpoint starts again from step 0).")
-@click.option("--force", is_flag=True, help="Overwrite a complete or started run in --out.")
+@click.option("--force", is_flag=True,
+              help="Overwrite the run in --out (complete, unfinished or started).")
 @click.option("--threads", type=POSITIVE, default=None,
               help="Threads for matrix products and kernels.  [default: all cores]")
 @click.pass_context

@@ -7,8 +7,9 @@
 
 Each (task, seed) is an ordinary run directory ``<out>/<task>-s<seed>``, trained by its own
 ``python -m tinygrok.run`` process; what that process prints goes to
-``<out>/logs/<task>-s<seed>.log``, and every minute the sweep prints the step each running
-run has reached (on this machine; a cluster's logs come back with each finished run).
+``<out>/logs/<task>-s<seed>.log``, and every minute the sweep prints the last step each
+running run has logged (runs print a line every 500 steps; on this machine only, as a
+cluster's logs come back with each finished run).
 Running the same command again is always safe: complete runs are skipped, interrupted
 runs resume from their checkpoint (``--resume``; a run whose summary.json was damaged
 resumes at its last step and writes it again), and a run that died before its first
@@ -64,14 +65,14 @@ A dask.distributed cluster (``--scheduler tcp://HOST:PORT``)
     writes them into ``<out>/<name>/`` (summary.json last, so a run never looks complete
     before all its files are there). So no filesystem has to be shared between the
     machines; when one is shared, nothing changes. To resume, the sweep sends the
-    checkpoint and logs the other way. Each run uses the cores of its worker's machine
+    checkpoint and logs the other way. Each new run uses the cores of its worker's machine
     divided by the number of runs that machine's workers can hold at once (start workers
-    with ``--nthreads 1``). On Ctrl-C the workers stop their runs, which save a checkpoint
-    and are sent back like a finished run.
+    with ``--nthreads 1``); a resumed run, its own thread count. On Ctrl-C the workers stop
+    their runs, which save a checkpoint and are sent back like a finished run.
 
-Exit codes: 0 all runs complete; 1 a run failed (the others still finish; failures are
-listed at the end with their log); 2 bad usage (one line, nothing written); 130 Ctrl-C;
-143 SIGTERM.
+Exit codes: 0 all runs complete; 1 a run failed or was left alone (the others still
+finish; they are listed at the end with their log or the reason); 2 bad usage (one line,
+nothing written); 130 Ctrl-C; 143 SIGTERM.
 """
 
 from __future__ import annotations
@@ -662,8 +663,10 @@ def collect(job: Job, future) -> Outcome:
 
 def needs_analysis(directory: Path) -> bool:
     """A complete run whose analysis.json is missing or older than its summary.json."""
+    from tinygrok.runfiles import is_summary, read_json_object
+
     summary, analysis = directory / "summary.json", directory / "analysis.json"
-    if not summary.is_file():
+    if not is_summary(read_json_object(summary)):
         return False
     return not analysis.is_file() or analysis.stat().st_mtime < summary.stat().st_mtime
 
@@ -708,7 +711,8 @@ def report_failures(failures: list[Outcome]) -> None:
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Runs at once on this machine.  [default: one per core]")
 @click.option("--cores", type=click.IntRange(min=1), default=None,
-              help="Cores the sweep may use (jobs x threads per run never exceeds it).  "
+              help="Cores the sweep may use (jobs x threads per run never exceeds it, but "
+                   "a resumed run keeps its own thread count).  "
                    "[default: all of this machine's]")
 @click.option("--analyze/--no-analyze", default=True,
               help="Write analysis.json into every complete run at the end.")
@@ -732,8 +736,9 @@ def main(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_run):
 
     Other options (after the sweep's own, optionally after --) go to every run, e.g.
     --steps 3000 --weight-decay 1.0; see python -m tinygrok.run --help. Re-running the same
-    command skips complete runs and resumes interrupted ones. Exit code 1 if a run failed
-    (the others still run), 2 for bad usage, 130 after Ctrl-C, 143 after SIGTERM.
+    command skips complete runs and resumes interrupted ones. Exit code 1 if a run failed or
+    was left alone (the others still run), 2 for bad usage, 130 after Ctrl-C, 143 after
+    SIGTERM.
     """
     try:
         sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_run)
@@ -818,8 +823,10 @@ def perform_sweep(out: Path, tasks: list[str], seeds: list[int], extra: list[str
                                          local=client is None)
     todo, failures = announce(plan, None if client else threads)
     if todo:
+        own = any(job.threads and job.threads != threads for job in todo)
         where = (f"on {client.scheduler.address}" if client else
-                 f"{parallel} at a time, {threads} thread(s) each")
+                 f"{parallel} at a time, {threads} thread(s) each"
+                 + (" (resumed runs: their own)" if own else ""))
         click.echo(f"running {len(todo)} run(s) into {out}/ ({where}); logs in {out / 'logs'}/")
         outcomes = run_all(todo, client, parallel, threads, extra)
         failures += [outcome for outcome in outcomes if not outcome.ok]
