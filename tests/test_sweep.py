@@ -236,7 +236,7 @@ def test_a_run_that_cannot_be_resumed_says_how_to_start_it_again(tmp_path):
     assert (run / "checkpoint.npz").read_bytes() == b"garbage"  # nothing deleted
 
 
-def test_a_run_started_with_more_threads_than_this_machine_has_is_left_alone(tmp_path):
+def test_a_run_started_with_more_threads_than_this_machine_has_keeps_them(tmp_path):
     run = one_complete_run(tmp_path)
     (run / "summary.json").unlink()
     config = json.loads((run / "config.json").read_text())
@@ -244,10 +244,17 @@ def test_a_run_started_with_more_threads_than_this_machine_has_is_left_alone(tmp
     (run / "config.json").write_text(json.dumps({**config, "threads": cores + 2}))
     result = run_sweep("--tasks", "x_plus_y", "--seeds", "0", "--out", str(tmp_path),
                        "--dry-run", *TINY)
-    assert result.exit_code == 1  # as the sweep itself would end
-    assert (f"left alone: {run} was run with {cores + 2} threads and this machine has "
-            f"{cores} cores") in result.output
-    assert "--resume" not in result.output
+    assert result.exit_code == 0, result.output
+    assert f"x_plus_y-s0 ({cores + 2})" in result.output  # said, then done: exact, slower
+    assert f"--threads {cores + 2} " in result.output and "--resume" in result.output
+
+
+def test_jobs_pins_the_thread_count_whatever_is_left_to_do(tmp_path):
+    cores = sweep_module.machine_cores()
+    result = run_sweep("--tasks", "x_plus_y", "--seeds", "0", "--out", str(tmp_path),
+                       "--jobs", "2", "--dry-run", *TINY)
+    assert result.exit_code == 0, result.output
+    assert f"--threads {max(1, cores // min(2, cores))} " in result.output
 
 
 def test_delete_is_advised_only_for_a_run_that_cannot_be_resumed(tmp_path):

@@ -388,23 +388,72 @@ def test_a_run_stopped_before_its_first_checkpoint_says_to_start_again(tmp_path)
 
 
 def test_resume_starts_again_a_run_killed_before_its_first_checkpoint(tmp_path, monkeypatch):
+    from tinygrok.threads import current_threads, set_threads
     from tinygrok.train import Run
 
-    straight = tmp_path / "straight"
-    assert invoke(*TINY_CLI, "--out", str(straight)).exit_code == 0
+    before = current_threads()
+    try:
+        straight = tmp_path / "straight"
+        assert invoke(*TINY_CLI, "--out", str(straight), "--threads", "1").exit_code == 0
 
-    def killed(self, seconds):  # kill -9 before the step-0 checkpoint: config.json is there
-        raise SystemExit(137)
+        def killed(self, seconds):  # kill -9 before the step-0 checkpoint
+            raise SystemExit(137)
 
+        out = tmp_path / "run"
+        monkeypatch.setattr(Run, "save_checkpoint", killed)
+        assert invoke(*TINY_CLI, "--out", str(out), "--threads", "1").exit_code == 137
+        monkeypatch.undo()
+        assert run_state(out) == "started"
+        set_threads(before)
+        result = invoke("--out", str(out), "--resume")  # its own thread count, not this one
+        assert result.exit_code == 0, result.output
+        assert "starting it again from step 0 with its own settings" in result.output
+        assert ", 1 threads ->" in result.output
+        assert json.loads((out / "config.json").read_text())["threads"] == 1
+        assert_same_run(straight, out)
+    finally:
+        set_threads(before)
+
+
+def test_resume_refuses_a_run_that_logged_steps_but_lost_its_checkpoint(tmp_path):
     out = tmp_path / "run"
-    monkeypatch.setattr(Run, "save_checkpoint", killed)
-    assert invoke(*TINY_CLI, "--out", str(out)).exit_code == 137
-    monkeypatch.undo()
+    crashed_run(out)
+    (out / "checkpoint.npz").unlink()
     assert run_state(out) == "started"
+    metrics = read_bytes(out / "metrics.csv")
     result = invoke("--out", str(out), "--resume")
-    assert result.exit_code == 0, result.output
-    assert "starting it again from step 0 with its own settings" in result.output
-    assert_same_run(straight, out)
+    assert result.exit_code == 2 and "logged steps but no checkpoint" in result.output
+    assert read_bytes(out / "metrics.csv") == metrics
+
+
+@pytest.mark.skipif(runfiles.fcntl is None, reason="no flock on this system")
+def test_a_lock_held_for_an_instant_is_waited_for(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK.replace(
+        "time.sleep(120)", "time.sleep(0.2)"), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert runfiles.lock_run_folder(tmp_path)  # waits up to 0.5 s: the holder lets go
+    finally:
+        runfiles.unlock_run_folder(tmp_path)
+        holder.wait()
+        holder.stdout.close()
+
+
+@pytest.mark.skipif(runfiles.fcntl is None, reason="no flock on this system")
+def test_checking_a_folder_never_looks_like_a_run_to_another_check(tmp_path):
+    shared = HOLD_THE_LOCK.replace("fcntl.LOCK_EX", "fcntl.LOCK_SH")  # another check
+    holder = subprocess.Popen([sys.executable, "-c", shared, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert runfiles.in_use_by_another_process(tmp_path) is None
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    with AnotherProcessTraining(tmp_path) as pid:
+        assert runfiles.in_use_by_another_process(tmp_path) == \
+            f"{tmp_path} is in use: process {pid} is training in it now"
 
 
 def test_resume_checks_the_saved_settings_not_the_defaults(tmp_path):

@@ -104,17 +104,30 @@ def remove_run_files(out: Path) -> None:
     shutil.rmtree(out / "figures", ignore_errors=True)
 
 
+def logged_rows(metrics: Path) -> bool:
+    """Does a metrics.csv hold any logged step (more than its header line)?"""
+    try:
+        return len(metrics.read_text().splitlines()) > 1
+    except OSError:
+        return False
+
+
 def resolve_resume(ctx: click.Context, out: Path, options: dict) -> tuple[dict, int]:
     """With --resume, every setting and the thread count come from the run's config.json;
     options given on the command line must agree with it. (Another thread count would
     change the numbers: the resumed run would no longer match an uninterrupted one.)
-    A run that stopped before its first checkpoint ("started") is started again from step
-    0 with those settings: the same run, since nothing of it was kept."""
+    A run that stopped before its first checkpoint ("started") and logged no step is
+    started again from step 0 with those settings: the same run, since nothing of it was
+    kept. One that logged steps but lost its checkpoint cannot be resumed exactly."""
     state = run_state(out)
     if state == "complete":
-        raise click.UsageError(f"{out} is already complete (summary.json exists); nothing to resume")
+        raise click.UsageError(f"{out} is already complete (its summary.json is whole); "
+                               f"nothing to resume")
     if state not in ("resumable", "started"):
         raise click.UsageError(f"{out} has no checkpoint to resume from: there is no run there")
+    if state == "started" and logged_rows(out / "metrics.csv"):
+        raise click.UsageError(f"{out} has logged steps but no checkpoint to resume them from; "
+                               f"start it again with --force")
     try:
         saved = json.loads((out / "config.json").read_text())
     except (OSError, ValueError) as error:
@@ -132,9 +145,11 @@ def resolve_resume(ctx: click.Context, out: Path, options: dict) -> tuple[dict, 
         raise click.UsageError(f"cannot resume {out}: config.json's thread count is {threads!r}, "
                                f"not a positive integer")
     if threads > thread_control.available_threads():
-        raise click.UsageError(f"{out} was run with {threads} threads and this machine has "
-                               f"{thread_control.available_threads()}: another thread count "
-                               f"gives other numbers, so it cannot be resumed exactly here")
+        raise click.UsageError(f"{out} was run with {threads} threads and this process can use "
+                               f"{thread_control.available_threads()}; another count gives "
+                               f"other numbers. To resume it exactly (slower with fewer cores): "
+                               f"NUMBA_NUM_THREADS={threads} python -m tinygrok.run --out "
+                               f"{out} --resume")
     fields = TrainConfig.__dataclass_fields__
     missing = [name for name in fields if name not in saved]
     if missing:

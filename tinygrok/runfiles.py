@@ -117,7 +117,7 @@ _locked_folders: dict[Path, int] = {}  # folder -> the open descriptor that hold
 def lock_run_folder(out: Path, patience: float = 0.5) -> bool:
     """Lock the existing folder ``out`` for this process; raise ``FolderInUse`` if another
     process still holds it after ``patience`` seconds (a report or sweep checking the
-    folder holds it for an instant). Returns True if this call took the lock; False if
+    folder holds a shared lock on it for an instant: ``in_use_by_another_process``). Returns True if this call took the lock; False if
     this process already held it, or if nothing can be locked here (see below).
 
     The lock is the operating system's ``flock`` on the folder itself, so it writes nothing
@@ -167,16 +167,27 @@ def unlock_run_folder(out: Path) -> None:
 
 
 def in_use_by_another_process(out: Path) -> str | None:
-    """Why ``out`` cannot be locked now (``FolderInUse``'s message), or None if it can: for
-    a sweep or a report, to tell a run that is training from one that stopped."""
-    if not Path(out).is_dir():
+    """Why ``out`` cannot be used now (``FolderInUse``'s message), or None: for a sweep or a
+    report, to tell a run that is training from one that stopped. It takes a *shared* lock
+    for an instant, which only a training run's exclusive lock refuses, so two such checks
+    never mistake each other for a run."""
+    folder = Path(out).resolve()
+    if fcntl is None or not folder.is_dir() or folder in _locked_folders:
         return None
     try:
-        took = lock_run_folder(out, patience=0)
-    except FolderInUse as busy:
-        return str(busy)
-    if took:
-        unlock_run_folder(out)
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = lock_holder(folder)
+        who = f"process {holder}" if holder else "another process"
+        return f"{out} is in use: {who} is training in it now"
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)  # closing releases the shared lock
     return None
 
 

@@ -38,8 +38,8 @@ Why the cores are divided
     count. Without ``--jobs``, J is one per core, or the number of runs left to do when
     fewer are. One exception: a run being resumed keeps the thread count it started with
     (its config.json), because another count would add up its matrix products in another
-    order and change its numbers; the sweep says so when that count differs from K, and
-    leaves alone a run that started with more threads than this machine has cores.
+    order and change its numbers; the sweep says so when that count differs from K (even
+    when it is more than this machine's cores: the run is then exact, only slower).
 
 Ctrl-C
     The runs are started in their own session, so the terminal's Ctrl-C reaches only the
@@ -776,8 +776,7 @@ def sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_r
         click.echo(f"--jobs {jobs} is more than the {cores} cores: running {cores} at a time")
 
     if dry_run:
-        plan, parallel, threads = plan_sweep(out, tasks, seeds, extra, jobs, cores,
-                                             local=scheduler is None)
+        plan, parallel, threads = plan_sweep(out, tasks, seeds, extra, jobs, cores)
         todo, conflicts = announce(plan, threads)
         for job in todo:
             command = run_command(job, job.threads or threads, extra)
@@ -796,21 +795,12 @@ def sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_r
 
 
 def plan_sweep(out: Path, tasks: list[str], seeds: list[int], extra: list[str],
-               jobs: int | None, cores: int,
-               local: bool = True) -> tuple[list[Job], int, int]:
+               jobs: int | None, cores: int) -> tuple[list[Job], int, int]:
     """Every (task, seed)'s job, and how many run at once with how many threads each.
     ``--jobs`` fixes both (the same command always gives a run the same thread count);
     without it there is one run per core, or fewer runs with more threads each when fewer
-    are left to do. Here (``local``), runs to resume with more threads than the machine has
-    cores are left alone, as the run command would refuse them; a cluster's workers may
-    have more."""
+    are left to do."""
     plan = [plan_job(out, task, seed, extra) for task in tasks for seed in seeds]
-    for job in plan:
-        if local and job.threads and job.threads > machine_cores():  # as the run command
-            job.action, job.note = "conflict", (
-                f"{job.directory} was run with {job.threads} threads and this machine has "
-                f"{machine_cores()} cores: another count would change its numbers; resume it "
-                f"where it started")
     to_run = sum(job.action not in ("skip", "conflict") for job in plan)
     parallel, threads = share_cores(jobs or min(cores, max(1, to_run)), cores)
     return plan, parallel, threads
@@ -819,8 +809,7 @@ def plan_sweep(out: Path, tasks: list[str], seeds: list[int], extra: list[str],
 def perform_sweep(out: Path, tasks: list[str], seeds: list[int], extra: list[str],
                   jobs: int | None, cores: int, analyze: bool, client) -> None:
     """Plan, run (here, or on the dask ``client``'s cluster), analyse; exit 1 on a failure."""
-    plan, parallel, threads = plan_sweep(out, tasks, seeds, extra, jobs, cores,
-                                         local=client is None)
+    plan, parallel, threads = plan_sweep(out, tasks, seeds, extra, jobs, cores)
     todo, failures = announce(plan, None if client else threads)
     if todo:
         own = any(job.threads and job.threads != threads for job in todo)
@@ -850,7 +839,7 @@ def announce(plan: list[Job], threads: int | None = None) -> tuple[list[Job], li
     for outcome in conflicts:
         click.echo(f"left alone: {outcome.job.note}", err=True)
     own = [f"{job.name} ({job.threads})" for job in plan
-           if job.action == "resume" and job.threads != threads]
+           if job.action == "resume" and job.threads and job.threads != threads]
     if own:
         click.echo(f"resumed with the thread count each started with, so that its numbers "
                    f"match an uninterrupted run: {', '.join(own)}")
