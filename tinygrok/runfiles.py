@@ -117,8 +117,9 @@ _locked_folders: dict[Path, int] = {}  # folder -> the open descriptor that hold
 def lock_run_folder(out: Path, patience: float = 0.5) -> bool:
     """Lock the existing folder ``out`` for this process; raise ``FolderInUse`` if another
     process still holds it after ``patience`` seconds (a report or sweep checking the
-    folder holds a shared lock on it for an instant: ``in_use_by_another_process``). Returns True if this call took the lock; False if
-    this process already held it, or if nothing can be locked here (see below).
+    folder holds a shared lock on it for an instant: ``in_use_by_another_process``).
+    Returns True if this call took the lock; False if this process already held it, or if
+    nothing can be locked here (see below).
 
     The lock is the operating system's ``flock`` on the folder itself, so it writes nothing
     in the folder, and it ends with the process however the process ends (even
