@@ -276,8 +276,20 @@ def test_a_long_sweep_says_where_its_runs_are(tmp_path, monkeypatch):
                        "--no-analyze", *TINY, "--steps", "2000", "--log-every", "250")
     assert result.exit_code == 0, result.output
     progress = [line for line in result.output.splitlines() if line.startswith("  ... ")]
-    assert progress and all(line.startswith("  ... x_plus_y-s0 ") for line in progress)
-    assert re.search(r"x_plus_y-s0 at step \d+/2000", result.output)  # a line every 500
+    assert progress and all(re.fullmatch(r"  \.\.\. x_plus_y-s0 (starting|at step \d+/2000)",
+                                         line) for line in progress), progress
+
+
+def test_progress_is_the_last_step_a_run_logged(tmp_path):
+    from tinygrok.sweep import last_progress
+
+    log = tmp_path / "run.log"
+    assert last_progress(log) == "starting"  # no log yet
+    log.write_text("# the command\ntinygrok: x_div_y (p=97), seed 0, 7500 steps\n")
+    assert last_progress(log) == "starting"
+    log.write_text(log.read_text() + "step    500/7500  train acc 0.412  val acc 0.010\n"
+                   "step   1000/7500  train acc 0.998  val acc 0.020\n")
+    assert last_progress(log) == "at step 1000/7500"
 
 
 def test_a_file_named_logs_is_a_usage_error(tmp_path):
