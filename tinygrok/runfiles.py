@@ -149,10 +149,8 @@ def lock_run_folder(out: Path, patience: float = 0.5) -> bool:
                 time.sleep(0.05)
     except BlockingIOError:
         os.close(descriptor)
-        holder = lock_holder(folder)
-        who = f"process {holder}" if holder else "another process"
-        raise FolderInUse(f"{out} is in use: {who} is training in it now; wait for it to "
-                          f"finish (or stop it), or choose another folder") from None
+        raise FolderInUse(f"{in_use(out)}; wait for it to finish (or stop it), or choose "
+                          f"another folder") from None
     except OSError:  # a filesystem without locks (some network ones): go on unlocked
         os.close(descriptor)
         return False
@@ -182,9 +180,7 @@ def in_use_by_another_process(out: Path) -> str | None:
     try:
         fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = lock_holder(folder)
-        who = f"process {holder}" if holder else "another process"
-        return f"{out} is in use: {who} is training in it now"
+        return in_use(out)
     except OSError:
         return None
     finally:
@@ -192,10 +188,17 @@ def in_use_by_another_process(out: Path) -> str | None:
     return None
 
 
+def in_use(out: Path) -> str:
+    """'runs/x is in use: process 123 is training in it now' (the process, where known)."""
+    holder = lock_holder(Path(out).resolve())
+    who = f"process {holder}" if holder else "another process"
+    return f"{out} is in use: {who} is training in it now"
+
+
 def lock_holder(folder: Path) -> int | None:
-    """The id of the process holding ``folder``'s lock, from Linux's /proc/locks (a line
-    per lock: "1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> ...", the device's
-    numbers in hex); None elsewhere."""
+    """The id of the process holding ``folder``'s exclusive lock, from Linux's /proc/locks
+    (a line per lock: "1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> ...", the
+    device's numbers in hex; a check's shared lock says READ); None elsewhere."""
     try:
         status = os.stat(folder)
         lines = Path("/proc/locks").read_text().splitlines()
@@ -205,6 +208,7 @@ def lock_holder(folder: Path) -> int | None:
              f"{status.st_ino}")
     for line in lines:
         fields = line.split()
-        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == where:
+        if len(fields) > 5 and fields[1:4] == ["FLOCK", "ADVISORY", "WRITE"] \
+                and fields[5] == where:
             return int(fields[4])
     return None
