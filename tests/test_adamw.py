@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tinygrok.adamw import AdamW, warmup_factor
+from tinygrok.autograd import Tensor
 
 LR, WD, B1, B2, EPS = 0.01, 0.5, 0.9, 0.98, 1e-8
 GRADS = [[0.5, -1.0], [0.1, 0.3], [-0.2, 0.0]]          # the gradients of steps 1, 2, 3
@@ -230,3 +231,18 @@ def test_matches_torch_adamw_with_lambdalr():
         sched.step()
         for p, tp in zip(ours, theirs):
             np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=0, atol=1e-6)
+
+
+def test_parameters_that_cannot_be_updated_are_refused():
+    t = Tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(ValueError, match="listed twice"):  # it would be updated twice a step
+        AdamW([t, t], lr=0.1, weight_decay=0, warmup_steps=0)
+    with pytest.raises(TypeError, match="parameter 1 is a ndarray without a float NumPy array"):
+        AdamW([t, np.ones(3)])
+    with pytest.raises(TypeError, match="parameter 0 is a SimpleNamespace without a float"):
+        AdamW([SimpleNamespace(data=np.arange(3), grad=None)])  # integers cannot step
+    optimizer = AdamW([Tensor(np.ones(3, np.float32), requires_grad=True)])
+    optimizer.params[0].grad = np.ones(3)  # float64: the update would change the dtype
+    with pytest.raises(ValueError, match=r"parameter 0: grad \(3,\) float64 does not match "
+                                         r"data \(3,\) float32"):
+        optimizer.step()

@@ -481,3 +481,14 @@ def test_concatenate_and_split_name_an_axis_out_of_range():
         ag.concatenate([Tensor(np.array(1.0))] * 2)
     with pytest.raises(ValueError, match="axis 2 is out of range for a 2-d Tensor"):
         ag.split(a, 2, axis=2)  # it was wrapped round to axis 0
+
+
+def test_backward_of_a_tensor_without_a_graph_is_an_error_not_a_silent_no_op():
+    w = Tensor(np.ones(3), requires_grad=True)
+    with ag.no_grad():
+        loss = (w * w).sum()
+    with pytest.raises(ValueError, match="computed under no_grad"):
+        loss.backward()
+    with pytest.raises(ValueError, match="needs no gradient"):
+        Tensor(np.ones(3)).sum().backward()
+    assert w.grad is None

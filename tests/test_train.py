@@ -734,3 +734,30 @@ def test_a_damaged_summary_is_written_again_by_resume(tmp_path, damaged):
     rewritten = json.loads((out / "summary.json").read_text())
     assert {key: rewritten[key] for key in summary if key != "wall_seconds"} == \
         {key: summary[key] for key in summary if key != "wall_seconds"}
+
+
+def test_a_second_training_in_the_same_process_and_folder_is_refused(tmp_path):
+    """The folder lock is per process; train() also refuses its own process's second call
+    (from another thread, or here from on_log) while the first is training."""
+    out, refused = tmp_path / "run", []
+
+    def try_again(run, row):
+        if row["step"] == 10:
+            with pytest.raises(runfiles.FolderInUse, match="this process is already training"):
+                train(tiny(), out, resume=True)
+            refused.append(row["step"])
+
+    straight = train(tiny(), tmp_path / "straight")
+    summary = train(tiny(), out, on_log=try_again)
+    assert summary["step_val_acc_99"] == straight["step_val_acc_99"]
+    assert refused == [10]
+    assert_same_run(tmp_path / "straight", out)
+
+
+def test_numpy_numbers_in_the_settings_are_written_as_plain_ones(tmp_path):
+    for seed in np.arange(1):  # a notebook's loop over seeds
+        config = tiny(seed=seed, steps=np.int64(10), lr=np.float32(3e-3))
+        summary = train(config, tmp_path / f"s{seed}")
+        saved = json.loads((tmp_path / f"s{seed}" / "config.json").read_text())
+        assert saved["seed"] == 0 and saved["steps"] == 10 and summary["steps"] == 10
+        assert saved["lr"] == pytest.approx(3e-3)

@@ -84,6 +84,15 @@ class AdamW:
         self.params = list(params)
         if not self.params:
             raise ValueError("AdamW got an empty parameter list")
+        for i, p in enumerate(self.params):
+            data = getattr(p, "data", None)
+            if not (isinstance(data, np.ndarray) and data.dtype.kind == "f"):
+                raise TypeError(f"parameter {i} is a {type(p).__name__} without a float NumPy "
+                                f"array in .data; AdamW updates objects with .data and .grad, "
+                                f"such as Tensor(array, requires_grad=True)")
+        if len({id(p) for p in self.params}) != len(self.params):
+            raise ValueError("AdamW got a parameter listed twice; it would be updated twice "
+                             "a step")
         if not all(p.data.flags.c_contiguous for p in self.params):
             raise ValueError("AdamW updates parameters in place through flat views, so "
                              "every parameter array must be C-contiguous")
@@ -112,9 +121,9 @@ class AdamW:
             g = p.grad
             if g is None:
                 continue
-            if g.shape != p.data.shape:
-                raise ValueError(f"parameter {i}: grad shape {g.shape} != data shape "
-                                 f"{p.data.shape}")
+            if g.shape != p.data.shape or g.dtype != p.data.dtype:
+                raise ValueError(f"parameter {i}: grad {g.shape} {g.dtype} does not match data "
+                                 f"{p.data.shape} {p.data.dtype}")
             self.param_steps[i] += 1
             t = int(self.param_steps[i])
             # Scalars are computed in Python floats, then cast to the array's dtype, so

@@ -141,6 +141,10 @@ class Tensor:
         From a scalar (one element) the upstream gradient is 1. From any other tensor pass
         ``grad``, the gradient of some scalar with respect to this tensor (same shape).
         """
+        if not self.requires_grad:
+            raise ValueError("backward() on a tensor that needs no gradient: it was computed "
+                             "under no_grad(), or only from tensors with requires_grad=False, "
+                             "so no gradient can reach anything")
         if grad is None:
             if self.data.size != 1:
                 raise ValueError(

@@ -55,7 +55,14 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def write_json(path: Path, obj) -> None:
-    write_atomically(path, (json.dumps(obj, indent=2) + "\n").encode())
+    """``obj`` as indented JSON; NumPy numbers (say, a seed from ``np.arange``) as plain ones."""
+    write_atomically(path, (json.dumps(obj, indent=2, default=_plain_number) + "\n").encode())
+
+
+def _plain_number(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} cannot be written as JSON")
 
 
 def write_csv(path: Path, columns, rows) -> None:

@@ -411,6 +411,10 @@ def _is_run_config(path: Path) -> bool:
     return saved is not None and {"task", "version"} <= saved.keys()
 
 
+_TRAINING_HERE: set[Path] = set()  # folders that this process's train() calls write in now
+# (the folder lock is per process: it cannot tell two of this process's threads apart)
+
+
 def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> dict:
     """Run (or resume) the experiment in ``out_dir`` and return the summary.
 
@@ -428,12 +432,18 @@ def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> di
     if catch_signals:
         previous_handlers = {number: signal.signal(number, lambda n, _: interrupted.append(n))
                              for number in (signal.SIGINT, signal.SIGTERM)}
-    took_lock = False
+    took_lock, folder = False, None
     try:
         run = Run(config, out_dir)  # checks every setting before the folder is touched
+        if str(out_dir) and Path(out_dir).resolve() in _TRAINING_HERE:
+            raise runfiles.FolderInUse(f"{out_dir} is in use: this process is already "
+                                       f"training in it (in another thread, or from on_log)")
         took_lock = claim_folder(out_dir, resume)
+        folder = Path(out_dir).resolve()
+        _TRAINING_HERE.add(folder)
         return _train(run, resume, on_log, interrupted)
     finally:
+        _TRAINING_HERE.discard(folder)
         if took_lock:
             runfiles.unlock_run_folder(out_dir)
         if catch_signals:
