@@ -586,3 +586,27 @@ def test_x_div_y_mod_2_draws_its_empty_spectrum(tmp_path):
     spectrum = fourier.fourier_timeline([0, 10], np.ones((2, 4, 8), np.float32), "x_div_y", 2)
     phases = find_phases([0, 10], [1, 1], [0.5, 1.0])
     fourier_figure(spectrum, phases)  # Z_1: no frequency but 0 (norms.max() of nothing)
+
+
+def test_an_unfinished_run_is_not_judged_as_a_failed_one(tmp_path):
+    run = load_run(write_synthetic_run(tmp_path, curve="fail", complete=False))
+    report = analyze_run(run).report
+    assert report["run"]["complete"] is False
+    assert report["final"]["step_val_acc_99"] is None
+    assert "the run is not finished" in report["final"]["unfinished"]
+    assert report["claims"]["failed_run_stays_chaotic"]["holds"] is None
+    assert any("not finished" in note for note in report["phases"]["notes"])
+    finished = analyze_run(load_run(write_synthetic_run(tmp_path / "done", curve="fail")))
+    assert finished.report["final"]["step_val_acc_99"] == finished.report["run"]["steps"]
+
+
+def test_inputs_that_would_give_a_plausible_wrong_answer_are_refused():
+    from tinygrok.analysis import attention_timeline, fourier
+
+    patterns = np.full((3, 1, 1, 2, 4, 4), 0.25)
+    with pytest.raises(ValueError, match="one step per pattern"):
+        attention_timeline([0, 10], patterns)  # a step short: emergence steps would shift
+    with pytest.raises(ValueError, match=r"fractions in \[0, 1\] \(not percentages\)"):
+        find_phases([10, 20], [50.0, 100.0], [1.0, 99.5])
+    with pytest.raises(ValueError, match="is p the run's"):
+        fourier.fourier_timeline([0], np.ones((1, 25, 8)), "x_plus_y", 19)  # a p = 23 run

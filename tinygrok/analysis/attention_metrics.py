@@ -159,6 +159,10 @@ class AttentionTimeline:
 def attention_timeline(steps, patterns, emergence_threshold=EMERGENCE_SIMILARITY):
     """Compute every metric of an (S, L, H, N, T, T) pattern array, one step at a time."""
     steps = np.asarray(steps, dtype=np.int64)
+    patterns = np.asarray(patterns)
+    if patterns.ndim != 6 or steps.shape != patterns.shape[:1]:
+        raise ValueError(f"attention_timeline needs one step per pattern: steps (S,) and "
+                         f"patterns (S, L, H, N, T, T), got {steps.shape} and {patterns.shape}")
     vectors = pattern_vectors(patterns)
     similarity = similarity_to_final(vectors)
     return AttentionTimeline(

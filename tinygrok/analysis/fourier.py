@@ -169,6 +169,10 @@ class FourierTimeline:
 def fourier_timeline(steps, token_embeddings, task, p, key_ratio=KEY_FREQUENCY_RATIO):
     """The spectrum of every snapshot of (E, V, d) token embeddings."""
     _, group = group_order(task, p)
+    vocab = np.shape(token_embeddings)[1] if np.ndim(token_embeddings) == 3 else None
+    if vocab != p + 2:  # "o", "=" and the p elements
+        raise ValueError(f"token_embeddings must have shape (E, p + 2, d) = (E, {p + 2}, d) "
+                         f"for p = {p}, got {np.shape(token_embeddings)}: is p the run's?")
     elements = group_embeddings(token_embeddings, task, p)
     norms = np.stack([frequency_norms(snapshot) for snapshot in elements])
     return FourierTimeline(

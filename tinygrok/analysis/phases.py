@@ -171,6 +171,10 @@ def _as_curves(steps, train_acc, val_acc):
         raise ValueError("steps, train_acc and val_acc must have the same length")
     if np.any(np.diff(steps) <= 0):
         raise ValueError("steps must be strictly increasing")
+    for name, acc in (("train_acc", train_acc), ("val_acc", val_acc)):
+        if acc.size and not (np.all(np.isfinite(acc)) and 0 <= acc.min() and acc.max() <= 1):
+            raise ValueError(f"{name} must be fractions in [0, 1] (not percentages), got "
+                             f"values from {np.nanmin(acc)} to {np.nanmax(acc)}")
     return steps, train_acc, val_acc
 
 

@@ -10,6 +10,10 @@ Sections of the report: ``run`` (identity), ``settings``, ``final`` (last logged
 score, entropy, consistency, and head clusters at the end of each phase), ``fourier``
 (modular tasks only), and ``claims`` (see ``claims``). A section that cannot be computed is
 ``{"skipped": reason}``; a claim that cannot be judged is ``{"holds": None, "reason": ...}``.
+
+A run that is not finished (no whole summary.json) is analysed as far as it went, and says
+so: a note in its phases, no ``step_val_acc_99`` unless it already grokked (``final``
+says why), and claim 3, about runs that fail, does not apply yet.
 """
 
 import math
@@ -60,6 +64,10 @@ def analyze_run(run, settings=Settings()):
         memorization_max_val_acc=settings.memorization_max_val_acc,
         grokked_val_acc=settings.grokked_val_acc,
     )
+    if not run.complete and len(metrics["step"]):
+        phases["notes"].append(f"the run is not finished (step {phases['last_step']} of "
+                               f"{run.config.get('steps')}): these phases are those of the "
+                               f"steps logged so far")
     timeline = _timeline(run, settings)
     spectrum = _fourier(run, settings)
     report = {
@@ -70,7 +78,7 @@ def analyze_run(run, settings=Settings()):
         "weight_norm": _weight_norm(metrics, phases),
         "attention": _attention_report(run, phases, timeline, settings),
         "fourier": _fourier_report(spectrum, phases, run),
-        "claims": _claims(phases, timeline, settings),
+        "claims": _claims(phases, timeline, settings, run.complete),
     }
     return Analysis(report=json_ready(report), phases=phases, timeline=timeline,
                     fourier=spectrum)
@@ -125,6 +133,11 @@ def _final_metrics(run, phases):
              ("step", "train_acc", "val_acc", "train_loss", "val_loss", "weight_norm")}
     budget = run.config.get("steps", phases["last_step"])
     final["step_val_acc_99"] = phases["grok_step"] if phases["grokked"] else budget
+    if not run.complete and not phases["grokked"]:  # it may still grok: no budget yet
+        final["step_val_acc_99"] = None
+        final["unfinished"] = (f"the run is not finished: val acc has not exceeded "
+                               f"{phases['thresholds']['grokked_val_acc']} in the "
+                               f"{final['step']} steps logged so far")
     return final
 
 
@@ -231,16 +244,20 @@ def _fourier_report(spectrum, phases, run):
     }
 
 
-def _claims(phases, timeline, settings):
+def _claims(phases, timeline, settings, complete=True):
     if timeline is None:
         skipped = {"holds": None, "reason": "no attention patterns in this run"}
         return {name: dict(skipped) for name in
                 ("position_patterns_first", "clean_patterns_in_transition",
                  "failed_run_stays_chaotic")}
-    return claims.evaluate_claims(
+    found = claims.evaluate_claims(
         phases, timeline,
         consistency_window=settings.consistency_window,
         chaotic_entropy_fraction=settings.chaotic_entropy_fraction,
         stable_consistency=settings.stable_consistency,
         final_fraction=settings.final_fraction,
     )
+    if not complete and not phases["grokked"]:  # not failed yet: it may still grok
+        found["failed_run_stays_chaotic"] = {
+            "holds": None, "reason": "the run is not finished, so it has not failed (yet)"}
+    return found
