@@ -610,3 +610,12 @@ def test_inputs_that_would_give_a_plausible_wrong_answer_are_refused():
         find_phases([10, 20], [50.0, 100.0], [1.0, 99.5])
     with pytest.raises(ValueError, match="is p the run's"):
         fourier.fourier_timeline([0], np.ones((1, 25, 8)), "x_plus_y", 19)  # a p = 23 run
+
+
+def test_head_clusters_name_a_bad_input():
+    with pytest.raises(ValueError, match=r"shape \(layers, heads, D\), got \(4, 8\)"):
+        clustering.cluster_heads(np.ones((4, 8)))
+    vectors = np.random.default_rng(0).random((2, 4, 6))
+    vectors[1, 2, 3] = np.nan  # it used to put every head in cluster 0
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        clustering.cluster_heads(vectors)

@@ -624,3 +624,9 @@ def test_kernels_add_up_in_the_documented_order(causal, Tq, Tn, Tp):
             np.testing.assert_array_equal(q.grad[b, h], dQ)
             np.testing.assert_array_equal(grad_keys[b, h], dK)
             np.testing.assert_array_equal(grad_values[b, h], dV)
+
+
+def test_causal_must_be_a_bool():
+    q = np.zeros((1, 1, 2, 4))
+    with pytest.raises(TypeError, match="causal must be True or False, got 'no'"):
+        attention(q, q, q, causal="no")  # bool("no") is True: it would have masked

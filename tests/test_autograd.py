@@ -492,3 +492,9 @@ def test_backward_of_a_tensor_without_a_graph_is_an_error_not_a_silent_no_op():
     with pytest.raises(ValueError, match="needs no gradient"):
         Tensor(np.ones(3)).sum().backward()
     assert w.grad is None
+
+
+def test_gradcheck_needs_a_list_of_inputs():
+    x = Tensor(np.ones((2, 3)), requires_grad=True)
+    with pytest.raises(TypeError, match=r"gradcheck\(fn, \[x\]\); got a Tensor"):
+        gradcheck(lambda t: t * 2, x)

@@ -244,3 +244,21 @@ def test_head_clusters_name_each_phases_own_clusters_inside_the_figure(layers, h
         extent = text.get_window_extent(renderer)
         assert box.x0 <= extent.x0 and extent.x1 <= box.x1, text.get_text()
         assert box.y0 <= extent.y0 and extent.y1 <= box.y1, text.get_text()
+
+
+def test_figure_functions_name_a_wrong_argument(tmp_path):
+    from tinygrok.plots import accuracy_figure
+
+    directory = write_synthetic_run(tmp_path, curve="dip")
+    run = load_run(directory)
+    analysis = analyze_run(run)
+    paths = make_figures(str(directory), analysis, out_dir=tmp_path / "from_a_path")
+    assert {path.name for path in paths} >= {"accuracy.png", "head_clusters.png"}
+    with pytest.raises(TypeError, match="what analyze_run returns"):
+        make_figures(run, analysis.phases)
+    with pytest.raises(TypeError, match=r"the dict of find_phases \(analysis.phases\)"):
+        accuracy_figure(run.metrics, analysis)
+    with pytest.raises(ValueError, match="no attention timeline"):
+        attention_metrics_figure(None, analysis.phases)
+    with pytest.raises(ValueError, match="no spectrum"):
+        fourier_figure(None, analysis.phases)

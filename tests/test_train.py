@@ -761,3 +761,14 @@ def test_numpy_numbers_in_the_settings_are_written_as_plain_ones(tmp_path):
         saved = json.loads((tmp_path / f"s{seed}" / "config.json").read_text())
         assert saved["seed"] == 0 and saved["steps"] == 10 and summary["steps"] == 10
         assert saved["lr"] == pytest.approx(3e-3)
+
+
+def test_the_python_api_names_a_wrong_config_or_folder(tmp_path):
+    import dataclasses
+
+    with pytest.raises(TypeError, match="config must be a TrainConfig, got a dict"):
+        train(dataclasses.asdict(tiny()), tmp_path / "run")
+    (tmp_path / "notes.py").write_text("")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        train(tiny(), tmp_path / "notes.py")
+    assert not (tmp_path / "run").exists()

@@ -546,6 +546,8 @@ def attention(q, k, v, causal: bool = True, past=None):
         row sums to 1, masked entries are exactly 0, scores are scaled by 1 / sqrt(d).
         Both have the inputs' dtype.
     """
+    if not isinstance(causal, (bool, np.bool_)):  # bool("no") would be True
+        raise TypeError(f"causal must be True or False, got {causal!r}")
     q, k, v, past = _check_inputs(q, k, v, past)
     B, H, Tq, d = q.shape
     past_len = 0 if past is None else past[0].shape[2]

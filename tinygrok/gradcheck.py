@@ -39,6 +39,9 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-6, rtol: float = 1
 
     Returns True when every checked gradient matches.
     """
+    if isinstance(inputs, Tensor) or not isinstance(inputs, (list, tuple)):
+        raise TypeError(f"gradcheck needs a list of the Tensors that fn takes, e.g. "
+                        f"gradcheck(fn, [x]); got a {type(inputs).__name__}")
     inputs = list(inputs)
     for i, t in enumerate(inputs):
         if not isinstance(t, Tensor) or t.dtype != np.float64:

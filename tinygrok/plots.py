@@ -25,6 +25,7 @@ made the heatmaps several times slower to save.
 """
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, ScalarFo
 from tinygrok.analysis.phases import phase_bands
 from tinygrok.analysis.run_analysis import (fourier_snapshot_indices, phase_end_name,
                                             phase_end_steps)
-from tinygrok.analysis.rundir import nearest_index
+from tinygrok.analysis.rundir import load_run, nearest_index
 from tinygrok.runfiles import write_atomically
 from tinygrok.tasks import OP_TOKEN, TASKS
 
@@ -53,6 +54,9 @@ DPI = 100
 
 def shade_phases(ax, phases):
     """Shade the phases that happened, each in its colour, with a legend label."""
+    if not isinstance(phases, dict):
+        raise TypeError(f"phases must be the dict of find_phases (analysis.phases), got a "
+                        f"{type(phases).__name__}")
     for name, start, end in phase_bands(phases):
         ax.axvspan(start, max(end, start + 1), color=PHASE_COLORS[name], alpha=0.12,
                    label=name.replace("_", "-"))
@@ -218,6 +222,9 @@ def attention_heatmaps_figure(layer_patterns, probe, probe_text, title,
 
 def attention_metrics_figure(timeline, phases):
     """Rows: entropy of the "=" row, position score, consistency; columns: layers."""
+    if timeline is None:
+        raise ValueError("no attention timeline: the run has no attention.npz with two "
+                         "logged steps (analysis.timeline is None)")
     rows = [
         ("entropy of '=' row (nats)", timeline.steps, timeline.entropy_last),
         ("position score", timeline.steps, timeline.position_score),
@@ -315,6 +322,9 @@ def head_clusters_figure(clusters):
 
 def fourier_figure(spectrum, phases):
     """Left: norm of each frequency at chosen snapshots; right: Gini over time."""
+    if spectrum is None:
+        raise ValueError("no spectrum: the run has no embeddings.npz, or its task has no "
+                         "cyclic group (analysis.fourier is None)")
     snapshots = fourier_snapshot_indices(spectrum, phases)
     figure = Figure(figsize=(10, 2.4 * len(snapshots) + 0.8))
     grid = figure.add_gridspec(len(snapshots), 2, width_ratios=(3, 2), left=0.07, right=0.98,
@@ -377,7 +387,14 @@ def example_probe(run):
 
 
 def make_figures(run, analysis, out_dir=None):
-    """Draw every figure of a run into ``out_dir`` (default: its figures/); return the paths."""
+    """Draw every figure of a run into ``out_dir`` (default: its figures/); return the paths.
+    ``run``: what ``load_run`` returns, or a run directory's path (as ``analyze_run`` takes);
+    ``analysis``: what ``analyze_run`` returns."""
+    if isinstance(run, (str, os.PathLike)):
+        run = load_run(run)
+    if not hasattr(analysis, "phases"):
+        raise TypeError(f"analysis must be what analyze_run returns, got a "
+                        f"{type(analysis).__name__}")
     out_dir = Path(out_dir) if out_dir is not None else run.path / "figures"
     phases = analysis.phases
     grok_step = phases["grok_step"]

@@ -146,7 +146,7 @@ class Interrupted(RuntimeError):
     def __init__(self, step: int, signal_number: int = signal.SIGINT):
         name = signal.Signals(signal_number).name
         super().__init__(f"interrupted ({name}) at step {step}; checkpoint saved, continue "
-                         f"with --resume")
+                         f"with train(..., resume=True) (--resume on the command line)")
         self.step, self.signal_number = step, signal_number
 
 
@@ -434,6 +434,9 @@ def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> di
                              for number in (signal.SIGINT, signal.SIGTERM)}
     took_lock, folder = False, None
     try:
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got a {type(config).__name__} "
+                            f"(TrainConfig(**settings) makes one from a dict)")
         run = Run(config, out_dir)  # checks every setting before the folder is touched
         if str(out_dir) and Path(out_dir).resolve() in _TRAINING_HERE:
             raise runfiles.FolderInUse(f"{out_dir} is in use: this process is already "
@@ -459,6 +462,8 @@ def claim_folder(out_dir, resume: bool) -> bool:
     folder between the check and the training."""
     if str(out_dir) == "":
         raise ValueError("out_dir must name a folder, not be empty")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ValueError(f"{out_dir} is a file, not a folder for a run")
     if resume and not Path(out_dir).is_dir():
         raise DamagedRun(f"cannot resume {out_dir}: it holds no run with a checkpoint (there "
                          f"is no such folder)")

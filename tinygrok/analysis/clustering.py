@@ -125,8 +125,14 @@ def cluster_heads(head_vectors, k=None, *, seed=0):
     ``labels`` is [layer][head]; heads are numbered layer-major (layer * H + head) in
     ``similarity``. With k None, k is chosen by silhouette over 2..L*H-1.
     """
+    head_vectors = np.asarray(head_vectors, dtype=np.float64)
+    if head_vectors.ndim != 3:
+        raise ValueError(f"head_vectors must have shape (layers, heads, D), got "
+                         f"{head_vectors.shape}")
+    if not np.all(np.isfinite(head_vectors)):
+        raise ValueError("head_vectors hold NaN or infinite values: no clusters to find")
     layers, heads, _ = head_vectors.shape
-    points = np.asarray(head_vectors, dtype=np.float64).reshape(layers * heads, -1)
+    points = head_vectors.reshape(layers * heads, -1)
     silhouettes = {}
     if k is not None:
         chosen_by = "given"
