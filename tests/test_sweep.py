@@ -400,3 +400,19 @@ def test_analysis_is_written_only_into_runs_whose_summary_is_whole(tmp_path):
     assert needs_analysis(run)
     (run / "summary.json").write_text("{}")  # damaged: not a finished run's
     assert not needs_analysis(run)
+
+
+def test_sigterm_while_the_runs_are_analysed_exits_143_and_frees_the_folder(tmp_path,
+                                                                         monkeypatch):
+    def terminated_while_analysing(plan):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler stops it first
+        return []
+
+    monkeypatch.setattr(sweep_module, "analyse", terminated_while_analysing)
+    result = CliRunner().invoke(sweep, ["--tasks", "x_plus_y", "--seeds", "0", "--out",
+                                        str(tmp_path), *TINY])
+    assert result.exit_code == 143, result.output
+    assert "run the same command again" in result.output
+    assert not (tmp_path / ".sweep.lock").exists()
+    assert signal.getsignal(signal.SIGTERM) is not sweep_module.interrupt_on_sigterm

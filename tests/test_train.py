@@ -772,3 +772,30 @@ def test_the_python_api_names_a_wrong_config_or_folder(tmp_path):
     with pytest.raises(ValueError, match="is a file, not a folder"):
         train(tiny(), tmp_path / "notes.py")
     assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_while_the_progress_bar_is_made_writes_nothing(tmp_path, monkeypatch):
+    real_progress = run_module.Progress
+
+    def progress_then_ctrl_c(*args, **kwargs):  # the last moment before train() takes over
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_progress(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "Progress", progress_then_ctrl_c)
+    result = invoke(*TINY_CLI, "--out", str(tmp_path / "run"))
+    assert result.exit_code == 130 and "nothing was written" in result.output, result.output
+    assert "Aborted" not in result.output and not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_after_the_run_finished_changes_nothing(tmp_path, monkeypatch):
+    real_say = run_module.say_where_everything_went
+
+    def ctrl_c_then_say(*args):
+        os.kill(os.getpid(), signal.SIGINT)
+        real_say(*args)
+
+    monkeypatch.setattr(run_module, "say_where_everything_went", ctrl_c_then_say)
+    result = invoke(*TINY_CLI, "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0 and "Aborted" not in result.output, result.output
+    assert "analyse it with" in result.output and run_state(tmp_path / "run") == "complete"
+    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # put back afterwards

@@ -331,7 +331,7 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
     # From here until training starts, Ctrl-C or SIGTERM only raise a flag: a
     # KeyboardInterrupt raised inside one of Numba's callbacks from C would be printed and
     # lost, and click would report any other as "Aborted!" with exit code 1.
-    signals, removed, created = [], False, False
+    signals, removed, created, progress = [], False, False, None
     previous = {number: signal.signal(number, lambda n, _: signals.append(n))
                 for number in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -353,16 +353,19 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
         if force and not signals:
             remove_run_files(out)  # whole: a signal now waits until the files are gone
             removed = True
-    finally:
+        if not signals:
+            progress = Progress(config.steps)
+    finally:  # train() puts in its own handlers at once (a checkpoint on Ctrl-C)
         for number, handler in previous.items():
             signal.signal(number, handler)
     if signals:
+        if progress is not None:
+            progress.close()
         if created and not any(out.iterdir()):
             out.rmdir()  # nothing was written, not even the folder
         deleted = f" (--force had deleted the run that was in {out})" if removed else ""
         click.echo(f"\n{NOTHING_WRITTEN}{deleted}", err=True)
         sys.exit(128 + signals[0])
-    progress = Progress(config.steps)
     try:
         summary = train(config, out, resume=resume, on_log=progress)
     except Interrupted as stop:
@@ -375,6 +378,17 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
         click.echo(f"\nerror: {failure}", err=True)
         sys.exit(1)
     progress.close()
+    # The run is complete: a Ctrl-C now would only turn its last lines into "Aborted!".
+    previous = {number: signal.signal(number, signal.SIG_IGN)
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        say_where_everything_went(summary, config, out)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def say_where_everything_went(summary: dict, config: TrainConfig, out: Path) -> None:
     grok = summary["step_val_acc_99"]
     grokked = f"step {grok}" if summary["grokked"] else f"never (budget {config.steps})"
     click.echo(f"done in {summary['wall_seconds']:.0f} s.  val acc > 0.99 at: {grokked}")

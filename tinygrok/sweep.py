@@ -740,11 +740,17 @@ def main(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_run):
     was left alone (the others still run), 2 for bad usage, 130 after Ctrl-C, 143 after
     SIGTERM.
     """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:  # SIGTERM before or after the runs (say, in the analysis) too
+        previous = signal.signal(signal.SIGTERM, interrupt_on_sigterm)
     try:
         sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_run)
-    except KeyboardInterrupt:  # before any run started (once runs start, run_all handles it)
+    except KeyboardInterrupt as stop:  # outside the runs (while they run, run_all says it)
         click.echo("\ninterrupted: run the same command again to carry on", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_run):
