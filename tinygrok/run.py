@@ -124,7 +124,8 @@ def resolve_resume(ctx: click.Context, out: Path, options: dict) -> tuple[dict, 
         raise click.UsageError(f"{out} is already complete (its summary.json is whole); "
                                f"nothing to resume")
     if state not in ("resumable", "started"):
-        raise click.UsageError(f"{out} has no checkpoint to resume from: there is no run there")
+        raise click.UsageError(f"{out} has no checkpoint to resume from: there is no run "
+                               f"there; start one without --resume")
     if state == "started" and logged_rows(out / "metrics.csv"):
         raise click.UsageError(f"{out} has logged steps but no checkpoint to resume them from; "
                                f"start it again with --force")
