@@ -34,7 +34,6 @@ Figures are ``matplotlib.figure.Figure`` objects, never pyplot, and this module 
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from tinygrok.runfiles import read_json_object
 from tinygrok.tasks import TASK_NAMES
 
 PAPER_CITATION = (
@@ -163,28 +163,20 @@ class RunRecord:
 def find_run_directories(folder: Path) -> list[Path]:
     """Every folder under ``folder`` (itself included) whose config.json a run wrote."""
     return sorted(path.parent for path in Path(folder).rglob("config.json")
-                  if is_run_config(read_json(path)))
+                  if is_run_config(read_json_object(path)))
 
 
 def other_config_folders(folder: Path) -> list[Path]:
     """Folders under ``folder`` with a config.json that no tinygrok run wrote (another
     tool's, or a damaged one): named in the output, never read as runs."""
     return sorted(path.parent for path in Path(folder).rglob("config.json")
-                  if not is_run_config(read_json(path)))
+                  if not is_run_config(read_json_object(path)))
 
 
 def is_run_config(config) -> bool:
     """What a run's config.json holds (train.run_state's rule, plus an integer seed)."""
     return (isinstance(config, dict) and {"task", "version"} <= config.keys()
             and isinstance(config.get("seed"), int) and not isinstance(config["seed"], bool))
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return found if isinstance(found, dict) else None
 
 
 def read_run(path: Path) -> RunRecord:
@@ -195,8 +187,8 @@ def read_run(path: Path) -> RunRecord:
         metrics = read_metrics(path / "metrics.csv")
     except RunDirectoryError:
         metrics = None
-    summary = read_json(path / "summary.json")  # a damaged one: incomplete, as for the sweep
-    return RunRecord(path, read_json(path / "config.json") or {},
+    summary = read_json_object(path / "summary.json")  # a damaged one: incomplete, as for the sweep
+    return RunRecord(path, read_json_object(path / "config.json") or {},
                      summary if is_summary(summary) else None, metrics)
 
 
@@ -383,7 +375,7 @@ def figure_colors() -> list:
 
 def run_claims(record: RunRecord, analyze_missing: bool) -> tuple[dict | None, str]:
     """(the claims section of the run's analysis, where it came from)."""
-    stored = read_json(record.path / "analysis.json")
+    stored = read_json_object(record.path / "analysis.json")
     if stored is not None and "claims" in stored:
         return stored["claims"], "analysis.json"
     if not analyze_missing:
@@ -522,14 +514,11 @@ def write_report(folder: Path, out: Path, analyze_missing: bool = True) -> dict:
                    "or mark them 'not analysed'.")
 def main(folder, out, analyze_missing):
     """Table 1 (ours beside the paper's), Figure 1 and the claims of every run in FOLDER."""
-    from tinygrok.run import check_writable
+    from tinygrok.run import checked_out_folder
 
     if out is not None:
         try:
-            if out == "":
-                raise click.BadParameter("must name a folder, not be empty")
-            out = Path(out)
-            check_writable(out)
+            out = checked_out_folder(out)
         except click.BadParameter as error:
             raise ReportUsageError(f"--out: {error.message}") from None
     try:

@@ -79,6 +79,15 @@ def check_settings(config: TrainConfig, p_given: bool = False) -> None:
         raise click.UsageError(str(error)) from None
 
 
+def checked_out_folder(out: str) -> Path:
+    """An --out given on the command line, as a Path; click.BadParameter if it is empty or
+    cannot be created or written (the sweep and the report check theirs with this too)."""
+    if out == "":
+        raise click.BadParameter("must name a folder, not be empty", param_hint="--out")
+    check_writable(Path(out))
+    return Path(out)
+
+
 def check_writable(out: Path) -> None:
     """The output folder must be creatable and writable: refuse before writing anything."""
     if out.exists() and not out.is_dir():

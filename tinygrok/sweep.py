@@ -759,12 +759,9 @@ def sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_r
     tasks, seeds = parse_tasks(tasks), parse_seeds(seeds)
     for task in tasks:  # every option is checked before anything is written
         run_settings(task, seeds[0], extra)
-    from tinygrok.run import check_writable
+    from tinygrok.run import checked_out_folder
     try:  # empty, a file, or a folder that cannot be created or written
-        if out == "":
-            raise click.BadParameter("must name a folder, not be empty")
-        out = Path(out)
-        check_writable(out)
+        out = checked_out_folder(out)
     except click.BadParameter as error:
         raise SweepUsageError(f"--out: {error.message}") from None
     if (out / "logs").exists() and not (out / "logs").is_dir():
