@@ -13,7 +13,7 @@ training pairs are learnt (in the fast run from 36 to about 19 by step 600); it 
 again, to 22 by the time validation accuracy takes off. (The shaded "memorization" phase
 ends when validation accuracy passes 0.5, analysis/phases.py.) The fast run's curves also
 have sharp spikes, where accuracy drops for a step or two and recovers: its large learning
-rate makes Adam overshoot now and then. (The paper's run, ``--full``, has such spikes too,
+rate makes Adam overshoot now and then. (The paper's setup, ``--full``, has such spikes too,
 less often: on seed 0, 24 of its 698 logged steps after memorisation had training accuracy
 below 0.95.)
 
@@ -22,7 +22,7 @@ how the phases are read off the accuracy curves, and how to load a run afterward
 
 By default a small fast configuration (see _quick_run.py: d_model 32, p = 23, 1,500 steps,
 lr 3e-3, weight decay 1.0): about half a minute with one thread on a 2-core machine.
-``--full`` trains the paper's run instead: x / y mod 97, d_model 128, 7,500 steps of batch
+``--full`` trains with the paper's setup instead: x / y mod 97, d_model 128, 7,500 steps of batch
 512 (far longer: minutes to an hour depending on the CPU). Either run is kept in
 <out>/runs/ and reused by examples 04-06; run this again and it is loaded, not retrained.
 """

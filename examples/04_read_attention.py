@@ -22,7 +22,7 @@ What you will learn: how to turn stored attention matrices into a few interpreta
 numbers, and how much (or how little) one run can say about the paper's claims.
 
 Uses the fast run of example 03 (trained now if it is not there yet: about half a
-minute); ``--full`` uses the paper's run instead (trained now if missing: long).
+minute); ``--full`` uses the paper's setup (x / y mod 97) instead (trained now if missing: long).
 """
 
 # %% Imports and options

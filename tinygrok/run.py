@@ -1,6 +1,6 @@
 """``python -m tinygrok.run``: train one grokking run and write its run directory.
 
-    python -m tinygrok.run --task x_div_y                 # the paper's main experiment
+    python -m tinygrok.run --task x_div_y                 # x ÷ y mod 97 with the paper's settings
     python -m tinygrok.run --task x_plus_y --seed 1 --steps 3000
     python -m tinygrok.run --out runs/x_div_y-s0 --resume # carry on after Ctrl-C
 

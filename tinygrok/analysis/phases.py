@@ -14,7 +14,9 @@ steps s_1 < s_2 < ... and the default thresholds:
 - transition: from the end of memorization to g. If the run never groks but validation
   accuracy did reach 0.5, the transition runs to the last logged step and is marked
   ``"completed": False``.
-- post-grokking: from g to the last logged step.
+- post-grokking: from g to the last logged step. (The paper's post-grokking phase has 100%
+  validation accuracy and stable patterns; here it starts at g, and the patterns'
+  stability is measured on its own, as consistency, not used to place the phase.)
 
 Neighbouring phases share their boundary step: ``end`` of one phase is ``start`` of the next,
 so the phases tile the steps they cover. Before memorization starts the model is still
