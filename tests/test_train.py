@@ -568,8 +568,12 @@ def test_the_python_api_never_overwrites_a_run_or_anothers_files(tmp_path):
     done = tmp_path / "done"
     train(tiny(steps=10), done)
     metrics = read_bytes(done / "metrics.csv")
-    with pytest.raises(ValueError, match="already holds a complete run"):
+    with pytest.raises(ValueError, match="already holds a complete run; read it with"):
         train(tiny(steps=10, seed=5), done)
+    # Each message points to something that works: resume=True on a complete run says
+    # there is nothing to resume instead of sending the user back without it.
+    with pytest.raises(DamagedRun, match="already complete, so there is nothing to resume"):
+        train(tiny(steps=10, seed=5), done, resume=True)
     assert read_bytes(done / "metrics.csv") == metrics
     other = tmp_path / "other"
     other.mkdir()

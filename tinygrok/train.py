@@ -471,11 +471,19 @@ def claim_folder(out_dir, resume: bool) -> bool:
     took_lock = runfiles.lock_run_folder(out_dir)
     try:
         state = run_state(out_dir)
+        if resume and state == "complete":
+            raise DamagedRun(f"cannot resume {out_dir}: its run is already complete, so there "
+                             f"is nothing to resume; read it with tinygrok.analysis.load_run, "
+                             f"or delete its files to train it again")
         if resume and state != "resumable":
             raise DamagedRun(f"cannot resume {out_dir}: it holds no run with a checkpoint "
                              f"({state}); start it without resume=True")
-        if not resume and state in ("complete", "resumable"):
-            raise ValueError(f"{out_dir} already holds a {state} run; resume it with "
+        if not resume and state == "complete":
+            raise ValueError(f"{out_dir} already holds a complete run; read it with "
+                             f"tinygrok.analysis.load_run, or delete its files to start again "
+                             f"(--force on the command line)")
+        if not resume and state == "resumable":
+            raise ValueError(f"{out_dir} already holds a resumable run; resume it with "
                              f"resume=True, or delete its files to start again (--force on "
                              f"the command line)")
         if not resume and state == "foreign" and any(
