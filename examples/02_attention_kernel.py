@@ -5,7 +5,8 @@ What you will see:
 1. ``attention_reference`` (the formulas S = Q K^T / sqrt(d), P = softmax(S), O = P V,
    written with autograd ops) and ``attention`` (the Numba kernels) give the same outputs,
    the same attention matrices and the same gradients for Q, K and V.
-2. The softmax backward, dS = P * (dP - rowsum(dP * P)), checked by hand against autograd.
+2. The softmax backward, dS = P * (dP - rowsum(dP * P)), computed by hand and checked
+   against the kernel's dQ.
 3. gradcheck passes through the kernel's backward (float64).
 4. The speed-up at the shape of the experiment (B=512, H=4, T=4, d=32, float32), forward
    and backward, timed both ways on this machine.
@@ -121,6 +122,10 @@ for B, H, T, d in shapes:
 # threads than free cores, the kernel's parallel loop waits for its slowest thread and
 # can even lose. Compare numbers taken in the same run, as here, on an idle machine
 # (benchmarks/attention_ratios.py does this more thoroughly).
+# These inputs are plain contiguous arrays with no KV cache: the kernels' fastest path.
+# Inside the model the queries, keys and values are strided views of one projection, and
+# the last block reads a cache, so the kernels copy rows first; the speed-up there is
+# smaller (benchmarks/attention_ratios.py measures both).
 # The reference is a chain of NumPy calls (two batched matrix products, a masked softmax
 # of five ops, their backwards), each a full pass over memory with its own temporaries.
 # The kernel does one pass per (batch, head) pair, all in cache, and runs the pairs in
@@ -140,6 +145,7 @@ print(np.array2string(patterns[0][0, 0], precision=3, suppress_small=True))
 stacked = np.stack(patterns).transpose(0, 2, 1, 3, 4)  # (L, H, N, T, T), as runs store them
 figure = attention_heatmaps_figure(stacked, 0, task.decode(task.inputs[examples[0]]),
                                    "Attention of an untrained transformer (x + y mod 23)",
-                                   mean_text=f"mean over the {len(examples)} inputs")
+                                   mean_text=f"mean over the {len(examples)} inputs",
+                                   one_text="one input")
 save_figure(figure, args.out / "02_attention_matrices.png")
 figure

@@ -4,14 +4,15 @@ What you will see: the attention patterns that training stored for a fixed set o
 examples (64 training and 64 validation pairs) every 10 steps, without touching the model:
 
 1. The raw array: patterns[step, layer, head, probe] is a 4 x 4 matrix whose row q says how
-   much query token q (x, o, y, =) attends to each earlier token.
+   much query token q (x, o, y, =) attends to each token up to and including itself.
 2. Heatmaps, layers x heads, at initialisation and at the end of each phase
    (04_attention_by_phase.png): mean over the probes.
 3. Three numbers per head over time (04_attention_metrics.png): the entropy of the "="
    row (high: spread out, low: focused), the position score (1: the same pattern whatever
    the input, lower: it depends on the tokens) and the consistency (cosine similarity of
-   the patterns to those of the previous logged step), each computed once by hand here
-   to show what it means.
+   the patterns to those of the previous logged step). The entropy and the position score
+   are computed once by hand here to show what they mean; section 5 computes the
+   consistency's cosine similarity by hand too, between two heads instead of two steps.
 4. When each head "emerges" (its patterns stay close to their final form), and the
    paper's claims 1 and 2 measured on this run, with the numbers behind the verdicts.
 5. Which heads do the same job (04_head_clusters.png): the cosine similarity of two

@@ -39,7 +39,7 @@ from _quick_run import FAST, FULL, get_run, make_parser, parse  # noqa: E402
 
 from tinygrok.analysis import (discrete_log_table, find_phases, fourier_basis,  # noqa: E402
                                fourier_timeline, load_run, primitive_root)
-from tinygrok.analysis.fourier import group_embeddings, group_order  # noqa: E402
+from tinygrok.analysis.fourier import clock, group_embeddings, group_order  # noqa: E402
 from tinygrok.plots import log_steps_axis, shade_phases  # noqa: E402
 
 parser = make_parser(__doc__, full_help="use the paper's x_div_y run, p = 97 (trained first "
@@ -93,7 +93,8 @@ phases = find_phases(m["step"], m["train_acc"], m["val_acc"])
 order, group = group_order(task, p)
 print(f"{run.name}: elements ordered as {group}")
 
-# The basis: rows are unit vectors (constant, then cos and sin for k = 1 .. n//2).
+# The basis: rows are unit vectors: the constant, then a cos row and a sin row for each
+# k = 1 .. (n-1)//2, and for even n one last row, cos(pi j), for k = n/2 (its sine is 0).
 basis, frequency_of_row = fourier_basis(len(order))
 assert np.allclose(basis @ basis.T, np.eye(len(order)))  # orthonormal: energy is kept
 
@@ -131,7 +132,10 @@ image = ax.imshow(np.abs(coefficients), aspect="auto", cmap="magma")
 figure.colorbar(image, ax=ax, fraction=0.046, label="|coefficient|")
 final_keys = spectrum.key_frequencies(-1)
 labelled = [row for row, k in enumerate(frequency_of_row) if k == 0 or k in final_keys]
-ax.set_yticks(labelled, [f"k={frequency_of_row[row]}" for row in labelled], fontsize=7)
+wave = {0: "const"} | {row: ("cos " if frequency_of_row[row - 1] != frequency_of_row[row]
+                              else "sin ") + str(frequency_of_row[row])
+                       for row in range(1, len(frequency_of_row))}
+ax.set_yticks(labelled, [wave[row] for row in labelled], fontsize=7)
 ax.set(title="final |coefficients|: rows = waves, columns = dimensions", xlabel="dimension")
 ax = figure.add_subplot(grid[1, 1])
 shade_phases(ax, phases)
@@ -144,11 +148,13 @@ figure.savefig(args.out / "05_fourier.png", dpi=100)
 figure
 
 # %% 3. The clock: the elements on the plane of the strongest frequency
-k = int(np.argmax(spectrum.norms[-1, 1:])) + 1
-cos_row, sin_row = (np.flatnonzero(frequency_of_row == k)[:2])
-# The two directions in embedding space that carry frequency k, made orthonormal:
-directions, _ = np.linalg.qr(np.stack([coefficients[cos_row], coefficients[sin_row]]).T)
-points = final @ directions                                    # (n, 2)
+# The strongest frequency with a cos and a sin row: 1 <= k < n/2 (for even n, k = n/2 has
+# only a cos row, so no plane).
+k = max(range(1, (len(order) + 1) // 2), key=lambda k: spectrum.norms[-1, k])
+# clock() projects the embeddings on the two directions that carry frequency k (the cos
+# and sin coefficients of k, made orthonormal) and compares the points, as complex
+# numbers, with the ideal clock exp(2 pi i k j / n): 1 for a perfect circle in that order.
+points, fit = clock(final, k)                                  # (n, 2), a number
 figure = Figure(figsize=(5.5, 5.5))
 ax = figure.add_subplot()
 position = np.arange(len(order))
@@ -161,11 +167,6 @@ ax.set(title=f"final embeddings projected on frequency k = {k}\n(label: group po
        xlabel="direction 1", ylabel="direction 2")
 figure.tight_layout()
 figure.savefig(args.out / "05_clock.png", dpi=100)
-# How well does the angle follow 2 pi k j / n? The correlation of the points with the
-# ideal clock (a complex number per element) measures it: 1 for a perfect circle.
-ideal = np.exp(2j * np.pi * k * position / len(order))
-actual = points[:, 0] + 1j * points[:, 1]
-fit = abs(np.vdot(ideal, actual)) / (np.linalg.norm(ideal) * np.linalg.norm(actual))
 print(f"frequency {k}: how much of the projected embeddings is the ideal clock "
       f"exp(2 pi i k j / n): {fit:.2f} (1 = a perfect circle in that order)")
 figure

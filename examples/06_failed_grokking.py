@@ -76,8 +76,9 @@ for label, run in runs.items():
     if generalised and m["val_acc"][-1] <= GROKKED_VAL_ACC:
         verdict += " (its last log falls in a dip)"
     print(f"{label:>11} ({run.config['task']}, {run.config['num_train']} training pairs, "
-          f"chance {1 / run.config['num_classes']:.3f}): final train acc "
-          f"{m['train_acc'][-1]:.3f}, val acc {m['val_acc'][-1]:.3f}: {verdict}")
+          f"chance {1 / run.config['num_classes']:.3f}): last logged train acc "
+          f"{m['train_acc'][-1]:.3f} (over the batches of its last {run.config['log_every']} "
+          f"steps), val acc {m['val_acc'][-1]:.3f}: {verdict}")
 
 # %% 2. The attention of both runs, measured on the same steps
 # Consistency compares each logged pattern with the previous one, so it depends on the

@@ -10,8 +10,8 @@ Two configurations:
 - ``FAST``: x + y mod 23 with a narrow model (d_model 32, 4 heads of 8, 2 layers), batch
   256, learning rate 3e-3 and weight decay 1.0, 1,500 steps. It memorises its 264 training
   pairs by about step 170 and groks (validation accuracy > 0.99) at step 1,280 (seed 0;
-  seeds 1, 2 and 3 grokked at steps 1,150, 1,150 and 1,140; measured with one thread in
-  the fourteenth session, and seed 0 gave 1,280 with two threads too). With one thread it
+  seeds 1, 2 and 3 grokked at steps 1,150, 1,150 and 1,140; measured with one thread, and
+  seed 0 gave 1,280 with two threads too). With one thread it
   trained in 27-35 s on the shared 2-core machine it was tuned on (41 s when that machine
   was heavily loaded).
 - ``FULL``: the paper's experiment, x / y mod 97, d_model 128, 7,500 steps of batch 512

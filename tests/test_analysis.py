@@ -272,6 +272,37 @@ def test_a_pure_cosine_has_one_key_frequency_and_gini_near_one():
     assert fourier.gini(norms[1:]) >= 47 / 48 - 1e-9  # (K-1)/K with K = 48 frequencies
 
 
+@pytest.mark.parametrize("n, k", [(23, 3), (23, 11), (96, 47), (97, 1)])
+def test_clock_finds_a_perfect_circle_whatever_its_plane_and_radius(n, k):
+    # Embeddings that are exactly a clock at frequency k: element j at angle 2 pi k j / n
+    # in a random plane of R^8, with a random radius, starting angle and offset. QR flips
+    # the sign of a column for about half of such planes; the fit must be 1 every time.
+    rng = np.random.default_rng(n * 100 + k)
+    angle = 2 * np.pi * k * np.arange(n) / n
+    for _ in range(20):
+        plane, _ = np.linalg.qr(rng.standard_normal((8, 2)))
+        radius, start = rng.uniform(0.5, 3), rng.uniform(0, 2 * np.pi)
+        circle = np.stack([np.cos(angle + start), np.sin(angle + start)], axis=1)
+        embeddings = radius * circle @ plane.T + rng.standard_normal(8)
+        points, fit = fourier.clock(embeddings, k)
+        assert points.shape == (n, 2)
+        assert fit == pytest.approx(1, abs=1e-9)
+        # The plane's points lie on a circle of that radius (the offset is not in the plane).
+        centred = points - points.mean(axis=0)
+        np.testing.assert_allclose(np.hypot(*centred.T), radius, rtol=1e-9)
+
+
+def test_clock_of_a_single_wave_is_not_a_circle():
+    # cos only: the points lie on a line, and the fit is 1/sqrt(2), not 1.
+    n, k = 23, 4
+    embeddings = np.outer(np.cos(2 * np.pi * k * np.arange(n) / n), [1.0, 2.0, -1.0])
+    embeddings += 1e-3 * np.random.default_rng(0).standard_normal(embeddings.shape)
+    _, fit = fourier.clock(embeddings, k)
+    assert fit == pytest.approx(1 / np.sqrt(2), abs=1e-3)
+    with pytest.raises(ValueError, match="1 <= k < n/2"):
+        fourier.clock(np.zeros((96, 3)), 48)  # k = n/2 has only a cos row
+
+
 def test_gini_of_equal_values_is_zero():
     assert fourier.gini(np.ones(10)) == pytest.approx(0)
 

@@ -829,8 +829,9 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Te
         dL/dbias = sum of g over rows,   dL/dweight = sum of g * xhat over rows
         dL/dx = r * (gh - mean(gh) - xhat * mean(gh * xhat))
     The last line is the chain rule through mu and var done once on paper: shifting x
-    changes nothing (hence "- mean(gh)") and scaling x changes nothing (hence the xhat
-    term), so the gradient has no component along either direction.
+    changes nothing (hence "- mean(gh)") and scaling x changes nothing up to eps (hence the
+    xhat term), so the gradient has no component along either direction (the second only
+    up to eps; the formula itself is exact).
     The loops over rows run in Numba (``kernels.layer_norm_forward`` and
     ``kernels.layer_norm_backward_input``), one pass each instead of a dozen NumPy ones.
     """

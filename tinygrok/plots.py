@@ -197,8 +197,10 @@ def draw_patterns(ax, patterns, title):
 
 
 def attention_heatmaps_figure(layer_patterns, probe, probe_text, title,
-                              mean_text="mean over all probes"):
+                              mean_text="mean over all probes", one_text="one probe"):
     """(L, H, N, T, T) patterns at one step: one probe on top, the mean over probes below.
+    (A run's probes are its fixed logged examples; ``one_text`` and ``mean_text`` name them
+    otherwise, as example 02 does for inputs that are not a run's.)
 
     In each heatmap rows are queries and columns keys, labelled x, o, y, =.
     """
@@ -211,7 +213,7 @@ def attention_heatmaps_figure(layer_patterns, probe, probe_text, title,
     figure.subplots_adjust(left=0.08, right=0.84, bottom=0.45 / height,
                            top=1 - headroom / height, hspace=headroom / panel)
     top, bottom = figure.subplots(2, 1)
-    image = draw_patterns(top, layer_patterns[:, :, probe], f"one probe: {probe_text}")
+    image = draw_patterns(top, layer_patterns[:, :, probe], f"{one_text}: {probe_text}")
     draw_patterns(bottom, layer_patterns.mean(axis=2), mean_text)
     colorbar_axes = figure.add_axes([0.87, 0.25, 0.025, 0.5])
     figure.colorbar(image, cax=colorbar_axes, label="attention weight")

@@ -122,6 +122,41 @@ def key_frequencies(norms, ratio=KEY_FREQUENCY_RATIO):
     return [int(k) + 1 for k in np.flatnonzero(waves > ratio * waves.max())]
 
 
+def clock(group_embeddings, k):
+    """The elements on the plane of frequency k, and how much of them is a perfect clock.
+
+    The plane is spanned by the cos and sin coefficients of k (two d-vectors), made
+    orthonormal with QR. QR may flip the sign of either column (its R can have negative
+    diagonal entries), which would mirror the plane, so each column is flipped back: then
+    direction 1 points along the cos coefficients and direction 2 to the sin side of them,
+    and an element at group position j sits at angle 2 pi k j / n if the embeddings are a
+    clock. The fit is |<ideal, c>| / (|ideal| |c|) with both written as complex numbers,
+    ideal_j = exp(2 pi i k j / n) and c the points less their mean (the mean embedding is
+    frequency 0, not part of the clock): 1 for a perfect circle turned the right way, any
+    centre, radius and starting angle; 1/sqrt(2) for points on a line (one wave alone).
+
+    Returns (points, fit): the (n, 2) projected points and the fit. k must have a cos and a
+    sin row: 1 <= k < n/2.
+    """
+    embeddings = np.asarray(group_embeddings, dtype=np.float64)
+    n = len(embeddings)
+    if not 1 <= k < n / 2:
+        raise ValueError(f"frequency k must satisfy 1 <= k < n/2 = {n / 2:g} to have a plane; "
+                         f"got {k}")
+    basis, frequencies = fourier_basis(n)
+    cos_row, sin_row = np.flatnonzero(frequencies == k)
+    coefficients = basis @ embeddings
+    directions, triangle = np.linalg.qr(np.stack([coefficients[cos_row],
+                                                  coefficients[sin_row]]).T)
+    directions = directions * np.sign(np.diag(triangle))
+    points = embeddings @ directions
+    ideal = np.exp(2j * np.pi * k * np.arange(n) / n)
+    centred = points - points.mean(axis=0)
+    actual = centred[:, 0] + 1j * centred[:, 1]
+    fit = abs(np.vdot(ideal, actual)) / (np.linalg.norm(ideal) * np.linalg.norm(actual))
+    return points, float(fit)
+
+
 def gini(values):
     """Gini coefficient of nonnegative values: 0 = all equal, near 1 = one holds everything."""
     x = np.sort(np.asarray(values, dtype=np.float64))
