@@ -49,13 +49,16 @@ from tinygrok.analysis import attention_timeline, evaluate_claims, find_phases, 
 from tinygrok.analysis.claims import STABLE_CONSISTENCY  # noqa: E402
 from tinygrok.analysis.phases import GROKKED_VAL_ACC, MEMORIZED_TRAIN_ACC  # noqa: E402
 from tinygrok.plots import HEATMAP_CAPTION, draw_patterns  # noqa: E402
+from tinygrok.train import TrainConfig  # noqa: E402
 
 parser = make_parser(__doc__, full_help="train both tasks with the paper's settings "
                                          "(7,500 steps each; long)")
 args = parse(parser)
 modular_config = FULL if args.full else FAST
+# The same model and optimiser; permutation has no modulus, so p stays at its default.
 permutation_config = dataclasses.replace(
-    modular_config, task="permutation", log_every=modular_config.log_every if args.full else 50)
+    modular_config, task="permutation", p=TrainConfig().p,
+    log_every=modular_config.log_every if args.full else 50)
 
 # %% Train (or reuse) the two runs
 runs = {"modular": load_run(get_run(modular_config, args.out / "runs")),

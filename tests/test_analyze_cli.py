@@ -13,6 +13,16 @@ from synthetic_run import write_synthetic_run
 from tinygrok.analyze import main
 
 
+def test_a_flat_spectrum_is_named_as_the_figure_names_it():
+    from tinygrok.analyze import _fourier_line
+
+    flat = {"group": "Z_7", "key_frequencies_final": [1, 2, 3], "norms_final": [0.1] * 4,
+            "gini_first": 0.01, "gini_final": 0.02}
+    assert "key frequencies of the final embeddings over Z_7: all 3, a flat spectrum" \
+        in _fourier_line(flat)
+    assert ": 2 (Gini" in _fourier_line({**flat, "key_frequencies_final": [2]})
+
+
 def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 

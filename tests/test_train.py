@@ -174,6 +174,17 @@ def test_resume_refuses_other_settings(tmp_path):
         train(tiny(lr=0.01), tmp_path, resume=True)
 
 
+@pytest.mark.parametrize("p", ["7", "97"])
+def test_resume_of_a_permutation_run_refuses_p_as_a_new_one_does(tmp_path, p):
+    with pytest.raises(RuntimeError):
+        train(tiny(task="permutation", p=97), tmp_path,
+              on_log=lambda run, row: (_ for _ in ()).throw(RuntimeError()))
+    result = invoke("--out", str(tmp_path), "--resume", "--p", p)
+    assert result.exit_code == 2, result.output
+    assert "--p applies to the modular tasks only" in result.output
+    assert run_state(tmp_path) == "resumable"
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     from tinygrok.model import Transformer
 
@@ -555,6 +566,9 @@ def test_warm_up_compiles_every_kernel_a_run_uses():
     (dict(warmup=2.5), "warmup must be an integer >= 0"),
     (dict(p=618970019642690137449562111), "memory"),
     (dict(p=7.0), "p must be an integer >= 2"),
+    # S5 has no modulus: a p would be written into config.json and read as another
+    # experiment by the report and the sweep
+    (dict(task="permutation", p=7), "p applies to the modular tasks only"),
 ])
 def test_the_python_api_names_a_bad_setting(tmp_path, setting, message):
     with pytest.raises(ValueError, match=message):

@@ -176,7 +176,12 @@ def _emergence_lines(attention):
 def _fourier_line(fourier):
     if "skipped" in fourier:
         return f"Fourier: skipped ({fourier['skipped']})"
-    keys = ", ".join(str(k) for k in fourier["key_frequencies_final"]) or "none"
+    keys = fourier["key_frequencies_final"]
+    frequencies = len(fourier["norms_final"]) - 1  # norms_final[0] is the constant
+    if keys and len(keys) == frequencies:  # nothing stands out, as the figure says too
+        keys = f"all {frequencies}, a flat spectrum"
+    else:
+        keys = ", ".join(str(k) for k in keys) or "none"
     return (f"key frequencies of the final embeddings over {fourier['group']}: {keys} "
             f"(Gini {fourier['gini_first']:.2f} -> {fourier['gini_final']:.2f})")
 

@@ -35,6 +35,8 @@ DEFAULTS = {name: getattr(TrainConfig(), name) for name in (
     "d_model", "heads", "layers", "log_every", "probe_size")}
 POSITIVE = click.IntRange(min=1)
 NOTHING_WRITTEN = "interrupted before training started; nothing was written"
+NO_MODULUS = ("permutation composes the elements of S5 and has no modulus; --p applies to the "
+              "modular tasks only")
 
 
 def set_threads(threads: int | None) -> int:
@@ -68,8 +70,7 @@ def check_settings(config: TrainConfig, p_given: bool = False) -> None:
                                  f"mod p is only defined for every y != 0 when p is prime",
                                  param_hint="--p")
     if not has_modulus(config.task) and p_given:
-        raise click.BadParameter("permutation composes the elements of S5 and has no modulus; "
-                                 "--p applies to the modular tasks only", param_hint="--p")
+        raise click.BadParameter(NO_MODULUS, param_hint="--p")
     if config.d_model % config.heads:
         raise click.BadParameter(f"{config.heads} heads do not divide d-model "
                                  f"{config.d_model}", param_hint="--heads")
@@ -145,6 +146,9 @@ def resolve_resume(ctx: click.Context, out: Path, options: dict) -> tuple[dict, 
                                f"({error})") from None
     if not isinstance(saved, dict):
         raise click.UsageError(f"cannot resume {out}: config.json holds no settings")
+    p_given = ctx.get_parameter_source("p") != click.core.ParameterSource.DEFAULT
+    if p_given and not has_modulus(saved.get("task")):  # as a new permutation run would say
+        raise click.BadParameter(NO_MODULUS, param_hint="--p")
     for name, value in {**options, "threads": ctx.params["threads"]}.items():
         given = ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
         if given and name in saved and saved[name] != value:
@@ -218,7 +222,7 @@ class Progress:
               callback=finite, default=DEFAULTS["train_frac"],
               help="Share of all pairs used for training.")
 @click.option("--p", "p", type=click.IntRange(min=2), default=DEFAULTS["p"],
-              help="Modulus of the arithmetic tasks (prime for x_div_y).")
+              help="Modulus of the arithmetic tasks (prime for x_div_y; permutation has none).")
 @click.option("--d-model", type=POSITIVE, default=DEFAULTS["d_model"], help="Width of the model.")
 @click.option("--heads", type=POSITIVE, default=DEFAULTS["heads"], help="Attention heads per layer.")
 @click.option("--layers", type=POSITIVE, default=DEFAULTS["layers"], help="Transformer blocks.")

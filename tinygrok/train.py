@@ -36,7 +36,7 @@ from tinygrok import __version__, runfiles
 from tinygrok.adamw import AdamW
 from tinygrok.autograd import no_grad
 from tinygrok.model import Transformer
-from tinygrok.tasks import make_task, sample_batch, split
+from tinygrok.tasks import has_modulus, make_task, sample_batch, split
 from tinygrok.threads import current_threads, kernels_on_one_thread
 
 CHECKPOINT = "checkpoint.npz"
@@ -93,6 +93,12 @@ class TrainConfig:
             raise ValueError(f"heads ({self.heads}) must divide d_model ({self.d_model})")
         if not whole(self.p) or self.p < 2:
             raise ValueError(f"p must be an integer >= 2, got {self.p!r}")
+        default_p = TrainConfig.__dataclass_fields__["p"].default
+        if not has_modulus(self.task) and self.p != default_p:
+            # Another p would train the same run but be written into config.json, where the
+            # report and the sweep would read it as a different experiment.
+            raise ValueError(f"p applies to the modular tasks only: {self.task} has no "
+                             f"modulus (leave p at its default, {default_p})")
         self.check_memory()  # before the task's table is built
         task = make_task(self.task, self.p)  # unknown task, bad p, non-prime p for division
         split(task, self.train_frac, self.seed)  # a fraction that leaves one side empty
