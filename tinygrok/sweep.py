@@ -192,6 +192,7 @@ def run_settings(task: str, seed: int, extra: list[str]) -> dict:
     the whole combination can show: memory, x_div_y with a modulus that is not prime, ...
     """
     from tinygrok.run import DEFAULTS, check_settings, main as run_main
+    from tinygrok.tasks import has_modulus
     from tinygrok.train import TrainConfig
 
     given = [arg for arg in extra if arg.split("=")[0] in SET_BY_SWEEP]
@@ -209,7 +210,10 @@ def run_settings(task: str, seed: int, extra: list[str]) -> dict:
     try:  # the checks the run command makes (memory, prime p, heads, ...), in its order
         check_settings(TrainConfig(**settings), p_given)
     except click.ClickException as error:
-        raise SweepUsageError(f"{task}: {error.format_message()}") from None
+        advice = ""
+        if p_given and not has_modulus(task):  # the options go to every run of the sweep
+            advice = f"; sweep {task} on its own, without --p"
+        raise SweepUsageError(f"{task}: {error.format_message()}{advice}") from None
     return settings
 
 
