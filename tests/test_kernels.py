@@ -22,6 +22,21 @@ def test_float32_erf_error_is_below_5e_7_everywhere():
     assert np.all(np.abs(phi - gelu_exact) <= 3e-7 * np.maximum(1, np.abs(x)))
 
 
+def test_float32_erf_is_exactly_one_beyond_four_so_gelu_keeps_its_sign():
+    # erf(4) = 1 - 1.5e-8 rounds to 1 in float32; the polynomial at 4 gives 1 + 2^-22,
+    # which made GELU(-7) = +8e-7 and GELU(-19) = +2e-6 (the true values are below 0).
+    far = np.float32([4, 4.5, 7, 19, 1e4, np.inf])
+    assert [kernels.erf_float32(v) for v in far] == [1.0] * len(far)
+    assert [kernels.erf_float32(-v) for v in far] == [-1.0] * len(far)
+    negative = -np.linspace(5.7, 40, 1001, dtype=np.float32)
+    out, slope = kernels.gelu_and_slope(negative)
+    assert np.all(out <= 0) and np.all(kernels.gelu_forward(negative) <= 0)
+    beyond_six = negative <= -6  # where the density is held at phi(6) = 6.08e-9
+    assert np.all(np.abs(slope[beyond_six]) <= 6.1e-9 * np.abs(negative[beyond_six]))
+    _, slope = kernels.gelu_and_slope(np.linspace(6, 9.7, 101, dtype=np.float32))
+    assert np.all(slope == 1)
+
+
 def test_float32_gelu_slope_matches_float64():
     x = np.random.default_rng(0).standard_normal((64, 33)) * 3
     out64, exact = kernels.gelu_and_slope(x)

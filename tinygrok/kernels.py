@@ -39,8 +39,13 @@ ERF_Q = np.array([1.0, 0.5160241723060608, 0.11756803840398788, 0.01488365139812
 
 @njit(cache=True, inline="always")
 def erf_float32(x):
-    """erf of a float32 by the rational polynomial above (Horner's rule, in float32)."""
-    x = min(max(x, -ERF_LIMIT), ERF_LIMIT)
+    """erf of a float32 by the rational polynomial above (Horner's rule, in float32);
+    exactly +-1 beyond +-4, as float32 rounds erf there (the polynomial itself would give
+    1 + 2^-22 at 4, so GELU(-7) would come out positive)."""
+    if x >= ERF_LIMIT:
+        return np.float32(1)
+    if x <= -ERF_LIMIT:
+        return np.float32(-1)
     s = x * x
     numerator = ERF_P[6]
     for i in range(5, -1, -1):
@@ -86,8 +91,8 @@ def _gelu_and_slope_float32(x, out, slope):
         one_plus_erf = np.float32(1) + erf_float32(v * inv_sqrt2)
         out[i] = half * v * one_plus_erf  # the same operations as _gelu_forward_float32
         # Beyond |x| = 6 the density is held at phi(6) = 6e-9, which keeps exp_negative in
-        # its range; the slope is then off by |x| phi(6): under float32's resolution of a
-        # slope near 1 (x > 6) for |x| < 20, and at most 6e-9 |x| away from 0 (x < -6).
+        # its range; the slope is then off by |x| phi(6): for x > 6 it rounds to exactly 1
+        # while x < 9.8 and is 1 ulp above 1 beyond; for x < -6 it is -6e-9 |x|, not 0.
         clamped = min(abs(v), np.float32(6))
         density = inv_sqrt_2pi * exp_negative_float32(half * clamped * clamped)
         slope[i] = half * one_plus_erf + v * density
