@@ -1,6 +1,8 @@
 """AdamW with decoupled weight decay, and a linear learning-rate warm-up.
 
-The update (Loshchilov & Hutter 2017), for one parameter p with gradient g at step t = 1, 2, ...
+The update, as PyTorch's ``torch.optim.AdamW`` defines it, for one parameter p with gradient g
+at step t = 1, 2, ... (Loshchilov & Hutter 2017 decay by eta_t * wd, eta_t the schedule's
+multiplier; PyTorch, and so tinygrok, by lr * wd, so wd = 0.5 means the same as there):
 
     p  <- p * (1 - lr * wd)                      decoupled weight decay
     m  <- b1 * m + (1 - b1) * g                  running mean of g      ("first moment")

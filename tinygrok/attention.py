@@ -9,8 +9,9 @@ Queries Q (Tq, d), keys K (Tk, d), values V (Tk, d), and scale = 1 / sqrt(d):
     O = P V                      (Tq, d)   row i: the weighted average of the values
 
 Causal masking: query i may look at keys up to its own position only. The queries are the
-*last* Tq positions of the sequence (Tq = Tk normally; Tq = 1 when only the last position's
-query is needed), so query i sits at absolute position Tk - Tq + i and sees keys
+*last* Tq positions of the sequence (Tq = Tk without a cache; with the prefix's cached keys
+the model asks for Tq = 2 of Tk = 4, and Tq = 1 when only the last position's query is
+needed), so query i sits at absolute position Tk - Tq + i and sees keys
 0 .. Tk - Tq + i. Masked entries of P are exactly 0.
 
 A KV cache: the keys and values of the first Tp positions may come separately

@@ -118,7 +118,7 @@ class LayerNorm(Module):
 
 
 class MLP(Module):
-    """The feed-forward half of a block: fc2(GELU(fc1(x))), width 4 d by default."""
+    """The feed-forward half of a block: fc2(GELU(fc1(x))), of width ``hidden`` (Block uses 4 d)."""
 
     def __init__(self, dim: int, hidden: int, rng, dtype=np.float32):
         self.fc1 = Linear(dim, hidden, rng, dtype)

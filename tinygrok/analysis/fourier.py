@@ -25,7 +25,7 @@ The Fourier basis of Z_n, as the rows of an n x n matrix, each of unit length:
 These n vectors are orthonormal, so the coefficients C = B @ E of the (n, d) embedding
 matrix E keep its total energy (sum of squares). The *norm of frequency k* is the length of
 all its coefficients over the d embedding dimensions together:
-norm_k = sqrt(|C_cos,k|^2 + |C_sin,k|^2) (and norm_0 = |C_constant|, the mean embedding).
+norm_k = sqrt(|C_cos,k|^2 + |C_sin,k|^2) (and norm_0 = |C_constant| = sqrt(n) |mean embedding|).
 
 Key frequencies: the k >= 1 with norm_k > max_{k>=1} norm_k / 4 (the ratio is a parameter),
 after norms of at most 1e-6 of the whole spectrum's norm are set to 0 as rounding noise
