@@ -246,3 +246,13 @@ def test_parameters_that_cannot_be_updated_are_refused():
     with pytest.raises(ValueError, match=r"parameter 0: grad \(3,\) float64 does not match "
                                          r"data \(3,\) float32"):
         optimizer.step()
+
+
+def test_a_step_without_any_gradient_still_advances_the_warm_up():
+    # The warm-up follows the optimizer's own step count, as torch's LambdaLR does, whether
+    # or not a parameter received a gradient that step.
+    p = param([1.0])
+    opt = AdamW([p], lr=1.0, warmup_steps=4)
+    opt.step()
+    assert p.data.tolist() == [1.0]
+    assert opt.step_count == 1 and opt.current_lr() == 0.25

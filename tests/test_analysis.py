@@ -650,3 +650,171 @@ def test_head_clusters_name_a_bad_input():
     vectors[1, 2, 3] = np.nan  # it used to put every head in cluster 0
     with pytest.raises(ValueError, match="NaN or infinite"):
         clustering.cluster_heads(vectors)
+
+
+# ---- exact thresholds and edge cases (each of these tests was written against a mutant ----
+# ---- of the code that the suite above let through: > for >=, a wrong index, ...) ---------
+
+
+def test_phase_thresholds_are_strict_where_the_definitions_say_so():
+    # val_acc exactly 0.99 has not grokked ("> 0.99"); train_acc exactly 0.99 has not
+    # memorised ("> 0.99"); val_acc exactly 0.5 is no longer memorisation ("< 0.5")
+    assert find_phases(STEPS, [1] * 10, [0.1] * 5 + [0.99] + [1.0] * 4)["grok_step"] == 70
+    assert find_phases([10, 20, 30], [0.99, 1, 1], [0.1] * 3)["memorization"] == \
+        {"start": 20, "end": 30}
+    assert find_phases([10, 20, 30], [1, 1, 1], [0.5, 0.3, 0.3])["memorization"] == \
+        {"start": 20, "end": 30}
+    # ... and memorisation ends at the first step where val_acc reaches 0.5 (">= 0.5")
+    phases = find_phases([10, 20, 30, 40], [1] * 4, [0.1, 0.5, 0.7, 1.0])
+    assert phases["memorization"] == {"start": 10, "end": 20}
+    assert phases["transition"] == {"start": 20, "end": 40, "completed": True}
+
+
+def test_a_dip_starts_at_val_acc_of_exactly_099():
+    dips = find_phases([10, 20, 30, 40, 50], [1] * 5, [0.1, 0.995, 0.99, 0.98, 1.0])["dips"]
+    assert dips == [{"start": 30, "end": 50, "recovered": True, "min_val_acc": 0.98,
+                     "min_step": 40, "depth": pytest.approx(0.015), "duration": 20}]
+
+
+def test_phase_notes_name_exactly_what_did_not_happen():
+    assert "train_acc never exceeded 0.99" in \
+        find_phases([10, 20], [0.5, 0.99], [0.1, 0.1])["notes"]
+    # a run that neither memorised nor grokked gets those two notes, not a third one about
+    # generalising without memorisation
+    notes = find_phases(STEPS, np.linspace(0.1, 0.9, 10), np.full(10, 0.05))["notes"]
+    assert notes == ["train_acc never exceeded 0.99",
+                     "val_acc never exceeded 0.99: the run did not grok"]
+
+
+def any_timeline(emergence, final_position_score, entropy_last=None, consistency=None,
+                 steps=(0, 10, 20, 30)):
+    """An AttentionTimeline of any layers x heads (the shape of ``emergence``) and steps."""
+    emergence = np.asarray(emergence)
+    steps = np.asarray(steps)
+    shape = (len(steps), *emergence.shape)
+    position_score = np.ones(shape)
+    position_score[-1] = final_position_score
+    entropy = np.zeros(len(steps)) if entropy_last is None else np.asarray(entropy_last, float)
+    agreement = np.ones(len(steps) - 1) if consistency is None else np.asarray(consistency, float)
+    return AttentionTimeline(
+        steps=steps, entropy_mean=np.zeros(shape),
+        entropy_last=np.broadcast_to(entropy[:, None, None], shape),
+        position_score=position_score,
+        consistency=np.broadcast_to(agreement[:, None, None], (len(steps) - 1, *emergence.shape)),
+        similarity_to_final=np.ones(shape), emergence_step=emergence,
+        emergence_threshold=0.9, max_entropy_last=math.log(4))
+
+
+def test_claim_one_needs_both_tests_and_a_tie_is_not_earlier():
+    # layers tie (20 = 20): not earlier, so the claim fails though the positional half is
+    result = claims.position_patterns_first(
+        GROKKED, any_timeline([[10, 30], [20, 20]], [[1.0, 0.4], [0.9, 0.5]]))
+    assert result["first_layer_earlier"] is False
+    assert result["most_positional_half_earlier"] is True
+    assert result["holds"] is False
+    # halves tie (15 = 15): not earlier
+    result = claims.position_patterns_first(
+        GROKKED, any_timeline([[10, 20], [20, 10]], [[1.0, 0.4], [0.9, 0.5]]))
+    assert result["most_positional_half_earlier"] is False
+
+
+def test_claim_one_compares_the_first_layer_with_the_last_and_skips_a_middle_head():
+    # three layers: the first (10) against the last (30), whatever the middle one does
+    result = claims.position_patterns_first(
+        GROKKED, any_timeline([[10], [5], [30]], [[1.0], [0.5], [0.2]]))
+    assert result["first_layer_earlier"] is True and result["holds"] is True
+    # three heads: the most positional one (10) against the least (20); the middle one's 0
+    # belongs to neither half
+    result = claims.position_patterns_first(
+        GROKKED, any_timeline([[10, 0, 20]], [[1.0, 0.6, 0.2]]))
+    assert result["mean_emergence_least_positional_half"] == 20
+    assert result["holds"] is True
+
+
+def test_claim_two_needs_consistency_to_rise_and_reads_only_earlier_intervals():
+    flat = any_timeline([[0, 0], [0, 0]], np.ones((2, 2)), [1.3, 1.2, 1.0, 0.1], np.ones(3))
+    result = claims.clean_patterns_in_transition(GROKKED, flat, window=1)
+    assert result["consistency_rises"] is False and result["holds"] is False
+    rising = any_timeline([[0, 0], [0, 0]], np.ones((2, 2)), [1.3, 1.2, 1.0, 0.1],
+                          [0.9, 0.95, 0.999])
+    result = claims.clean_patterns_in_transition(GROKKED, rising, window=1)
+    # at step 20 the last interval is 10 -> 20 (0.95), not 20 -> 30
+    assert result["at_transition_start"]["consistency"] == pytest.approx(0.95)
+    unfinished = find_phases([10, 20, 30], [1, 1, 1], [0.1, 0.6, 0.8])
+    result = claims.clean_patterns_in_transition(unfinished, rising, window=1)
+    assert result["holds"] is None and "no completed transition" in result["reason"]
+
+
+def test_claim_three_window_is_the_last_quarter_and_its_thresholds_are_inclusive():
+    chaotic = 0.9 * math.log(4)
+    ten_steps = any_timeline(np.full((2, 2), 90), np.ones((2, 2)), np.full(10, chaotic),
+                             np.full(9, 0.7), steps=np.arange(0, 100, 10))
+    assert claims.failed_run_stays_chaotic(FAILED, ten_steps)["window_start_step"] == 70
+    four_steps = any_timeline(np.full((2, 2), 30), np.ones((2, 2)), np.full(4, chaotic),
+                              [0.7] * 3)
+    assert claims.failed_run_stays_chaotic(FAILED, four_steps)["window_start_step"] == 20
+    # entropy of exactly half of ln T is chaotic (>= 0.5); consistency exactly at the
+    # stability threshold is stable (unstable needs < it)
+    half = any_timeline(np.full((2, 2), 30), np.ones((2, 2)), np.full(4, 0.5 * math.log(4)),
+                        [0.7] * 3)
+    result = claims.failed_run_stays_chaotic(FAILED, half)
+    assert result["entropy_fraction"] == 0.5 and result["high_entropy"] is True
+    at_threshold = any_timeline(np.full((2, 2), 30), np.ones((2, 2)), np.full(4, chaotic),
+                                [0.75] * 3)
+    result = claims.failed_run_stays_chaotic(FAILED, at_threshold, stable_consistency=0.75)
+    assert result["consistency"] == 0.75 and result["unstable"] is False
+    assert result["holds"] is False
+
+
+def test_attention_metric_edge_cases():
+    assert attention_metrics.cosine_similarity([0.0, 0.0], [1.0, 0.0]) == 0.0  # not NaN
+    assert attention_metrics.emergence_index([0.5, 0.9, 1.0], 0.9) == 1  # ">= threshold"
+    # threshold 1 is allowed, and the last step counts as similar to itself even when
+    # rounding leaves its similarity a hair below 1
+    np.testing.assert_array_equal(
+        attention_metrics.emergence_steps([0, 10], np.array([[[1.0]], [[1 - 2**-52]]]), 1.0),
+        [[0]])
+    uniform = np.full((2, 1, 1, 2, 4, 4), 0.25)
+    assert attention_metrics.attention_timeline([0, 10], uniform).max_entropy_last == \
+        pytest.approx(math.log(4))
+
+
+def test_silhouette_and_kmeans_by_hand():
+    # silhouette of [0, 1 | 10, 11]: a = 1 for every point, b = 10.5 or 9.5 (mean distance
+    # to the other cluster), s = (b - a) / b
+    score = clustering.silhouette_score([[0.0], [1.0], [10.0], [11.0]], [0, 0, 1, 1])
+    assert score == pytest.approx((9.5 / 10.5 + 8.5 / 9.5) / 2)
+    # 0..9 in two clusters: {0..4} and {5..9}, centres 2 and 7, inertia 2 * 10
+    line = np.arange(10.0)[:, None]
+    best = clustering.kmeans(line, 2, seed=0)
+    assert best.inertia == pytest.approx(20.0)
+    assert sorted(best.centers.ravel()) == pytest.approx([2.0, 7.0])
+    # Lloyd's iterations stop at a fixed point: every point at its nearest centre, every
+    # centre the mean of its points
+    fixed = clustering.lloyd(line, np.array([[0.0], [1.0]]))
+    np.testing.assert_array_equal(
+        fixed.labels, clustering.squared_distances(line, fixed.centers).argmin(axis=1))
+    for j in range(2):
+        assert fixed.centers[j, 0] == pytest.approx(line[fixed.labels == j].mean())
+    # k-means++ never picks a point twice, and kmeans keeps the best of its restarts
+    for seed in range(20):
+        centres = clustering.kmeans_plus_plus(np.array([[0.0], [1.0], [100.0]]), 3,
+                                              np.random.default_rng(seed))
+        assert len(np.unique(centres)) == 3
+    points = np.random.default_rng(3).normal(size=(30, 2))
+    rng = np.random.default_rng(5)
+    restarts = [clustering.lloyd(points, clustering.kmeans_plus_plus(points, 5, rng)).inertia
+                for _ in range(10)]
+    assert len(set(np.round(restarts, 9))) > 1
+    assert clustering.kmeans(points, 5, seed=5).inertia == pytest.approx(min(restarts))
+
+
+def test_choose_k_tries_2_to_n_minus_1_and_prefers_the_smaller_k_on_a_tie(monkeypatch):
+    heads = np.random.default_rng(0).normal(size=(2, 4, 6))
+    assert sorted(map(int, clustering.cluster_heads(heads)["silhouette_by_k"])) == \
+        list(range(2, 8))
+    nearly_equal = np.ones((1, 3, 12))
+    nearly_equal[0, 1] *= 1 + 1e-6  # not identical heads: clustered, not all in one
+    assert clustering.cluster_heads(nearly_equal)["chosen_by"] == "silhouette"
+    monkeypatch.setattr(clustering, "silhouette_score", lambda points, labels: 0.5)
+    assert clustering.choose_k(np.arange(10.0)[:, None], range(2, 5))[0] == 2

@@ -8,14 +8,16 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 import synthetic_run
-from tinygrok.report import (PAPER_TABLE_1, differing_settings, format_mean_and_error,
-                             grokked_count, main as report, mean_and_standard_error,
-                             write_report)
+from tinygrok.report import (PAPER_TABLE_1, RunRecord, differing_settings,
+                             format_mean_and_error, grokked_count, main as report,
+                             mean_and_standard_error, table_notes, write_report)
 
 # x_plus_y: three complete seeds (the third never reaches 99% and counts its budget, 1700),
 # one incomplete seed; permutation: one seed that failed.
@@ -305,3 +307,41 @@ def test_a_run_training_now_is_told_from_one_that_stopped(tmp_path):
     rows = {line.split("|")[1].strip(): line.strip("|").split("|")[-1].strip()
             for line in incomplete.splitlines() if line.startswith("| x_plus_y")}
     assert rows == {"x_plus_y-s1": "training", "x_plus_y-s2": "stopped"}
+
+
+# -- when the table's warnings must stay silent (each test written against a mutant that
+# -- the suite let through: every warning was tested, but never its absence) ---------------
+
+
+def record(name, config, complete=True, has_metrics=True):
+    return RunRecord(Path(name), config, {"grokked": True} if complete else None,
+                     {"step": np.array([10])} if has_metrics else None)
+
+
+def test_table_notes_are_silent_for_runs_that_do_not_warrant_a_warning():
+    def run(seed, **settings):
+        return {"task": "x_plus_y", "seed": seed, **settings}
+
+    silent = {
+        # an unfinished run trained otherwise is neither "mixed settings" nor "off the paper"
+        "incomplete, other settings": [record("a", run(0, weight_decay=0.5)),
+                                       record("b", run(1, weight_decay=1.0, steps=10),
+                                              complete=False)],
+        "a setting missing from config.json": [record("a", run(0))],
+        "one folder per seed": [record("a", run(1)), record("b", run(2))],
+        "an unfinished copy of a seed": [record("a", run(0)),
+                                         record("b", run(0), complete=False)],
+        "an unfinished run without metrics.csv": [record("a", run(0)),
+                                                  record("b", run(1), complete=False,
+                                                         has_metrics=False)],
+    }
+    for case, records in silent.items():
+        assert table_notes({"x_plus_y": records}) == [], case
+    permutation = {"task": "permutation", "seed": 0, "p": 11}  # S5 has no modulus to be off
+    assert table_notes({"permutation": [record("a", permutation)]}) == []
+
+
+def test_a_setting_missing_from_one_config_counts_as_differing():
+    assert differing_settings([{"seed": 0, "weight_decay": 0.5}, {"seed": 1}]) == \
+        {"weight_decay": [0.5, None]}
+    assert grokked_count([{}]) == "0/1 seeds grokked"  # no "grokked" key: not grokked

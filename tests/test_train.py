@@ -817,3 +817,54 @@ def test_ctrl_c_after_the_run_finished_changes_nothing(tmp_path, monkeypatch):
     assert result.exit_code == 0 and "Aborted" not in result.output, result.output
     assert "analyse it with" in result.output and run_state(tmp_path / "run") == "complete"
     assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # put back afterwards
+
+
+# -- what the summary and the probes are made of (each test written against a mutant of the
+# -- code that the suite let through) -------------------------------------------------------
+
+
+def test_step_val_acc_99_is_the_first_logged_step_strictly_above_099_else_the_budget():
+    assert step_val_acc_99([10, 20, 30], [0.5, 0.99, 0.995], 100) == 30
+    assert step_val_acc_99([10, 20, 30], [0.5, 0.995, 1.0], 100) == 20
+    assert step_val_acc_99([10, 20], [0.1, 0.2], 100) == 100
+
+
+def test_probes_are_distinct_and_each_from_the_split_it_is_labelled_with():
+    from tinygrok.train import choose_probes
+
+    train_idx, val_idx = np.arange(10), np.arange(10, 20)
+    for seed in range(10):
+        probes, split_of = choose_probes(train_idx, val_idx, 5, seed)
+        assert len(set(probes.tolist())) == 10
+        assert set(probes[split_of == 0].tolist()) <= set(train_idx.tolist())
+        assert set(probes[split_of == 1].tolist()) <= set(val_idx.tolist())
+    _, split_of = choose_probes(np.arange(3), np.arange(3, 13), 5, 0)  # a small train split
+    assert split_of.tolist() == [0, 0, 0, 1, 1, 1, 1, 1]
+
+
+def run_with_logged_rows(folder, val_acc):
+    from tinygrok.train import Run
+
+    run = Run(tiny(steps=40, log_every=10), folder)
+    run.metrics = [dict(step=step, lr=0.001, train_loss=1.0, train_acc=train, val_loss=1.0,
+                        val_acc=val, weight_norm=1.0)
+                   for step, train, val in zip([10, 20, 30, 40], [0.5, 1.0, 1.0, 1.0], val_acc)]
+    run.step = 40
+    return run
+
+
+def test_the_summary_takes_each_number_from_the_right_place(tmp_path):
+    from tinygrok.analysis.phases import find_phases
+    from tinygrok.train import evaluate
+
+    run = run_with_logged_rows(tmp_path, [0.1, 0.99, 0.995, 0.97])
+    summary = run.summary(1.0)
+    loss, accuracy = evaluate(run.model, run.task.inputs[run.train_idx],
+                              run.task.labels[run.train_idx], run.config.eval_batch_size)
+    assert summary["final_train_acc"] == accuracy and summary["final_train_loss"] == loss
+    assert summary["final_val_acc"] == 0.97  # the last logged value, not the best
+    assert summary["grokked"] is True and summary["step_val_acc_99"] == 30
+    assert summary["phases"] == find_phases([10, 20, 30, 40], [0.5, 1.0, 1.0, 1.0],
+                                            [0.1, 0.99, 0.995, 0.97])
+    capped = run_with_logged_rows(tmp_path / "capped", [0.1, 0.99, 0.99, 0.97])
+    assert capped.summary(1.0)["grokked"] is False  # exactly 0.99 has not grokked
