@@ -22,15 +22,19 @@ def test_float32_erf_error_is_below_5e_7_everywhere():
     assert np.all(np.abs(phi - gelu_exact) <= 3e-7 * np.maximum(1, np.abs(x)))
 
 
-def test_float32_erf_is_exactly_one_beyond_four_so_gelu_keeps_its_sign():
-    # erf(4) = 1 - 1.5e-8 rounds to 1 in float32; the polynomial at 4 gives 1 + 2^-22,
-    # which made GELU(-7) = +8e-7 and GELU(-19) = +2e-6 (the true values are below 0).
+def test_float32_erf_stays_within_one_so_gelu_keeps_its_sign():
+    # erf(4) = 1 - 1.5e-8 rounds to 1 in float32, but the polynomial passes 1 from 3.66 on
+    # (1 + 2^-22 at 4), which made GELU(-7) = +8e-7 and GELU(-19) = +2e-6, and GELU(x) > x
+    # for x in [5.18, 5.66].
     far = np.float32([4, 4.5, 7, 19, 1e4, np.inf])
     assert [kernels.erf_float32(v) for v in far] == [1.0] * len(far)
     assert [kernels.erf_float32(-v) for v in far] == [-1.0] * len(far)
-    negative = -np.linspace(5.7, 40, 1001, dtype=np.float32)
+    near_one = np.linspace(3, 4, 20_001, dtype=np.float32)
+    assert max(kernels.erf_float32(v) for v in near_one) <= 1
+    negative = -np.linspace(0, 40, 40_001, dtype=np.float32)
     out, slope = kernels.gelu_and_slope(negative)
     assert np.all(out <= 0) and np.all(kernels.gelu_forward(negative) <= 0)
+    assert np.all(kernels.gelu_forward(-negative) <= -negative)  # GELU(x) <= x for x >= 0
     beyond_six = negative <= -6  # where the density is held at phi(6) = 6.08e-9
     assert np.all(np.abs(slope[beyond_six]) <= 6.1e-9 * np.abs(negative[beyond_six]))
     _, slope = kernels.gelu_and_slope(np.linspace(6, 9.7, 101, dtype=np.float32))
