@@ -42,7 +42,8 @@ from pathlib import Path
 
 from tinygrok import threads
 from tinygrok.tasks import has_modulus
-from tinygrok.train import Interrupted, TrainConfig, run_state, train, warm_up_kernels
+from tinygrok.train import (Interrupted, TrainConfig, run_state, saved_settings, train,
+                            warm_up_kernels)
 
 EXAMPLES = Path(__file__).resolve().parent
 
@@ -108,7 +109,7 @@ def run_name(config: TrainConfig) -> str:
 
 def same_settings(out: Path, config: TrainConfig) -> bool:
     """Does the run in ``out`` have exactly these settings (its config.json)?"""
-    saved = json.loads((out / "config.json").read_text())
+    saved = saved_settings(json.loads((out / "config.json").read_text()))
     return all(saved.get(name) == value for name, value in dataclasses.asdict(config).items())
 
 

@@ -339,6 +339,9 @@ def test_table_notes_are_silent_for_runs_that_do_not_warrant_a_warning():
         assert table_notes({"x_plus_y": records}) == [], case
     permutation = {"task": "permutation", "seed": 0, "p": 11}  # S5 has no modulus to be off
     assert table_notes({"permutation": [record("a", permutation)]}) == []
+    # nor to differ in (an older version saved whatever p it was given)
+    older = {"task": "permutation", "seed": 1, "p": 97}
+    assert table_notes({"permutation": [record("a", permutation), record("b", older)]}) == []
 
 
 def test_a_setting_missing_from_one_config_counts_as_differing():

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from tinygrok import sweep as sweep_module
 from tinygrok.sweep import (THREAD_VARIABLES, main as sweep, parse_seeds, parse_tasks,
-                            plan_job, share_cores, thread_environment)
+                            plan_job, settings_differ, share_cores, thread_environment)
 from tinygrok.train import run_state
 
 TINY = ["--p", "5", "--steps", "20", "--d-model", "8", "--heads", "2", "--log-every", "5",
@@ -70,6 +70,15 @@ def test_a_folder_that_is_not_a_run_is_a_conflict_not_overwritten(tmp_path):
     (tmp_path / "x_plus_y-s0" / "checkpoint.npz").write_text("someone else's")
     job = plan_job(tmp_path, "x_plus_y", 0, TINY)
     assert job.action == "conflict" and "not a tinygrok run" in job.note
+
+
+def test_a_permutation_run_saved_with_another_p_is_not_another_experiment(tmp_path):
+    # an older version wrote whatever p it was given into a permutation run's config.json
+    (tmp_path / "config.json").write_text('{"task": "permutation", "seed": 0, "p": 23}')
+    assert settings_differ(tmp_path, {"task": "permutation", "seed": 0, "p": 97}) == []
+    (tmp_path / "config.json").write_text('{"task": "x_plus_y", "seed": 0, "p": 23}')
+    assert settings_differ(tmp_path, {"task": "x_plus_y", "seed": 0, "p": 97}) == \
+        ["p 23 (not 97)"]
 
 
 def test_a_run_without_checkpoint_is_restarted_with_force(tmp_path):

@@ -174,15 +174,35 @@ def test_resume_refuses_other_settings(tmp_path):
         train(tiny(lr=0.01), tmp_path, resume=True)
 
 
+def stop_at_the_first_log(run, row):
+    raise RuntimeError("stopped by the test")
+
+
 @pytest.mark.parametrize("p", ["7", "97"])
 def test_resume_of_a_permutation_run_refuses_p_as_a_new_one_does(tmp_path, p):
     with pytest.raises(RuntimeError):
-        train(tiny(task="permutation", p=97), tmp_path,
-              on_log=lambda run, row: (_ for _ in ()).throw(RuntimeError()))
+        train(tiny(task="permutation", p=97), tmp_path, on_log=stop_at_the_first_log)
     result = invoke("--out", str(tmp_path), "--resume", "--p", p)
     assert result.exit_code == 2, result.output
     assert "--p applies to the modular tasks only" in result.output
     assert run_state(tmp_path) == "resumable"
+
+
+@pytest.mark.parametrize("how", ["command", "python"])
+def test_a_permutation_run_saved_with_another_p_by_an_older_version_still_resumes(tmp_path,
+                                                                                 how):
+    # Before p was refused for permutation, example 06 saved its run with p 23. p changes
+    # nothing for S5, so such a run resumes, as if it said 97.
+    with pytest.raises(RuntimeError):
+        train(tiny(task="permutation", p=97), tmp_path, on_log=stop_at_the_first_log)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "p": 23}))
+    if how == "command":
+        result = invoke("--out", str(tmp_path), "--resume")
+        assert result.exit_code == 0, result.output
+    else:
+        train(tiny(task="permutation", p=97), tmp_path, resume=True)
+    assert run_state(tmp_path) == "complete"
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

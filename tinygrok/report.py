@@ -277,10 +277,11 @@ def table_1(groups: dict[str, list[RunRecord]]) -> str:
 def table_notes(groups: dict[str, list[RunRecord]]) -> list[str]:
     """Warnings under Table 1: seeds of one task trained differently, settings off the paper's."""
     from tinygrok.run import DEFAULTS
+    from tinygrok.train import saved_settings
 
     notes = []
     for task, records in groups.items():
-        configs = [r.config for r in records if r.complete]
+        configs = [saved_settings(r.config) for r in records if r.complete]
         differ = differing_settings(configs)
         if differ:
             listed = "; ".join(f"{name}: {', '.join(map(str, values))}"

@@ -27,7 +27,7 @@ from tinygrok import runfiles
 from tinygrok import threads as thread_control
 from tinygrok.tasks import TASK_NAMES, has_modulus, is_prime
 from tinygrok.train import (CHECKPOINT, SUMMARY, DamagedRun, Interrupted, NonFiniteLoss, Run,
-                            TrainConfig, run_state, train, warm_up_kernels)
+                            TrainConfig, run_state, saved_settings, train, warm_up_kernels)
 
 # The settings the command line exposes, with the paper's values (TrainConfig's) as defaults.
 DEFAULTS = {name: getattr(TrainConfig(), name) for name in (
@@ -146,6 +146,7 @@ def resolve_resume(ctx: click.Context, out: Path, options: dict) -> tuple[dict, 
                                f"({error})") from None
     if not isinstance(saved, dict):
         raise click.UsageError(f"cannot resume {out}: config.json holds no settings")
+    saved = saved_settings(saved)
     p_given = ctx.get_parameter_source("p") != click.core.ParameterSource.DEFAULT
     if p_given and not has_modulus(saved.get("task")):  # as a new permutation run would say
         raise click.BadParameter(NO_MODULUS, param_hint="--p")

@@ -261,10 +261,15 @@ def settings_differ(directory: Path, expected: dict) -> list[str]:
     config_path = directory / "config.json"
     if not config_path.is_file():
         return []
+    from tinygrok.train import saved_settings
+
     try:
         saved = json.loads(config_path.read_text())
     except ValueError:
         return ["a config.json that is not valid JSON"]
+    if not isinstance(saved, dict):
+        return ["a config.json that holds no settings"]
+    saved = saved_settings(saved)
     return [f"{name} {saved[name]} (not {value})" for name, value in expected.items()
             if name in saved and saved[name] != value]
 

@@ -93,12 +93,11 @@ class TrainConfig:
             raise ValueError(f"heads ({self.heads}) must divide d_model ({self.d_model})")
         if not whole(self.p) or self.p < 2:
             raise ValueError(f"p must be an integer >= 2, got {self.p!r}")
-        default_p = TrainConfig.__dataclass_fields__["p"].default
-        if not has_modulus(self.task) and self.p != default_p:
+        if not has_modulus(self.task) and self.p != TrainConfig.p:
             # Another p would train the same run but be written into config.json, where the
             # report and the sweep would read it as a different experiment.
             raise ValueError(f"p applies to the modular tasks only: {self.task} has no "
-                             f"modulus (leave p at its default, {default_p})")
+                             f"modulus (leave p at its default, {TrainConfig.p})")
         self.check_memory()  # before the task's table is built
         task = make_task(self.task, self.p)  # unknown task, bad p, non-prime p for division
         split(task, self.train_frac, self.seed)  # a fraction that leaves one side empty
@@ -134,6 +133,16 @@ class TrainConfig:
             "the attention log": 2 * log_steps * layers * self.heads
                                  * min(2 * self.probe_size, pairs) * 25 * 2,  # float16, copied
         }
+
+
+def saved_settings(config: dict) -> dict:
+    """A run's config.json settings as runs are compared and resumed: for a task without a
+    modulus, p reads as the default. It means nothing there, and runs saved before
+    TrainConfig refused another p may hold any (example 06 saved 23), which must not make
+    them unresumable or look like another experiment."""
+    if "p" in config and "task" in config and not has_modulus(config["task"]):
+        return {**config, "p": TrainConfig.p}
+    return config
 
 
 class NonFiniteLoss(RuntimeError):
@@ -512,6 +521,7 @@ def _train(run: Run, resume: bool, on_log, interrupted: list) -> dict:
             saved_config = json.loads((run.out / "config.json").read_text())
             if not isinstance(saved_config, dict):
                 raise ValueError("it holds no settings")
+            saved_config = saved_settings(saved_config)
         if {k: saved_config.get(k) for k in dataclasses.asdict(c)} != dataclasses.asdict(c):
             raise ValueError(f"{run.out} was started with different settings; resume it with "
                              f"the same options (see its config.json)")
