@@ -121,7 +121,7 @@ for column, (label, index) in enumerate((("initialisation", 0), ("final", -1))):
     every = 1 if len(frequencies) <= 24 else 5  # a tick per frequency when they fit
     ax.set_xticks(sorted({int(k) for k in frequencies if k % every == 0} | set(keys)))
     ax.tick_params(axis="x", labelsize=7)
-    named = "all (a flat spectrum)" if len(keys) == len(frequencies) else keys
+    named = "all: a flat spectrum" if len(keys) == len(frequencies) else keys
     ax.set(title=f"{label}, step {spectrum.steps[index]}: key frequencies {named}",
            xlabel="frequency k", ylabel="norm (own scale)")
     ax.title.set_fontsize(9)
@@ -132,10 +132,16 @@ image = ax.imshow(np.abs(coefficients), aspect="auto", cmap="magma")
 figure.colorbar(image, ax=ax, fraction=0.046, label="|coefficient|")
 final_keys = spectrum.key_frequencies(-1)
 labelled = [row for row, k in enumerate(frequency_of_row) if k == 0 or k in final_keys]
-wave = {0: "const"} | {row: ("cos " if frequency_of_row[row - 1] != frequency_of_row[row]
-                              else "sin ") + str(frequency_of_row[row])
-                       for row in range(1, len(frequency_of_row))}
-ax.set_yticks(labelled, [wave[row] for row in labelled], fontsize=7)
+
+
+def row_label(row):
+    """Rows are [const, cos 1, sin 1, cos 2, sin 2, ...]: odd rows are cosines."""
+    if row == 0:
+        return "const"
+    return f"{'cos' if row % 2 else 'sin'} {frequency_of_row[row]}"
+
+
+ax.set_yticks(labelled, [row_label(row) for row in labelled], fontsize=7)
 ax.set(title="final |coefficients|: rows = waves, columns = dimensions", xlabel="dimension")
 ax = figure.add_subplot(grid[1, 1])
 shade_phases(ax, phases)

@@ -301,6 +301,12 @@ def test_clock_of_a_single_wave_is_not_a_circle():
     assert fit == pytest.approx(1 / np.sqrt(2), abs=1e-3)
     with pytest.raises(ValueError, match="1 <= k < n/2"):
         fourier.clock(np.zeros((96, 3)), 48)  # k = n/2 has only a cos row
+    with pytest.raises(ValueError, match="whole number"):
+        fourier.clock(np.zeros((23, 3)), 1.5)
+    with pytest.raises(ValueError, match="d >= 2"):
+        fourier.clock(np.zeros((23, 1)), 2)
+    assert fourier.clock(np.ones((23, 3)), 2)[1] == 0.0  # constant embeddings: no clock
+    assert fourier.clock(np.zeros((23, 3)), 2)[1] == 0.0
 
 
 def test_gini_of_equal_values_is_zero():
@@ -806,7 +812,8 @@ def test_silhouette_and_kmeans_by_hand():
     restarts = [clustering.lloyd(points, clustering.kmeans_plus_plus(points, 5, rng)).inertia
                 for _ in range(10)]
     assert len(set(np.round(restarts, 9))) > 1
-    assert clustering.kmeans(points, 5, seed=5).inertia == pytest.approx(min(restarts))
+    assert clustering.kmeans(points, 5, seed=5, restarts=10).inertia == \
+        pytest.approx(min(restarts))
 
 
 def test_choose_k_tries_2_to_n_minus_1_and_prefers_the_smaller_k_on_a_tie(monkeypatch):

@@ -128,31 +128,39 @@ def clock(group_embeddings, k):
     The plane is spanned by the cos and sin coefficients of k (two d-vectors), made
     orthonormal with QR. QR may flip the sign of either column (its R can have negative
     diagonal entries), which would mirror the plane, so each column is flipped back: then
-    direction 1 points along the cos coefficients and direction 2 to the sin side of them,
-    and an element at group position j sits at angle 2 pi k j / n if the embeddings are a
-    clock. The fit is |<ideal, c>| / (|ideal| |c|) with both written as complex numbers,
+    direction 1 points along the cos coefficients, and direction 2 along the part of the
+    sin coefficients at right angles to direction 1. An element at group position j then
+    sits at angle 2 pi k j / n if the embeddings are a clock. The fit is
+    |<ideal, c>| / (|ideal| |c|) with both written as complex numbers,
     ideal_j = exp(2 pi i k j / n) and c the points less their mean (the mean embedding is
     frequency 0, not part of the clock): 1 for a perfect circle turned the right way, any
-    centre, radius and starting angle; 1/sqrt(2) for points on a line (one wave alone).
+    centre, radius and starting angle; less for an ellipse (cos and sin waves of unequal
+    size) or when other frequencies also fall in the plane; 1/sqrt(2) for points on a line
+    (one wave alone); 0 when the points do not move at all.
 
-    Returns (points, fit): the (n, 2) projected points and the fit. k must have a cos and a
-    sin row: 1 <= k < n/2.
+    Returns (points, fit): the (n, 2) projected points and the fit. k must be a whole
+    number with a cos and a sin row, 1 <= k < n/2, and the embeddings need two dimensions.
     """
     embeddings = np.asarray(group_embeddings, dtype=np.float64)
     n = len(embeddings)
-    if not 1 <= k < n / 2:
-        raise ValueError(f"frequency k must satisfy 1 <= k < n/2 = {n / 2:g} to have a plane; "
-                         f"got {k}")
+    if int(k) != k or not 1 <= k < n / 2:
+        raise ValueError(f"frequency k must be a whole number with 1 <= k < n/2 = {n / 2:g} "
+                         f"to have a plane; got {k}")
+    if embeddings.ndim != 2 or embeddings.shape[1] < 2:
+        raise ValueError(f"clock needs (n, d) embeddings with d >= 2 for a plane; got "
+                         f"shape {embeddings.shape}")
     basis, frequencies = fourier_basis(n)
     cos_row, sin_row = np.flatnonzero(frequencies == k)
     coefficients = basis @ embeddings
     directions, triangle = np.linalg.qr(np.stack([coefficients[cos_row],
                                                   coefficients[sin_row]]).T)
-    directions = directions * np.sign(np.diag(triangle))
+    directions = directions * np.where(np.diag(triangle) < 0, -1.0, 1.0)
     points = embeddings @ directions
     ideal = np.exp(2j * np.pi * k * np.arange(n) / n)
     centred = points - points.mean(axis=0)
     actual = centred[:, 0] + 1j * centred[:, 1]
+    if np.linalg.norm(actual) <= 1e-9 * np.linalg.norm(points):
+        return points, 0.0  # every element at one point (up to rounding): no clock at all
     fit = abs(np.vdot(ideal, actual)) / (np.linalg.norm(ideal) * np.linalg.norm(actual))
     return points, float(fit)
 
