@@ -13,8 +13,9 @@ What you will see:
    shows why the step size eps matters (truncation error against rounding error).
 5. A deliberately wrong operation, written with ``new_node`` and ``accumulate_grad`` as
    every op in tinygrok/autograd.py is, gets caught by gradcheck; the fixed one passes.
-6. gradcheck on a whole (tiny) transformer: 5 of its 30 parameter tensors, one of each
-   kind, in one call (all 30 with ``--full``).
+6. gradcheck on a whole (tiny) transformer: 5 of its 30 parameter tensors (the token
+   embeddings, a QKV projection, an MLP weight, a LayerNorm scale and the head's bias) in
+   one call (all 30 with ``--full``).
 
 What you will learn: the chain rule as code, why gradients add up, and how to test any
 backward you write. Runs in a few seconds (the first run also compiles Numba kernels).

@@ -89,9 +89,10 @@ if phases["memorization"] is not None and phases["grokked"]:
           f"{grokked / memorised:.1f} times later")
     for step in (memorised, (memorised + grokked) // 2, grokked):
         print("  " + row_at(step))
-# The last logged step is what summary.json calls "final". A run can end inside one of the
-# spikes listed above (the fast run does: it stops during one, at val acc 0.81), so look
-# at the curve, not only at the last number.
+# summary.json's final_val_acc is the last logged value (its final_train_acc is measured
+# afterwards, on the whole training split). A run can end inside one of the spikes listed
+# above (the fast run does: it stops during one, at val acc 0.81), so look at the curve,
+# not only at the last number.
 print("last logged " + row_at(m["step"][-1]))
 
 # %% The picture: accuracy, loss and weight norm on a log step axis

@@ -107,7 +107,8 @@ def test_a_run_without_checkpoint_is_restarted_with_force(tmp_path):
     (["--tasks", "x_plus_y", "--p", "100003"], "memory, most of it for the task's table"),
     (["--tasks", "x_div_y", "--p", "618970019642690137449562111"], "memory"),
     (["--tasks", "permutation", "--p", "7"], "--p applies to the modular tasks only"),
-    (["--tasks", "x_plus_y,permutation", "--p", "7"], "sweep permutation on its own, without --p"),
+    (["--tasks", "x_plus_y,permutation", "--p", "7"],
+     "sweep permutation without --p (in a sweep of its own, if other tasks need --p)"),
     (["--out", __file__], "--out: " + __file__ + " exists and is not a folder"),
 ])
 def test_bad_usage_is_one_line_and_writes_nothing(tmp_path, args, message):

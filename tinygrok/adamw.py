@@ -1,8 +1,9 @@
 """AdamW with decoupled weight decay, and a linear learning-rate warm-up.
 
 The update, as PyTorch's ``torch.optim.AdamW`` defines it, for one parameter p with gradient g
-at step t = 1, 2, ... (Loshchilov & Hutter 2017 decay by eta_t * wd, eta_t the schedule's
-multiplier; PyTorch, and so tinygrok, by lr * wd, so wd = 0.5 means the same as there):
+at step t = 1, 2, ..., where lr is the learning rate of this step (after warm-up, below).
+Loshchilov & Hutter (2017) decay by eta_t * wd, eta_t the schedule's multiplier; PyTorch, and
+so tinygrok, decay by lr * wd, so weight_decay=0.5 means what it means in PyTorch.
 
     p  <- p * (1 - lr * wd)                      decoupled weight decay
     m  <- b1 * m + (1 - b1) * g                  running mean of g      ("first moment")

@@ -463,8 +463,9 @@ def report_markdown(groups, folder: Path, analyze_missing: bool) -> str:
         "Ours: mean ± standard error over seeds, SE = std(ddof=1)/√n (n/a for one seed), with "
         "the per-seed values in brackets in seed order. Train acc is measured on the whole "
         "training split after the last step; val acc is the last logged value. Steps to 99% "
-        "val is the first logged step with validation accuracy above 0.99; a seed that never got there (*) counts with "
-        "its step budget, as the paper counts 7500 for its failed permutation runs.", "",
+        "val is the first logged step with validation accuracy above 0.99; a seed that never "
+        "got there (*) counts with its step budget, as the paper counts 7500 for its failed "
+        "permutation runs.", "",
         f"Paper: {PAPER_CITATION}", "",
         *[note + "\n" for note in notes],
         "## Figure 1: training vs validation accuracy", "",

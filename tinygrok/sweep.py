@@ -212,7 +212,8 @@ def run_settings(task: str, seed: int, extra: list[str]) -> dict:
     except click.ClickException as error:
         advice = ""
         if p_given and not has_modulus(task):  # the options go to every run of the sweep
-            advice = f"; sweep {task} on its own, without --p"
+            advice = (f"; sweep {task} without --p (in a sweep of its own, if other tasks "
+                      f"need --p)")
         raise SweepUsageError(f"{task}: {error.format_message()}{advice}") from None
     return settings
 
