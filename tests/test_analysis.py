@@ -307,6 +307,10 @@ def test_clock_of_a_single_wave_is_not_a_circle():
         fourier.clock(np.zeros((23, 1)), 2)
     assert fourier.clock(np.ones((23, 3)), 2)[1] == 0.0  # constant embeddings: no clock
     assert fourier.clock(np.zeros((23, 3)), 2)[1] == 0.0
+    # a small clock far from the origin is still a clock
+    angle = 2 * np.pi * 2 * np.arange(11) / 11
+    far = np.stack([1e9 + np.cos(angle), np.sin(angle), np.zeros(11)], axis=1)
+    assert fourier.clock(far, 2)[1] == pytest.approx(1)
 
 
 def test_gini_of_equal_values_is_zero():

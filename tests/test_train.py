@@ -205,6 +205,16 @@ def test_a_permutation_run_saved_with_another_p_by_an_older_version_still_resume
     assert run_state(tmp_path) == "complete"
 
 
+def test_saved_settings_changes_only_a_permutation_runs_p():
+    from tinygrok.train import saved_settings
+
+    assert saved_settings({"task": "permutation", "p": 23, "seed": 1}) == \
+        {"task": "permutation", "p": 97, "seed": 1}
+    for config in ({"task": "x_plus_y", "p": 23}, {"task": "x_mod", "p": 23},
+                   {"task": ["permutation"], "p": 23}, {"p": 23}, {"task": "permutation"}):
+        assert saved_settings(config) == config  # a hand-edited task is left to the checks
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     from tinygrok.model import Transformer
 

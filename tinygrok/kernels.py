@@ -44,7 +44,7 @@ def erf_float32(x):
     held within [-1, 1] as erf is: the polynomial passes 1 by up to 4e-7 from x = 3.66 on,
     which made 1 + erf, and so GELU(x), positive for x below -5.18 (GELU(-7) = +8e-7).
     Beyond +-4 the input is clamped, so the result there is exactly +-1."""
-    x = min(max(x, -ERF_LIMIT), ERF_LIMIT)
+    x = min(max(x, -ERF_LIMIT), ERF_LIMIT)  # x first: max(NaN, -4) keeps the NaN
     s = x * x
     numerator = ERF_P[6]
     for i in range(5, -1, -1):

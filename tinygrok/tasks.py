@@ -12,8 +12,9 @@ Tasks (``TASK_NAMES``):
 - ``x_div_y``     : x * y^-1 mod p with y != 0 (needs p prime), p*(p-1) examples
 - ``permutation`` : sigma o tau in S5, (sigma o tau)(i) = sigma(tau(i)), 120*120 examples.
   The elements are all permutations of range(5) in ``itertools.permutations`` (lexicographic)
-  order. This task has no modulus (its ``Task.p`` is None; ``make_task`` ignores p, while
-  ``TrainConfig.validate`` refuses any p but the default and the run command any --p). A permutation is written in one-line
+  order. This task has no modulus (its ``Task.p`` is None; ``make_task`` checks p but does
+  not use it, ``TrainConfig.validate`` refuses any p but the default, and the run command
+  any --p). A permutation is written in one-line
   notation: "20134" is the permutation sending 0->2, 1->0, 2->1, 3->3, 4->4.
 
 Encoding: the vocabulary is ``["o", "="] + elements`` (as strings), so "o" is token 0, "=" is

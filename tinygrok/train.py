@@ -140,7 +140,7 @@ def saved_settings(config: dict) -> dict:
     modulus, p reads as the default. It means nothing there, and runs saved before
     TrainConfig refused another p may hold any (example 06 saved 23), which must not make
     them unresumable or look like another experiment."""
-    if "p" in config and "task" in config and not has_modulus(config["task"]):
+    if "p" in config and isinstance(config.get("task"), str) and not has_modulus(config["task"]):
         return {**config, "p": TrainConfig.p}
     return config
 

@@ -143,7 +143,7 @@ def clock(group_embeddings, k):
     """
     embeddings = np.asarray(group_embeddings, dtype=np.float64)
     n = len(embeddings)
-    if int(k) != k or not 1 <= k < n / 2:
+    if not 1 <= k < n / 2 or int(k) != k:
         raise ValueError(f"frequency k must be a whole number with 1 <= k < n/2 = {n / 2:g} "
                          f"to have a plane; got {k}")
     if embeddings.ndim != 2 or embeddings.shape[1] < 2:
@@ -159,8 +159,8 @@ def clock(group_embeddings, k):
     ideal = np.exp(2j * np.pi * k * np.arange(n) / n)
     centred = points - points.mean(axis=0)
     actual = centred[:, 0] + 1j * centred[:, 1]
-    if np.linalg.norm(actual) <= 1e-9 * np.linalg.norm(points):
-        return points, 0.0  # every element at one point (up to rounding): no clock at all
+    if np.all(embeddings == embeddings[0]):
+        return points, 0.0  # every element at one point: no clock at all
     fit = abs(np.vdot(ideal, actual)) / (np.linalg.norm(ideal) * np.linalg.norm(actual))
     return points, float(fit)
 
