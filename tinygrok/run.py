@@ -156,7 +156,7 @@ def resolve_resume(ctx: click.Context, out: Path, options: dict) -> tuple[dict, 
             raise click.UsageError(f"--{name.replace('_', '-')} {value} differs from the run "
                                    f"being resumed ({saved[name]}); leave it out to resume")
     threads = saved.get("threads")
-    if not isinstance(threads, int) or threads < 1:
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise click.UsageError(f"cannot resume {out}: config.json's thread count is {threads!r}, "
                                f"not a positive integer")
     if threads > thread_control.available_threads():

@@ -307,7 +307,8 @@ def saved_threads(directory: Path) -> int | None:
         threads = json.loads((directory / "config.json").read_text()).get("threads")
     except (OSError, ValueError, AttributeError):
         return None  # the run command will say what is wrong with config.json
-    return threads if isinstance(threads, int) and threads >= 1 else None
+    whole = isinstance(threads, int) and not isinstance(threads, bool)  # true is an int too
+    return threads if whole and threads >= 1 else None
 
 
 def run_command(job: Job, threads: int, extra: list[str], directory: Path | None = None) -> list[str]:

@@ -1,0 +1,323 @@
+"""The rules of a run folder, resume and sweep planning, at their edges.
+
+Each test here was written against a mutant of the code (a flipped comparison, a dropped
+check, ...) that the other test files let through: a summary.json missing one key, a lock
+taken shared instead of exclusive, a resume of a config.json that lacks a setting, a
+sweep that would share the cores with runs it leaves alone, and so on. Each test's name
+says which rule it pins.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from tinygrok import runfiles
+from tinygrok.run import main as run_command, remove_run_files
+from tinygrok.sweep import (Job, SweepUsageError, failure_message, needs_analysis, parse_seeds,
+                            parse_tasks, plan_job, plan_sweep, saved_threads, share_cores)
+from tinygrok.train import TrainConfig, log_steps, run_state, train
+
+TINY = dict(task="x_plus_y", p=7, steps=40, batch_size=16, d_model=8, heads=2, layers=2,
+            log_every=5, probe_size=3, embed_every=10, checkpoint_every=15)
+
+
+def tiny(**overrides):
+    return TrainConfig(**{**TINY, **overrides})
+
+
+def crashed_run(out):
+    def crash(run, row):
+        if row["step"] == 35:
+            raise RuntimeError("power cut")
+    with pytest.raises(RuntimeError):
+        train(tiny(), out, on_log=crash)
+    return out
+
+
+# ---- runfiles ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("missing", runfiles.SUMMARY_KEYS)
+def test_a_summary_missing_any_key_is_not_complete(tmp_path, missing):
+    out = crashed_run(tmp_path / "run")
+    whole = {"final_train_acc": 1.0, "final_val_acc": 1.0, "step_val_acc_99": 40,
+             "grokked": True, "steps": 40}
+    assert set(whole) == set(runfiles.SUMMARY_KEYS)
+    assert runfiles.is_summary(whole)
+    del whole[missing]
+    (out / "summary.json").write_text(json.dumps(whole))
+    assert not runfiles.is_summary(whole)
+    assert run_state(out) == "resumable"
+
+
+CHECK_FROM_ANOTHER_PROCESS = """
+import sys
+from tinygrok import runfiles
+print(runfiles.in_use_by_another_process(sys.argv[1]))
+"""
+
+
+@pytest.mark.skipif(runfiles.fcntl is None, reason="needs flock")
+def test_a_training_lock_is_exclusive_and_not_reported_to_its_holder(tmp_path):
+    assert runfiles.lock_run_folder(tmp_path)
+    try:
+        assert runfiles.in_use_by_another_process(tmp_path) is None  # this process holds it
+        seen = subprocess.run([sys.executable, "-c", CHECK_FROM_ANOTHER_PROCESS, str(tmp_path)],
+                              capture_output=True, text=True, check=True).stdout
+        assert "is in use" in seen, seen
+    finally:
+        runfiles.unlock_run_folder(tmp_path)
+
+
+def test_write_atomically_syncs_before_renaming(tmp_path, monkeypatch):
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(runfiles.os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd)))
+    monkeypatch.setattr(runfiles.os, "replace",
+                        lambda a, b: (calls.append("replace"), real_replace(a, b)))
+    runfiles.write_atomically(tmp_path / "x.json", b"{}")
+    assert calls == ["fsync", "replace"]
+
+
+SHARED = """
+import fcntl, os, sys, time
+descriptor = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(descriptor, fcntl.LOCK_SH)
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(runfiles.fcntl is None or not os.path.exists("/proc/locks"),
+                    reason="needs flock and /proc/locks")
+def test_a_checks_shared_lock_is_never_named_as_the_trainer(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", SHARED, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert runfiles.lock_holder(tmp_path.resolve()) is None
+        assert "another process" in runfiles.in_use(tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
+# ---- train ------------------------------------------------------------------------------
+
+
+def test_a_folder_with_unrelated_files_takes_a_new_run(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    train(tiny(steps=5, log_every=5, embed_every=5), tmp_path)
+    assert run_state(tmp_path) == "complete"
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_config_without_version_is_not_a_runs(tmp_path):
+    (tmp_path / "config.json").write_text('{"task": "x_plus_y", "model": "theirs"}')
+    (tmp_path / "checkpoint.npz").write_text("theirs")
+    assert run_state(tmp_path) == "foreign"
+
+
+def test_the_python_api_never_starts_over_a_resumable_run(tmp_path):
+    out = crashed_run(tmp_path / "run")
+    checkpoint = (out / "checkpoint.npz").read_bytes()
+    with pytest.raises(ValueError, match="resumable run"):
+        train(tiny(), out)
+    assert (out / "checkpoint.npz").read_bytes() == checkpoint
+
+
+def test_resume_refuses_a_config_that_lacks_a_setting(tmp_path):
+    out = crashed_run(tmp_path / "run")
+    saved = json.loads((out / "config.json").read_text())
+    del saved["weight_decay"]
+    (out / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="different settings"):
+        train(tiny(), out, resume=True)
+
+
+def test_log_steps_includes_the_final_step_and_last():
+    assert log_steps(12, 5, 12) == [5, 10, 12]
+    assert log_steps(10, 5, 12) == [5, 10]
+
+
+# ---- run --------------------------------------------------------------------------------
+
+
+def invoke(*args):
+    """The run command in this process; it may set the thread count, so restore it."""
+    from tinygrok.threads import current_threads, set_threads
+
+    before = current_threads()
+    try:
+        return CliRunner().invoke(run_command, list(args))
+    finally:
+        set_threads(before)
+
+
+def test_resume_restarts_a_run_whose_metrics_hold_only_the_header(tmp_path):
+    out = crashed_run(tmp_path / "run")
+    (out / "checkpoint.npz").unlink()
+    (out / "metrics.csv").write_text("step,lr,train_loss,train_acc,val_loss,val_acc,weight_norm\n")
+    assert run_state(out) == "started"
+    result = invoke("--out", str(out), "--resume")
+    assert result.exit_code == 0, result.output
+    assert run_state(out) == "complete"
+
+
+def test_resume_of_a_complete_run_says_it_is_complete(tmp_path):
+    out = tmp_path / "run"
+    train(tiny(steps=5, log_every=5, embed_every=5), out)
+    result = invoke("--out", str(out), "--resume")
+    assert result.exit_code == 2 and "already complete" in result.output, result.output
+
+
+@pytest.mark.parametrize("threads", [0, -1, "2", True])
+def test_resume_refuses_a_thread_count_that_is_not_positive(tmp_path, threads):
+    out = crashed_run(tmp_path / "run")
+    saved = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**saved, "threads": threads}))
+    result = invoke("--out", str(out), "--resume")
+    assert result.exit_code == 2 and "not a positive integer" in result.output, result.output
+
+
+def test_resume_accepts_exactly_the_available_thread_count(tmp_path):
+    from tinygrok.threads import available_threads, current_threads, set_threads
+    before = current_threads()
+    out = tmp_path / "run"
+    try:
+        set_threads(available_threads())
+        crashed_run(out)
+        set_threads(before)
+        result = invoke("--out", str(out), "--resume")
+        assert result.exit_code == 0, result.output
+        assert f", {available_threads()} threads ->" in result.output
+    finally:
+        set_threads(before)
+
+
+def test_force_removes_a_runs_analysis_and_figures(tmp_path):
+    for name in ("summary.json", "checkpoint.npz", "metrics.csv", "timing.csv", "attention.npz",
+                 "embeddings.npz", "config.json", "analysis.json"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "loss.png").write_text("x")
+    (tmp_path / "notes.txt").write_text("mine")
+    remove_run_files(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_force_deletes_the_summary_before_anything_else(tmp_path, monkeypatch):
+    for name in ("summary.json", "checkpoint.npz", "config.json"):
+        (tmp_path / name).write_text("x")
+    from pathlib import Path
+    order = []
+    real_unlink = Path.unlink
+    monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: (
+        order.append(self.name), real_unlink(self, missing_ok=missing_ok)))
+    remove_run_files(tmp_path)
+    assert order[0] == "summary.json"
+
+
+# ---- sweep ------------------------------------------------------------------------------
+
+SWEEP_TINY = ["--p", "7", "--steps", "40", "--batch-size", "16", "--d-model", "8",
+              "--heads", "2", "--log-every", "5", "--probe-size", "3"]
+
+
+def test_seed_ranges_edges():
+    assert parse_seeds("3-3") == [3]
+    assert parse_seeds("0,0,1") == [0, 1]
+    assert len(parse_seeds("0-9999")) == 10_000
+    with pytest.raises(SweepUsageError, match="more than"):
+        parse_seeds("0-5000,5001-10000")
+
+
+def test_no_task_at_all_is_refused():
+    with pytest.raises(SweepUsageError):
+        parse_tasks(" , ")
+
+
+def test_share_cores_edges():
+    assert share_cores(3, 8) == (3, 2)
+    assert share_cores(0, 4) == (1, 4)
+
+
+def test_saved_threads_reads_only_a_positive_count(tmp_path):
+    for text, expected in (('{"threads": 3}', 3), ('{"threads": 0}', None),
+                           ('{"threads": -2}', None), ('{"threads": true}', None),
+                           ('[1, 2]', None), ('{}', None),
+                           ('not json', None)):
+        (tmp_path / "config.json").write_text(text)
+        assert saved_threads(tmp_path) == expected, text
+
+
+def test_failure_message_advises_delete_only_for_a_usage_error_of_a_resume(tmp_path):
+    error = "Error: cannot resume x: checkpoint.npz is missing or damaged"
+    for action, code, line, advised in (("resume", 2, error, True),
+                                        ("start", 2, error, False),
+                                        ("resume", 1, error, False),
+                                        ("resume", 2, "Error: x is in use: process 7", False)):
+        job = Job("x_plus_y", 0, tmp_path / "x_plus_y-s0", action)
+        job.log.parent.mkdir(exist_ok=True)
+        job.log.write_text(f"# cmd\n{line}\n")
+        assert ("delete" in failure_message(job, code)) == advised, (action, code, line)
+
+
+def complete_run(out):
+    train(tiny(), out)
+    return out
+
+
+def test_needs_analysis_follows_the_files_age(tmp_path):
+    run = complete_run(tmp_path / "x_plus_y-s0")
+    assert needs_analysis(run)  # no analysis.json
+    summary_time = (run / "summary.json").stat().st_mtime
+    (run / "analysis.json").write_text("{}")
+    os.utime(run / "analysis.json", (summary_time + 10, summary_time + 10))
+    assert not needs_analysis(run)
+    os.utime(run / "analysis.json", (summary_time - 10, summary_time - 10))
+    assert needs_analysis(run)
+
+
+def test_a_resumable_run_with_other_settings_is_a_conflict(tmp_path):
+    crashed_run(tmp_path / "x_plus_y-s0")  # steps 40, p 7, ... but train_frac default
+    job = plan_job(tmp_path, "x_plus_y", 0, [*SWEEP_TINY[:-2], "--probe-size", "4"])
+    assert job.action == "conflict" and "probe_size 3 (not 4)" in job.note, job
+
+
+def test_a_restarted_run_gets_the_sweeps_threads_not_its_old_ones(tmp_path):
+    d = tmp_path / "x_plus_y-s0"
+    d.mkdir()
+    (d / "config.json").write_text('{"task": "x_plus_y", "version": "0", "threads": 1}')
+    job = plan_job(tmp_path, "x_plus_y", 0, SWEEP_TINY)
+    assert job.action == "restart" and job.threads is None
+
+
+@pytest.mark.skipif(runfiles.fcntl is None, reason="no flock")
+def test_a_folder_another_process_trains_in_is_a_conflict(tmp_path):
+    d = crashed_run(tmp_path / "x_plus_y-s0")
+    hold = ("import fcntl, os, sys, time\nd = os.open(sys.argv[1], os.O_RDONLY)\n"
+            "fcntl.flock(d, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(d)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        job = plan_job(tmp_path, "x_plus_y", 0, SWEEP_TINY)
+        assert job.action == "conflict" and "is in use" in job.note
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
+def test_conflicts_do_not_count_as_runs_to_share_the_cores_with(tmp_path):
+    for seed in (1, 2, 3):
+        (tmp_path / f"x_plus_y-s{seed}").write_text("a file")  # blocked: conflict
+    plan, parallel, threads = plan_sweep(tmp_path, ["x_plus_y"], [0, 1, 2, 3], SWEEP_TINY,
+                                         None, 4)
+    assert [j.action for j in plan] == ["start", "conflict", "conflict", "conflict"]
+    assert (parallel, threads) == (1, 4)
