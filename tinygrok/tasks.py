@@ -14,8 +14,8 @@ Tasks (``TASK_NAMES``):
   The elements are all permutations of range(5) in ``itertools.permutations`` (lexicographic)
   order. This task has no modulus (its ``Task.p`` is None; ``make_task`` checks p but does
   not use it, ``TrainConfig.validate`` refuses any p but the default, and the run command
-  any --p). A permutation is written in one-line
-  notation: "20134" is the permutation sending 0->2, 1->0, 2->1, 3->3, 4->4.
+  any --p). A permutation is written in one-line notation: "20134" is the permutation
+  sending 0->2, 1->0, 2->1, 3->3, 4->4.
 
 Encoding: the vocabulary is ``["o", "="] + elements`` (as strings), so "o" is token 0, "=" is
 token 1 and the element with index i is token 2 + i. The label is the element index of the

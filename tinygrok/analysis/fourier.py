@@ -156,11 +156,11 @@ def clock(group_embeddings, k):
                                                   coefficients[sin_row]]).T)
     directions = directions * np.where(np.diag(triangle) < 0, -1.0, 1.0)
     points = embeddings @ directions
+    if np.all(embeddings == embeddings[0]):
+        return points, 0.0  # every element at one point: no clock at all
     ideal = np.exp(2j * np.pi * k * np.arange(n) / n)
     centred = points - points.mean(axis=0)
     actual = centred[:, 0] + 1j * centred[:, 1]
-    if np.all(embeddings == embeddings[0]):
-        return points, 0.0  # every element at one point: no clock at all
     fit = abs(np.vdot(ideal, actual)) / (np.linalg.norm(ideal) * np.linalg.norm(actual))
     return points, float(fit)
 
