@@ -259,17 +259,15 @@ def directory_state(directory: Path) -> str:
 
 def settings_differ(directory: Path, expected: dict) -> list[str]:
     """The settings in which the run in ``directory`` differs from ``expected``."""
+    from tinygrok.runfiles import read_json_object
+    from tinygrok.train import saved_settings
+
     config_path = directory / "config.json"
     if not config_path.is_file():
         return []
-    from tinygrok.train import saved_settings
-
-    try:
-        saved = json.loads(config_path.read_text())
-    except ValueError:
-        return ["a config.json that is not valid JSON"]
-    if not isinstance(saved, dict):
-        return ["a config.json that holds no settings"]
+    saved = read_json_object(config_path)
+    if saved is None:
+        return ["a config.json that cannot be read as settings"]
     saved = saved_settings(saved)
     return [f"{name} {saved[name]} (not {value})" for name, value in expected.items()
             if name in saved and saved[name] != value]
@@ -303,10 +301,12 @@ def plan_job(out: Path, task: str, seed: int, extra: list[str]) -> Job:
 def saved_threads(directory: Path) -> int | None:
     """The thread count a run was started with: resuming it with another would change its
     numbers (matrix products add up in another order), so the run command refuses that."""
-    try:
-        threads = json.loads((directory / "config.json").read_text()).get("threads")
-    except (OSError, ValueError, AttributeError):
+    from tinygrok.runfiles import read_json_object
+
+    saved = read_json_object(directory / "config.json")
+    if saved is None:
         return None  # the run command will say what is wrong with config.json
+    threads = saved.get("threads")
     whole = isinstance(threads, int) and not isinstance(threads, bool)  # true is an int too
     return threads if whole and threads >= 1 else None
 
