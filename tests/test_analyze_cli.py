@@ -183,6 +183,46 @@ def test_json_that_is_not_a_runs_is_a_one_line_error(tmp_path, file, content, me
     assert_one_line_usage_error(invoke(directory), message)
 
 
+def replace_line(path, number, new_line):
+    lines = path.read_text().splitlines()
+    lines[number - 1] = new_line
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_a_config_that_is_not_text_is_a_one_line_error(tmp_path):
+    directory = write_synthetic_run(tmp_path)
+    (directory / "config.json").write_bytes(b"\xff\xfe")
+    assert_one_line_usage_error(invoke(directory), "config.json: not valid JSON")
+
+
+def test_metrics_that_are_not_text_are_a_one_line_error(tmp_path):
+    directory = write_synthetic_run(tmp_path)
+    (directory / "metrics.csv").write_bytes(b"step,\xff\n")
+    assert_one_line_usage_error(invoke(directory), "metrics.csv: not a CSV text file")
+
+
+def test_a_repeated_step_is_a_one_line_error_naming_the_line(tmp_path):
+    directory = write_synthetic_run(tmp_path)
+    metrics = directory / "metrics.csv"
+    header, *rows = metrics.read_text().splitlines()
+    second = rows[1].split(",")
+    second[header.split(",").index("step")] = rows[0].split(",")[header.split(",").index("step")]
+    replace_line(metrics, 3, ",".join(second))
+    assert_one_line_usage_error(invoke(directory), "metrics.csv: line 3: step")
+
+
+@pytest.mark.parametrize("column, value", [("val_acc", "99.5"), ("train_acc", "-0.5")])
+def test_an_accuracy_outside_zero_one_is_a_one_line_error(tmp_path, column, value):
+    directory = write_synthetic_run(tmp_path)
+    metrics = directory / "metrics.csv"
+    header, _, row = metrics.read_text().splitlines()[:3]
+    fields = row.split(",")
+    fields[header.split(",").index(column)] = value
+    replace_line(metrics, 3, ",".join(fields))
+    assert_one_line_usage_error(invoke(directory),
+                                f"line 3: {column} is {float(value)}, not a fraction in [0, 1]")
+
+
 def test_analyze_run_takes_a_path(tmp_path):
     from tinygrok.analysis import analyze_run
 

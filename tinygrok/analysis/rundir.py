@@ -171,8 +171,11 @@ def read_metrics(csv_path, required=METRIC_COLUMNS):
     """A CSV file of numbers as {column: array} ("step" as int64); ``required`` must be there."""
     if not csv_path.is_file():
         raise RunDirectoryError(f"{csv_path.parent}: missing {csv_path.name}")
-    with open(csv_path, newline="") as f:
-        rows = [row for row in csv.reader(f) if row]
+    try:
+        with open(csv_path, newline="") as f:
+            rows = [row for row in csv.reader(f) if row]
+    except (UnicodeDecodeError, csv.Error) as error:  # not a text file of rows
+        raise RunDirectoryError(f"{csv_path}: not a CSV text file ({error})") from None
     if not rows:
         raise RunDirectoryError(f"{csv_path}: empty file (no header)")
     header, body = rows[0], rows[1:]
@@ -195,6 +198,18 @@ def read_metrics(csv_path, required=METRIC_COLUMNS):
                                         f"{column[bad[0]]}, not a finite number")
     metrics = {name: table[:, i] for i, name in enumerate(header)}
     metrics["step"] = metrics["step"].astype(np.int64)
+    if "step" in header:
+        backwards = np.flatnonzero(np.diff(metrics["step"]) <= 0)
+        if backwards.size:  # the phases are read along the steps in order
+            raise RunDirectoryError(f"{csv_path}: line {backwards[0] + 3}: step "
+                                    f"{metrics['step'][backwards[0] + 1]} does not come after "
+                                    f"{metrics['step'][backwards[0]]}")
+    for name in ("train_acc", "val_acc"):
+        if name in header:
+            outside = np.flatnonzero((metrics[name] < 0) | (metrics[name] > 1))
+            if outside.size:
+                raise RunDirectoryError(f"{csv_path}: line {outside[0] + 2}: {name} is "
+                                        f"{metrics[name][outside[0]]}, not a fraction in [0, 1]")
     return metrics
 
 
@@ -215,7 +230,7 @@ def _read_json(json_path, required):
     try:
         with open(json_path) as f:
             content = json.load(f)
-    except json.JSONDecodeError as error:
+    except ValueError as error:  # JSONDecodeError, or UnicodeDecodeError: not UTF-8 text
         raise RunDirectoryError(f"{json_path}: not valid JSON ({error})") from None
     if not isinstance(content, dict):
         raise RunDirectoryError(f"{json_path}: not a JSON object of settings or results")
