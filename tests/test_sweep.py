@@ -303,6 +303,18 @@ def test_progress_is_the_last_step_a_run_logged(tmp_path):
     assert last_progress(log) == "at step 1000/7500"
 
 
+def test_run_files_from_a_cluster_are_written_logs_then_checkpoint_then_summary(
+        tmp_path, monkeypatch):
+    written = []
+    monkeypatch.setattr("tinygrok.runfiles.write_atomically",
+                        lambda path, data: written.append(path.name))
+    names = ["attention.npz", "checkpoint.npz", "config.json", "embeddings.npz",
+             "metrics.csv", "summary.json", "timing.csv"]
+    sweep_module.write_run_files(tmp_path / "run", {name: b"" for name in names})
+    assert sorted(written) == names
+    assert written[-2:] == ["checkpoint.npz", "summary.json"]
+
+
 def test_a_file_named_logs_is_a_usage_error(tmp_path):
     (tmp_path / "logs").write_text("my notes")
     result = run_sweep("--tasks", "x_plus_y", "--seeds", "0", "--out", str(tmp_path), *TINY)

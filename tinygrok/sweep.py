@@ -523,11 +523,15 @@ def read_run_files(directory: Path) -> dict[str, bytes]:
 
 
 def write_run_files(directory: Path, files: dict[str, bytes]) -> None:
-    """Write {name: bytes} into ``directory``, each file atomically, summary.json last."""
+    """Write {name: bytes} into ``directory``, each file atomically, in the order training
+    writes them: the logs, then checkpoint.npz, then summary.json. Stopped in between, the
+    folder is then never one whose checkpoint is ahead of its logs (which resume refuses)
+    or one that looks complete."""
     from tinygrok.runfiles import write_atomically
 
+    last = {"checkpoint.npz": 1, "summary.json": 2}  # every other file comes first
     directory.mkdir(parents=True, exist_ok=True)
-    for name in sorted(files, key=lambda name: name == "summary.json"):
+    for name in sorted(files, key=lambda name: last.get(name, 0)):
         write_atomically(directory / name, files[name])
 
 
