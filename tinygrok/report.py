@@ -439,7 +439,7 @@ def incomplete_section(groups: dict[str, list[RunRecord]]) -> str:
              "Figure 1. "
              "Those training now will finish on their own; re-run the sweep (or "
              "`python -m tinygrok.run --out DIR --resume`) to finish those that stopped.",
-             "", "| Run | Task | Seed | Last logged step | Step budget | Now |",
+             "", "| Run | Task | Seed | Last saved step | Step budget | Now |",
              "|---|---|---|---|---|---|"]
     for record in incomplete:
         last = "none"

@@ -1,10 +1,12 @@
 """The training loop: the paper's experiment, logged, checkpointed and resumable.
 
 One step:  draw a batch of 512 train pairs (with replacement) -> forward -> cross-entropy
--> backward -> AdamW.  Every ``log_every`` steps a row goes into metrics.csv: the running
-train loss and accuracy of the steps since the last row, the loss and accuracy on the
-*whole* validation split, and the total weight norm; the probe set's attention patterns are
-stored too. See ``tinygrok.runfiles`` for the run directory.
+-> backward -> AdamW.  Every ``log_every`` steps a row is logged: the running train loss
+and accuracy of the steps since the last row, the loss and accuracy on the *whole*
+validation split, and the total weight norm; the probe set's attention patterns are
+recorded too. The rows reach metrics.csv (and the patterns attention.npz) when those files
+are rewritten, just before each checkpoint and at the end. See ``tinygrok.runfiles`` for
+the run directory.
 
 Nothing is lost on interruption. A checkpoint (parameters, AdamW moments, the batch
 sampler's RNG state, the half-finished log window) is written every ``checkpoint_every``
