@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -395,6 +396,47 @@ def test_runs_on_a_local_dask_cluster_come_back_complete(tmp_path):
                      "checkpoint.npz", "summary.json", "analysis.json"):
             assert (directory / file).is_file(), file
         assert "on the dask worker" in (tmp_path / "logs" / f"{name}.log").read_text()
+
+
+def test_ctrl_c_on_a_cluster_still_collects_runs_that_had_finished(monkeypatch):
+    """Ctrl-C while the sweep writes back one run: a run that had finished meanwhile, but
+    that as_completed had not yet handed out, must have its files written back too."""
+    distributed = pytest.importorskip("distributed")
+
+    class FinishedFuture:
+        def done(self):
+            return True
+
+    class FakeClient:
+        def submit(self, *args, **kwargs):
+            return FinishedFuture()
+
+    def ctrl_c_after_the_first(futures, timeout=None):
+        futures = list(futures)
+        yield futures[0]
+        if timeout is None:  # the main loop: Ctrl-C arrives before the second is handed out
+            raise KeyboardInterrupt
+        yield from futures[1:]
+
+    class FakeEvent:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def set(self):
+            pass
+
+    collected = []
+    monkeypatch.setattr(distributed, "as_completed", ctrl_c_after_the_first)
+    monkeypatch.setattr(distributed, "Event", FakeEvent)
+    monkeypatch.setattr(sweep_module, "threads_per_worker", lambda client: {})
+    monkeypatch.setattr(sweep_module, "collect",
+                        lambda job, future: collected.append(job) or sweep_module.Outcome(
+                            job, True, 1.0))
+    monkeypatch.setattr(sweep_module, "finished_line", lambda *args: "")
+    jobs = [SimpleNamespace(name=name, action="restart") for name in ("A", "B")]
+    with pytest.raises(KeyboardInterrupt):
+        sweep_module.run_on_cluster(FakeClient(), jobs, [])
+    assert sorted(job.name for job in collected) == ["A", "B"]
 
 
 def test_an_unreachable_scheduler_is_a_usage_error(tmp_path, monkeypatch):

@@ -640,16 +640,17 @@ def run_on_cluster(client, jobs: list[Job], extra: list[str]) -> list[Outcome]:
                                key=f"tinygrok-{job.name}-{uuid.uuid4().hex[:8]}", pure=False)
         futures[future] = job
     outcomes = []
+    collected = set()  # futures whose files are written back
     try:
         for future in as_completed(futures):
             outcomes.append(collect(futures[future], future))
+            collected.add(future)
             click.echo(finished_line(f"[{len(outcomes)}/{len(jobs)}]", outcomes[-1]))
     except KeyboardInterrupt:
         click.echo("\nstopping the runs on the cluster; each saves a checkpoint...", err=True)
         stop.set()  # queued tasks return at once; running ones save a checkpoint first
-        done = {future for future in futures if future.done()}
-        try:
-            for future in as_completed([f for f in futures if f not in done],
+        try:  # every other run's files, including runs that finished but were not yet handed out
+            for future in as_completed([f for f in futures if f not in collected],
                                        timeout=STOP_WAIT_SECONDS):
                 collect(futures[future], future)
         except TimeoutError:
