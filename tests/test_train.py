@@ -318,6 +318,17 @@ def test_unwritable_output_folder(tmp_path):
     assert f"cannot create {blocker / 'run'}: cannot write into {blocker}" in result.output
 
 
+def test_plain_progress_lines_come_every_500_steps_whatever_the_log_interval(capsys):
+    from types import SimpleNamespace
+
+    progress = run_module.Progress(total=2000)  # pytest's stdout is not a terminal
+    run = SimpleNamespace(config=SimpleNamespace(log_every=30))
+    for step in [*range(30, 2000, 30), 2000]:
+        progress(run, {"step": step, "train_acc": 0.5, "val_acc": 0.25})
+    printed = [int(line.split()[1].split("/")[0]) for line in capsys.readouterr().out.splitlines()]
+    assert printed == [510, 1020, 1500, 2000]  # the first row at or after each 500, and the end
+
+
 def test_command_trains_refuses_to_overwrite_and_forces(tmp_path):
     out = tmp_path / "run"
     result = invoke(*TINY_CLI, "--out", str(out))

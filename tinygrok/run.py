@@ -173,7 +173,8 @@ def resolve_resume(ctx: click.Context, out: Path, options: dict) -> tuple[dict, 
 
 
 class Progress:
-    """A progress bar on a terminal; otherwise one line every ``every`` steps."""
+    """A progress bar on a terminal; otherwise one line each time the run passes a multiple
+    of ``every`` steps (at the first row logged at or after it), and one at the end."""
 
     def __init__(self, total: int, every: int = 500):
         self.total, self.every = total, every
@@ -197,7 +198,7 @@ class Progress:
                 f"{self.rate:.0f} steps/s")
         if self.bar is not None:
             self.bar.update(row["step"] - self.last_step, text)
-        elif row["step"] % self.every == 0 or row["step"] == self.total:
+        elif row["step"] // self.every > self.last_step // self.every or row["step"] == self.total:
             click.echo(f"step {row['step']:>6}/{self.total}  {text}")
         self.last_step, self.last_time = row["step"], now
 
