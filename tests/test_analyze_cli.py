@@ -183,6 +183,19 @@ def test_json_that_is_not_a_runs_is_a_one_line_error(tmp_path, file, content, me
     assert_one_line_usage_error(invoke(directory), message)
 
 
+def test_a_run_folder_that_cannot_be_written_is_refused_before_the_analysis(
+        tmp_path, monkeypatch):
+    directory = write_synthetic_run(tmp_path)
+
+    def refuse(*args, **kwargs):  # what a folder we may not write into does (we may be root)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("tinygrok.runfiles.tempfile.TemporaryFile", refuse)
+    monkeypatch.setattr("tinygrok.analyze.analyze_run", lambda *args: pytest.fail("analysed"))
+    assert_one_line_usage_error(invoke(directory), f"cannot write into {directory}")
+    assert not (directory / "analysis.json").exists()
+
+
 def replace_line(path, number, new_line):
     lines = path.read_text().splitlines()
     lines[number - 1] = new_line

@@ -244,6 +244,20 @@ def test_a_bad_out_is_one_line_and_writes_nothing(sweep_folder, tmp_path, out, m
     assert not (tmp_path / "afile").is_dir()
 
 
+def test_an_unwritable_folder_without_out_is_one_line_and_nothing_is_computed(
+        tmp_path, monkeypatch):
+    synthetic_run.write_synthetic_run(tmp_path, seed=0, steps=200)
+
+    def refuse(*args, **kwargs):  # what a folder we may not write into does (we may be root)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("tinygrok.runfiles.tempfile.TemporaryFile", refuse)
+    monkeypatch.setattr("tinygrok.report.write_report", lambda *args: pytest.fail("computed"))
+    result = CliRunner().invoke(report, [str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert result.output == f"Error: cannot write into {tmp_path} (Permission denied)\n"
+
+
 def test_folders_whose_config_no_run_wrote_are_named_not_read(tmp_path):
     synthetic_run.write_synthetic_run(tmp_path, seed=0, steps=200)
     for name, text in (("eslint", '{"name": "eslint"}'), ("a_list", "[1, 2]"),

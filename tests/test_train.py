@@ -404,7 +404,7 @@ def test_ctrl_c_while_the_options_are_checked_exits_130_not_aborted(tmp_path, mo
     def ctrl_c(*args):
         raise KeyboardInterrupt  # what Python raises for a SIGINT in the middle of the checks
 
-    monkeypatch.setattr("tinygrok.run.check_writable", ctrl_c)
+    monkeypatch.setattr("tinygrok.runfiles.check_writable", ctrl_c)
     result = invoke(*TINY_CLI, "--out", str(tmp_path / "run"))
     assert result.exit_code == 130, result.output  # click said "Aborted!", exit 1
     assert "Aborted" not in result.output and "nothing was written" in result.output

@@ -11,7 +11,6 @@ A missing or incomplete run directory is a usage error: one line on stderr, exit
 """
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import click
 from tinygrok.analysis import RunDirectoryError, Settings, analyze_run, load_run
 from tinygrok.analysis.attention_metrics import EMERGENCE_SIMILARITY
 from tinygrok.analysis.run_analysis import phase_end_name
+from tinygrok.runfiles import check_writable, write_atomically
 from tinygrok.tasks import has_modulus
 
 CLAIM_TITLES = {
@@ -74,6 +74,10 @@ def analyze_command(run_dir, no_figures, threshold, clusters):
             f"{run_dir}: incomplete run (no readable summary.json); let it finish or "
             f"resume it first (python -m tinygrok.run --out {run_dir} --resume)"
         )
+    try:  # before the analysis, which takes a while: analysis.json and figures/ go here
+        check_writable(run.path)
+    except click.BadParameter as error:
+        raise RunDirectoryUsageError(error.message) from None
     heads = run.patterns.shape[1] * run.patterns.shape[2] if run.has_attention else None
     if clusters is not None and heads is not None and clusters > heads:
         raise RunDirectoryUsageError(f"--clusters {clusters}: this run has {heads} heads to "
@@ -91,10 +95,10 @@ def analyze_command(run_dir, no_figures, threshold, clusters):
 
 
 def write_json(path, report):
-    """Write to a temporary name, then rename: a reader never sees half a file."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
-    os.replace(temporary, path)
+    """analysis.json, written whole or not at all (``runfiles.write_atomically``); strict
+    JSON, so a NaN that slipped into the report is an error here, not a file other tools
+    cannot read."""
+    write_atomically(path, (json.dumps(report, indent=2, allow_nan=False) + "\n").encode())
     return path
 
 

@@ -517,15 +517,15 @@ def write_report(folder: Path, out: Path, analyze_missing: bool = True) -> dict:
                    "or mark them 'not analysed'.")
 def main(folder, out, analyze_missing):
     """Table 1 (ours beside the paper's), Figure 1 and the claims of every run in FOLDER."""
-    from tinygrok.run import checked_out_folder
+    from tinygrok.runfiles import checked_out_folder
 
-    if out is not None:
-        try:
-            out = checked_out_folder(out)
-        except click.BadParameter as error:
-            raise ReportUsageError(f"--out: {error.message}") from None
+    hint = "--out: " if out is not None else ""  # without --out the report goes into FOLDER
     try:
-        written = write_report(folder, out or folder, analyze_missing)
+        out = checked_out_folder(str(out if out is not None else folder))
+    except click.BadParameter as error:
+        raise ReportUsageError(hint + error.message) from None
+    try:
+        written = write_report(folder, out, analyze_missing)
     except KeyboardInterrupt:  # report.md and figure1.png are each written whole, or not
         click.echo("\ninterrupted: each file is whole, but figure1.png may be newer than "
                    "report.md; run the command again", err=True)

@@ -17,7 +17,6 @@ import math
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -78,32 +77,6 @@ def check_settings(config: TrainConfig, p_given: bool = False) -> None:
         config.validate()
     except ValueError as error:
         raise click.UsageError(str(error)) from None
-
-
-def checked_out_folder(out: str) -> Path:
-    """An --out given on the command line, as a Path; click.BadParameter if it is empty or
-    cannot be created or written (the sweep and the report check theirs with this too)."""
-    if out == "":
-        raise click.BadParameter("must name a folder, not be empty", param_hint="--out")
-    check_writable(Path(out))
-    return Path(out)
-
-
-def check_writable(out: Path) -> None:
-    """The output folder must be creatable and writable: refuse before writing anything."""
-    if out.exists() and not out.is_dir():
-        raise click.BadParameter(f"{out} exists and is not a folder", param_hint="--out")
-    existing = out
-    while not existing.exists():
-        existing = existing.parent
-    try:  # os.access says yes to root everywhere; only a real write tells
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as error:
-        problem = f"cannot write into {existing} ({error.strerror})"
-        if existing != out:  # say which folder was asked for, not only where it failed
-            problem = f"cannot create {out}: {problem}"
-        raise click.BadParameter(problem, param_hint="--out") from None
 
 
 def remove_run_files(out: Path) -> None:
@@ -280,7 +253,7 @@ def checked_settings(ctx, out, resume, force, threads,
         check_settings(TrainConfig(**options), p_given)
     if resume and force:
         raise click.UsageError("--resume and --force contradict each other; choose one")
-    check_writable(out)
+    runfiles.check_writable(out)
     if out.is_dir():  # locked before its state is read; train() locks a folder it creates
         try:
             runfiles.lock_run_folder(out)

@@ -29,9 +29,11 @@ import csv
 import io
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
+import click
 import numpy as np
 
 try:
@@ -109,6 +111,36 @@ def write_npz(path: Path, **arrays) -> None:
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
+
+
+# ---- output folders a command writes into ---------------------------------------------------
+
+
+def checked_out_folder(out: str) -> Path:
+    """An --out given on the command line, as a Path; click.BadParameter if it is empty or
+    cannot be created or written (the run command checks its --out with
+    ``check_writable``; the sweep and the report check theirs with this)."""
+    if out == "":
+        raise click.BadParameter("must name a folder, not be empty", param_hint="--out")
+    check_writable(Path(out))
+    return Path(out)
+
+
+def check_writable(out: Path) -> None:
+    """The output folder must be creatable and writable: refuse before writing anything."""
+    if out.exists() and not out.is_dir():
+        raise click.BadParameter(f"{out} exists and is not a folder", param_hint="--out")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    try:  # os.access says yes to root everywhere; only a real write tells
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        problem = f"cannot write into {existing} ({error.strerror})"
+        if existing != out:  # say which folder was asked for, not only where it failed
+            problem = f"cannot create {out}: {problem}"
+        raise click.BadParameter(problem, param_hint="--out") from None
 
 
 # ---- one training process per run folder ----------------------------------------------------

@@ -775,7 +775,7 @@ def sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_r
     tasks, seeds = parse_tasks(tasks), parse_seeds(seeds)
     for task in tasks:  # every option is checked before anything is written
         run_settings(task, seeds[0], extra)
-    from tinygrok.run import checked_out_folder
+    from tinygrok.runfiles import checked_out_folder
     try:  # empty, a file, or a folder that cannot be created or written
         out = checked_out_folder(out)
     except click.BadParameter as error:
