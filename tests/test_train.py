@@ -204,6 +204,25 @@ def test_a_permutation_run_saved_with_another_p_by_an_older_version_still_resume
     assert run_state(tmp_path) == "complete"
 
 
+@pytest.mark.parametrize("setting, value, says", [
+    ("lr", -1.0, "lr must be a positive number, got -1.0"),
+    ("heads", "2", "heads must be a positive integer, got '2'"),
+    ("p", 8, "x_div_y needs a prime p (got 8)"),
+])
+def test_resume_names_a_hand_edited_setting_as_config_json_does(tmp_path, setting, value,
+                                                                   says):
+    with pytest.raises(RuntimeError):
+        train(tiny(task="x_div_y"), tmp_path, on_log=stop_at_the_first_log)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, setting: value}))
+    result = invoke("--out", str(tmp_path), "--resume")
+    assert result.exit_code == 2, result.output
+    error = result.output.strip().splitlines()[-1]
+    assert error.startswith(f"Error: cannot resume {tmp_path}: config.json holds settings "
+                            f"that cannot run (") and says in error, error
+    assert run_state(tmp_path) == "resumable"
+
+
 def test_saved_settings_changes_only_a_permutation_runs_p():
     from tinygrok.train import saved_settings
 

@@ -288,9 +288,9 @@ def checked_folder(ctx, out, resume, force, threads, options) -> tuple[TrainConf
                                f"start it again with --resume (its own settings) or --force "
                                f"(these options)")
     config = TrainConfig(**options)
-    if resume:
+    if resume:  # the run's own settings: errors name them as config.json does
         try:
-            check_settings(config)
+            config.validate()
         except (TypeError, ValueError) as error:  # a hand-edited config.json
             raise click.UsageError(f"cannot resume {out}: config.json holds settings that "
                                    f"cannot run ({error})") from None
