@@ -199,9 +199,10 @@ def test_resume_accepts_exactly_the_available_thread_count(tmp_path):
         set_threads(before)
 
 
-def test_force_removes_a_runs_analysis_and_figures(tmp_path):
-    for name in ("summary.json", "checkpoint.npz", "metrics.csv", "timing.csv", "attention.npz",
-                 "embeddings.npz", "config.json", "analysis.json"):
+def test_force_removes_every_file_a_run_writes_and_its_analysis_and_figures(tmp_path):
+    from tinygrok.train import RUN_FILES
+
+    for name in (*RUN_FILES, "analysis.json"):  # a file added to RUN_FILES is removed too
         (tmp_path / name).write_text("x")
     (tmp_path / "figures").mkdir()
     (tmp_path / "figures" / "loss.png").write_text("x")
