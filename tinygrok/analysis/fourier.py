@@ -40,20 +40,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tinygrok.tasks import FIRST_ELEMENT_TOKEN, is_prime  # token 2 + i is element i
+
 KEY_FREQUENCY_RATIO = 0.25
 # A frequency whose norm is below this fraction of the whole spectrum's is rounding noise
 # (float32 embeddings carry about 6e-8 of relative error per number).
 NOISE_RATIO = 1e-6
-FIRST_ELEMENT_TOKEN = 2  # the element with index i is token 2 + i
 ADDITIVE_TASKS = ("x_plus_y", "x_minus_y")
 MULTIPLICATIVE_TASKS = ("x_div_y",)
-
-
-def is_prime(n):
-    """Trial division: plenty for the moduli used here."""
-    if n < 2:
-        return False
-    return all(n % d for d in range(2, int(n**0.5) + 1))
 
 
 def primitive_root(p):
