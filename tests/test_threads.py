@@ -34,8 +34,9 @@ def test_a_policy_already_set_is_kept():
 
 def test_set_threads_checks_the_range_and_applies():
     available, before = threads.available_threads(), threads.current_threads()
-    with pytest.raises(ValueError, match=f"between 1 and {available}"):
-        threads.set_threads(available + 1)
+    for wrong in (available + 1, 0, -1):  # 0 is not "all of them"
+        with pytest.raises(ValueError, match=f"between 1 and {available}"):
+            threads.set_threads(wrong)
     try:
         assert threads.set_threads(1) == 1
         assert threads.current_threads() == 1

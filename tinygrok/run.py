@@ -213,7 +213,8 @@ class Progress:
 @click.option("--force", is_flag=True,
               help="Overwrite the run in --out (complete, unfinished or started).")
 @click.option("--threads", type=POSITIVE, default=None,
-              help="Threads for matrix products and kernels.  [default: all cores]")
+              help="Threads for the matrix products, which fix the numbers (the kernels run "
+                   "on one inside the training loop).  [default: all cores]")
 @click.pass_context
 def main(ctx, out, resume, force, threads, **options):
     """Train the paper's transformer on one task until it groks (or the steps run out)."""

@@ -36,7 +36,8 @@ _chosen = None  # the count set_threads last chose
 def set_threads(threads: int | None = None) -> int:
     """Use ``threads`` threads (default: all that Numba may use) and return the count."""
     global _chosen
-    threads = threads or available_threads()
+    if threads is None:
+        threads = available_threads()
     if not 1 <= threads <= available_threads():
         raise ValueError(f"threads must be between 1 and {available_threads()} on this "
                          f"machine, got {threads}")
