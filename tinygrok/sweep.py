@@ -340,8 +340,9 @@ def last_line(path: Path) -> str:
 
 
 def last_progress(log: Path) -> str:
-    """A run's last progress line in its log ("step 1500/7500  train acc ..."), shortened
-    to its step, or "starting" before the first one."""
+    """"at step 1500/7500", read from a run's last progress line in its log ("step
+    1500/7500  train acc ...", as ``run.Progress`` prints it), or "starting" before the
+    first one."""
     try:
         lines = log.read_text(errors="replace").splitlines()
     except OSError:

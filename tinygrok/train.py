@@ -213,6 +213,8 @@ class Run:
         c = config
         self.task = make_task(c.task, c.p)
         self.train_idx, self.val_idx = split(self.task, c.train_frac, c.seed)
+        # Five position rows, as the paper's "sequence length 5" and DESIGN.md have it; the
+        # inputs use four, and the fifth only shrinks under weight decay.
         self.model = Transformer(len(self.task.vocab), self.task.num_classes, c.d_model,
                                  c.heads, c.layers, max_len=5, seed=c.seed)
         self.optimizer = AdamW(self.model.parameters(), lr=c.lr, betas=(0.9, 0.98), eps=1e-8,
