@@ -188,7 +188,8 @@ def failed_run_stays_chaotic(
 def _attention_state(timeline, step, window):
     """Mean-over-heads entropy and recent consistency at the attention step nearest ``step``."""
     i = nearest_index(timeline.steps, step)
-    recent = timeline.consistency[max(i - window, 0):max(i, 1)]  # intervals ending by step i
+    # The intervals ending by step i (at the first step, which ends none, the first one).
+    recent = timeline.consistency[max(i - window, 0):max(i, 1)]
     return {
         "step": int(timeline.steps[i]),
         "entropy_last": float(timeline.entropy_last[i].mean()),
