@@ -762,8 +762,8 @@ def main(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_run):
         previous = signal.signal(signal.SIGTERM, interrupt_on_sigterm)
     try:
         sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_run)
-    except KeyboardInterrupt as stop:  # outside the runs (while they run, run_all says it)
-        click.echo("\ninterrupted: run the same command again to carry on", err=True)
+    except KeyboardInterrupt as stop:  # before, during or after the runs
+        click.echo("\ninterrupted: run the same command again to resume", err=True)
         sys.exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED)
     finally:
         if in_main_thread:
@@ -867,21 +867,11 @@ def announce(plan: list[Job], threads: int | None = None) -> tuple[list[Job], li
 
 
 def run_all(todo: list[Job], client, parallel: int, threads: int, extra: list[str]):
-    """Run the jobs here or on the cluster; Ctrl-C or SIGTERM stops them all (exit 130 or
-    143, the shell's 128 + the signal's number, as the run command exits)."""
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    if in_main_thread:  # signal handlers can only be set there
-        previous = signal.signal(signal.SIGTERM, interrupt_on_sigterm)
-    try:
-        if client is not None:
-            return run_on_cluster(client, todo, extra)
-        return run_locally(todo, parallel, threads, extra)
-    except KeyboardInterrupt as stop:
-        click.echo("interrupted: run the same command again to resume", err=True)
-        sys.exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED)
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+    """Run the jobs here or on the cluster. Ctrl-C or SIGTERM (turned into a
+    KeyboardInterrupt by ``main``) stops them all; ``main`` then exits 130 or 143."""
+    if client is not None:
+        return run_on_cluster(client, todo, extra)
+    return run_locally(todo, parallel, threads, extra)
 
 if __name__ == "__main__":
     from tinygrok.startup_signals import restore_handlers
