@@ -522,6 +522,8 @@ def test_analysis_of_a_synthetic_run_is_json_and_finds_what_was_planted(grokking
     assert attention["emergence_step_by_layer_head"][0] < [300] * 4  # layer 0 settles first
     assert report["claims"]["position_patterns_first"]["holds"] is True
     assert report["claims"]["failed_run_stays_chaotic"]["holds"] is None
+    from tinygrok.analysis.claims import CLAIM_TITLES  # the titles name every claim, in order
+    assert list(report["claims"]) == list(CLAIM_TITLES)
 
 
 def test_analysis_of_a_failed_run_evaluates_claim_three(tmp_path):
@@ -545,6 +547,8 @@ def test_a_run_without_attention_or_embeddings_still_gets_phases(tmp_path):
     assert report["phases"]["grok_step"] == 640
     assert "skipped" in report["attention"] and "skipped" in report["fourier"]
     assert all(claim["holds"] is None for claim in report["claims"].values())
+    from tinygrok.analysis.claims import CLAIM_TITLES
+    assert list(report["claims"]) == list(CLAIM_TITLES)
 
 
 # ---- edge cases an analysis probe found ------------------------------------------------------

@@ -18,16 +18,10 @@ import click
 
 from tinygrok.analysis import RunDirectoryError, Settings, analyze_run, load_run
 from tinygrok.analysis.attention_metrics import EMERGENCE_SIMILARITY
+from tinygrok.analysis.claims import CLAIM_TITLES, verdict_word
 from tinygrok.analysis.run_analysis import phase_end_name
 from tinygrok.runfiles import check_writable, write_atomically
 from tinygrok.tasks import has_modulus
-
-CLAIM_TITLES = {
-    "position_patterns_first": "position patterns emerge first",
-    "clean_patterns_in_transition": "clean patterns form during the transition",
-    "failed_run_stays_chaotic": "a failed run keeps chaotic attention",
-}
-
 
 class RunDirectoryUsageError(click.ClickException):
     """A run directory that cannot be analysed: printed as one 'Error: ...' line, exit 2.
@@ -113,8 +107,7 @@ def summary_text(report):
     lines.append("claims:")
     for number, (name, title) in enumerate(CLAIM_TITLES.items(), start=1):
         claim = report["claims"][name]
-        verdict = {True: "true", False: "false", None: "n/a"}[claim["holds"]]
-        lines.append(f"  {number}. {title}: {verdict} ({claim['reason']})")
+        lines.append(f"  {number}. {title}: {verdict_word(claim['holds'])} ({claim['reason']})")
     lines += [f"note: {note}" for note in report["phases"]["notes"]]
     return "\n".join(lines)
 

@@ -390,14 +390,16 @@ def run_claims(record: RunRecord, analyze_missing: bool) -> tuple[dict | None, s
 
 
 def verdict(claim: dict | None) -> str:
+    from tinygrok.analysis.claims import verdict_word
+
     if claim is None:
         return "—"
-    return {True: "true", False: "false", None: "n/a"}[claim.get("holds")]
+    return verdict_word(claim.get("holds"))
 
 
 def claims_section(groups: dict[str, list[RunRecord]], analyze_missing: bool) -> str:
     """A table of every complete run's verdicts, a tally per claim, and the reasons."""
-    from tinygrok.analyze import CLAIM_TITLES
+    from tinygrok.analysis.claims import CLAIM_TITLES
 
     header = ["Run", "Grokked"] + [f"{i}. {title}" for i, title in
                                    enumerate(CLAIM_TITLES.values(), start=1)] + ["Source"]

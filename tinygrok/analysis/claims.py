@@ -36,6 +36,18 @@ CHAOTIC_ENTROPY_FRACTION = 0.5
 STABLE_CONSISTENCY = 0.99
 FINAL_FRACTION = 0.25
 
+# Each claim's key in the results and its short title, in the paper's order (claims 1-3).
+CLAIM_TITLES = {
+    "position_patterns_first": "position patterns emerge first",
+    "clean_patterns_in_transition": "clean patterns form during the transition",
+    "failed_run_stays_chaotic": "a failed run keeps chaotic attention",
+}
+
+
+def verdict_word(holds) -> str:
+    """A claim's ``holds`` as a word for tables and summaries."""
+    return {True: "true", False: "false", None: "n/a"}[holds]
+
 
 def evaluate_claims(
     phases,

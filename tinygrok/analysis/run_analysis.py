@@ -247,9 +247,7 @@ def _fourier_report(spectrum, phases, run):
 def _claims(phases, timeline, settings, complete=True):
     if timeline is None:
         skipped = {"holds": None, "reason": "no attention patterns in this run"}
-        return {name: dict(skipped) for name in
-                ("position_patterns_first", "clean_patterns_in_transition",
-                 "failed_run_stays_chaotic")}
+        return {name: dict(skipped) for name in claims.CLAIM_TITLES}
     found = claims.evaluate_claims(
         phases, timeline,
         consistency_window=settings.consistency_window,
