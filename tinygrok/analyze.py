@@ -39,8 +39,15 @@ def finite(ctx, param, value):
     return value
 
 
+def folder_path(ctx, param, value):
+    """An empty RUN_DIR is a mistake, not the current folder (which is '.')."""
+    if value == "":
+        raise click.BadParameter("must name a run directory, not be empty")
+    return Path(value)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("run_dir", type=click.Path(), callback=folder_path)
 @click.option("--no-figures", is_flag=True, help="Write analysis.json only, no PNGs.")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True),
               default=EMERGENCE_SIMILARITY, show_default=True, callback=finite,
@@ -70,6 +77,8 @@ def analyze_command(run_dir, no_figures, threshold, clusters):
         )
     try:  # before the analysis, which takes a while: analysis.json and figures/ go here
         check_writable(run.path)
+        if not no_figures:
+            check_writable(run.path / "figures")
     except click.BadParameter as error:
         raise RunDirectoryUsageError(error.message) from None
     heads = run.patterns.shape[1] * run.patterns.shape[2] if run.has_attention else None

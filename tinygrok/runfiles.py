@@ -127,12 +127,28 @@ def checked_out_folder(out: str) -> Path:
 
 
 def check_writable(out: Path) -> None:
-    """The output folder must be creatable and writable: refuse before writing anything."""
-    if out.exists() and not out.is_dir():
-        raise click.BadParameter(f"{out} exists and is not a folder", param_hint="--out")
-    existing = out
-    while not existing.exists():
-        existing = existing.parent
+    """The output folder must be creatable and writable: refuse before writing anything.
+
+    A name too long for the filesystem, a folder this user may not look into, or a symbolic
+    link that leads to no folder is refused here too, not when the folder is created after
+    the kernels have been compiled."""
+    try:
+        if out.exists() and not out.is_dir():
+            raise click.BadParameter(f"{out} exists and is not a folder", param_hint="--out")
+        existing = out
+        while not existing.exists():
+            if existing.is_symlink():  # to nothing, or a loop of links: mkdir would fail on it
+                raise click.BadParameter(f"{existing} is a symbolic link that leads to no "
+                                         f"folder", param_hint="--out")
+            existing = existing.parent
+        longest = os.pathconf(existing, "PC_NAME_MAX")  # for the names still to be created
+        for name in out.parts[len(existing.parts):]:
+            if len(os.fsencode(name)) > longest:
+                raise click.BadParameter(f"cannot create {out}: a folder name may have at most "
+                                         f"{longest} bytes here", param_hint="--out")
+    except OSError as error:  # raised by exists() for anything but "no such file"
+        raise click.BadParameter(f"cannot use {out} ({error.strerror})",
+                                 param_hint="--out") from None
     try:  # os.access says yes to root everywhere; only a real write tells
         with tempfile.TemporaryFile(dir=existing):
             pass

@@ -776,14 +776,26 @@ def sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_r
     tasks, seeds = parse_tasks(tasks), parse_seeds(seeds)
     for task in tasks:  # every option is checked before anything is written
         run_settings(task, seeds[0], extra)
-    from tinygrok.runfiles import checked_out_folder
+    from tinygrok.runfiles import check_writable, checked_out_folder
     try:  # empty, a file, or a folder that cannot be created or written
         out = checked_out_folder(out)
     except click.BadParameter as error:
         raise SweepUsageError(f"--out: {error.message}") from None
+    longest = out / max((f"{task}-s{seed}" for task in tasks for seed in seeds), key=len)
+    try:  # a run folder's name too long for the filesystem (a huge seed)
+        if not longest.exists():
+            check_writable(longest)
+    except OSError as error:
+        raise SweepUsageError(f"--seeds: cannot create {longest} ({error.strerror})") from None
+    except click.BadParameter as error:
+        raise SweepUsageError(f"--seeds: {error.message}") from None
     if (out / "logs").exists() and not (out / "logs").is_dir():
         raise SweepUsageError(f"--out: {out / 'logs'} is a file; the sweep keeps its runs' "
                               f"logs in a folder of that name")
+    try:  # the runs' logs go there
+        check_writable(out / "logs")
+    except click.BadParameter as error:
+        raise SweepUsageError(f"--out: {error.message}") from None
     if scheduler is not None and not scheduler.strip():
         raise SweepUsageError("--scheduler: must name a scheduler, tcp://HOST:PORT (leave it "
                               "out to run here)")

@@ -39,8 +39,10 @@ def set_threads(threads: int | None = None) -> int:
     if threads is None:
         threads = available_threads()
     if not 1 <= threads <= available_threads():
-        raise ValueError(f"threads must be between 1 and {available_threads()} on this "
-                         f"machine, got {threads}")
+        limit = ("NUMBA_NUM_THREADS" if "NUMBA_NUM_THREADS" in os.environ
+                 else "the cores of this machine")
+        raise ValueError(f"threads must be between 1 and {available_threads()} ({limit}), "
+                         f"got {threads}")
     threadpool_limits(limits=threads, user_api="blas")
     numba.set_num_threads(threads)
     _chosen = threads

@@ -177,6 +177,8 @@ def read_metrics(csv_path, required=METRIC_COLUMNS):
             rows = [row for row in csv.reader(f) if row]
     except (UnicodeDecodeError, csv.Error) as error:  # not a text file of rows
         raise RunDirectoryError(f"{csv_path}: not a CSV text file ({error})") from None
+    except OSError as error:  # say, no permission to read it
+        raise RunDirectoryError(f"{csv_path}: cannot be read ({error.strerror})") from None
     if not rows:
         raise RunDirectoryError(f"{csv_path}: empty file (no header)")
     header, body = rows[0], rows[1:]
@@ -233,6 +235,8 @@ def _read_json(json_path, required):
             content = json.load(f)
     except ValueError as error:  # JSONDecodeError, or UnicodeDecodeError: not UTF-8 text
         raise RunDirectoryError(f"{json_path}: not valid JSON ({error})") from None
+    except OSError as error:  # say, no permission to read it
+        raise RunDirectoryError(f"{json_path}: cannot be read ({error.strerror})") from None
     if not isinstance(content, dict):
         raise RunDirectoryError(f"{json_path}: not a JSON object of settings or results")
     return content

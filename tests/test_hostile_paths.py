@@ -1,0 +1,95 @@
+"""Output paths and arguments that used to crash the commands after their checks.
+
+A fuzz of every command's options found these ending in a traceback (exit 1), some after
+the kernels had been compiled and some leaving a folder behind. Each must be one line,
+exit code 2, and write nothing.
+"""
+import os
+
+import pytest
+from click.testing import CliRunner
+from synthetic_run import write_synthetic_run
+
+from tinygrok.analyze import main as analyze_command
+from tinygrok.report import main as report_command
+from tinygrok.run import main as run_command
+from tinygrok.sweep import main as sweep_command
+
+TINY = ["--task", "x_plus_y", "--p", "7", "--steps", "20", "--batch-size", "8",
+        "--d-model", "8", "--heads", "2", "--log-every", "5", "--probe-size", "3"]
+TOO_LONG = "n" * 300  # longer than any folder name a Linux filesystem takes (255 bytes)
+
+
+def listing(folder):
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+def assert_refused(result, text):
+    assert result.exit_code == 2, result.output  # an uncaught exception would give 1
+    assert result.output.strip().splitlines()[-1].startswith("Error: ")
+    assert text in result.output.strip().splitlines()[-1], result.output
+
+
+@pytest.mark.parametrize("out, says", [
+    ("dangling", "dangling is a symbolic link that leads to no folder"),
+    ("dangling/run", "dangling is a symbolic link that leads to no folder"),
+    ("loop", "loop is a symbolic link that leads to no folder"),
+    (TOO_LONG, "File name too long"),
+    (f"new/{TOO_LONG}/run", "a folder name may have at most"),
+])
+def test_an_out_that_cannot_be_made_is_refused_before_training(tmp_path, monkeypatch, out,
+                                                               says):
+    monkeypatch.chdir(tmp_path)
+    os.symlink("nowhere", "dangling")
+    os.symlink("loop", "loop")
+    before = listing(tmp_path)
+    result = CliRunner().invoke(run_command, [*TINY, "--out", out])
+    assert_refused(result, says)
+    assert listing(tmp_path) == before  # no "new" folder either
+
+
+def test_a_seed_too_long_for_the_default_folder_name_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(run_command, [*TINY, "--seed", "9" * 300])
+    assert_refused(result, "a folder name may have at most")
+    assert listing(tmp_path) == []  # no runs/ folder
+
+
+def test_a_sweep_whose_run_folder_names_are_too_long_is_refused(tmp_path):
+    result = CliRunner().invoke(sweep_command, ["--out", str(tmp_path / "s"), "--tasks",
+                                                "x_plus_y", "--seeds", "9" * 300, "--", "--p", "7"])
+    assert_refused(result, "--seeds: cannot create")
+    assert listing(tmp_path) == []
+
+
+def test_a_report_into_a_dangling_symbolic_link_is_refused(tmp_path):
+    write_synthetic_run(tmp_path / "runs")
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    result = CliRunner().invoke(report_command, [str(tmp_path / "runs"), "--out",
+                                                 str(tmp_path / "dangling")])
+    assert_refused(result, "symbolic link that leads to no folder")
+
+
+def test_analyze_refuses_an_empty_run_dir_rather_than_reading_the_current_folder():
+    assert_refused(CliRunner().invoke(analyze_command, [""]), "must name a run directory")
+
+
+def test_analyze_refuses_a_figures_file_before_writing_analysis_json(tmp_path):
+    directory = write_synthetic_run(tmp_path)
+    (directory / "figures").write_text("not a folder")
+    assert_refused(CliRunner().invoke(analyze_command, [str(directory)]),
+                   "figures exists and is not a folder")
+    assert not (directory / "analysis.json").exists()
+    with_no_figures = CliRunner().invoke(analyze_command, [str(directory), "--no-figures"])
+    assert with_no_figures.exit_code == 0, with_no_figures.output
+
+
+def test_the_thread_limit_names_numba_num_threads_when_that_sets_it(monkeypatch):
+    from tinygrok import threads
+
+    monkeypatch.setenv("NUMBA_NUM_THREADS", str(threads.available_threads()))
+    with pytest.raises(ValueError, match=r"\(NUMBA_NUM_THREADS\)"):
+        threads.set_threads(threads.available_threads() + 1)
+    monkeypatch.delenv("NUMBA_NUM_THREADS")
+    with pytest.raises(ValueError, match=r"\(the cores of this machine\)"):
+        threads.set_threads(threads.available_threads() + 1)
