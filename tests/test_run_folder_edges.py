@@ -53,6 +53,23 @@ def test_a_summary_missing_any_key_is_not_complete(tmp_path, missing):
     assert run_state(out) == "resumable"
 
 
+@pytest.mark.parametrize("key, value", [("step_val_acc_99", "x"), ("steps", 40.5),
+                                        ("grokked", 1), ("final_val_acc", None),
+                                        ("final_train_acc", True), ("steps", False)])
+def test_a_summary_with_a_value_of_the_wrong_type_is_not_complete(tmp_path, key, value):
+    from tinygrok.report import main as report
+
+    out = crashed_run(tmp_path / "run")
+    summary = {"final_train_acc": 1.0, "final_val_acc": 1, "step_val_acc_99": 40,
+               "grokked": True, "steps": 40}
+    assert runfiles.is_summary(summary)  # an int accuracy (1) is still a number
+    (out / "summary.json").write_text(json.dumps({**summary, key: value}))
+    assert run_state(out) == "resumable"
+    result = CliRunner().invoke(report, [str(tmp_path), "--no-analyze-missing"])
+    assert not isinstance(result.exception, ValueError)  # it crashed on "x" as a step
+    assert "none of its 1 run(s) is complete yet" in result.output
+
+
 CHECK_FROM_ANOTHER_PROCESS = """
 import sys
 from tinygrok import runfiles

@@ -89,8 +89,17 @@ SUMMARY_KEYS = ("final_train_acc", "final_val_acc", "step_val_acc_99", "grokked"
 
 
 def is_summary(saved) -> bool:
-    """Does ``saved`` (a parsed summary.json) hold what a finished run writes?"""
-    return isinstance(saved, dict) and all(key in saved for key in SUMMARY_KEYS)
+    """Does ``saved`` (a parsed summary.json) hold what a finished run writes, each value of
+    its type? (A damaged or hand-edited one makes the run incomplete; resume rewrites it.)"""
+    if not (isinstance(saved, dict) and all(key in saved for key in SUMMARY_KEYS)):
+        return False
+
+    def is_a(value, kind) -> bool:  # True is an int to Python, but not a count of steps
+        return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+
+    return (is_a(saved["final_train_acc"], (int, float))
+            and is_a(saved["final_val_acc"], (int, float)) and is_a(saved["grokked"], bool)
+            and is_a(saved["step_val_acc_99"], int) and is_a(saved["steps"], int))
 
 
 def read_json_object(path: Path) -> dict | None:
