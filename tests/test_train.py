@@ -494,6 +494,11 @@ def test_resume_refuses_a_run_that_logged_steps_but_lost_its_checkpoint(tmp_path
     result = invoke("--out", str(out), "--resume")
     assert result.exit_code == 2 and "logged steps but no checkpoint" in result.output
     assert read_bytes(out / "metrics.csv") == metrics
+    # Started again without --force, it must not send the user back to --resume (the state
+    # a --force killed while deleting the files leaves behind).
+    again = invoke(*TINY_CLI, "--out", str(out))
+    assert again.exit_code == 2 and "logged steps but no checkpoint" in again.output
+    assert "--resume" not in again.output and "--force" in again.output
 
 
 @pytest.mark.skipif(runfiles.fcntl is None, reason="no flock on this system")

@@ -284,6 +284,10 @@ def checked_folder(ctx, out, resume, force, threads, options) -> tuple[TrainConf
     elif state == "resumable" and not force:
         raise click.UsageError(f"{out} holds an unfinished run; continue it with --resume "
                                f"or overwrite it with --force")
+    elif state == "started" and not force and logged_rows(out / "metrics.csv"):
+        raise click.UsageError(f"{out} has logged steps but no checkpoint to resume them from "
+                               f"(its files were being deleted, or were damaged); start it "
+                               f"again with --force")
     elif state == "started" and not force:
         raise click.UsageError(f"{out} holds a run that stopped before its first checkpoint; "
                                f"start it again with --resume (its own settings) or --force "
