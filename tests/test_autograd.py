@@ -498,3 +498,137 @@ def test_gradcheck_needs_a_list_of_inputs():
     x = Tensor(np.ones((2, 3)), requires_grad=True)
     with pytest.raises(TypeError, match=r"gradcheck\(fn, \[x\]\); got a Tensor"):
         gradcheck(lambda t: t * 2, x)
+
+
+# -- pinned by a mutation run of the maths core: each test failed on a mutant the rest of
+# -- the suite let through (a swapped operand, a dropped check, a loosened tolerance) -----
+
+def custom_op(forward, backward_of):
+    """An op with a hand-written (possibly wrong) backward, for testing gradcheck itself:
+    ``backward_of(g, *arrays)`` returns one gradient per input."""
+    def fn(*tensors):
+        out = ag.new_node(forward(*(t.data for t in tensors)), tuple(tensors), "custom")
+
+        def _backward(g):
+            for t, grad in zip(tensors, backward_of(g, *(t.data for t in tensors))):
+                ag.accumulate_grad(t, grad)
+        out._backward = _backward
+        return out
+    return fn
+
+
+@pytest.mark.parametrize("name, backward_of", [
+    ("off by 1e-3", lambda g, a: [g * 2 * a + 1e-3 * g]),
+    ("10% too large", lambda g, a: [g * 2.2 * a]),
+    ("wrong sign", lambda g, a: [-g * 2 * a]),
+    ("wrong at one element", lambda g, a: [g * 2 * a + (np.arange(a.size) == 3) * g]),
+])
+def test_gradcheck_rejects_a_backward_that_is_slightly_or_locally_wrong(name, backward_of):
+    square = custom_op(lambda a: a ** 2, backward_of)
+    assert gradcheck(square, [rand(6, seed=30)], raise_on_failure=False) is False, name
+
+
+def test_gradcheck_rejects_a_backward_that_forgets_a_transpose():
+    # f(A) = A @ B on square matrices: dL/dA = G B^T; G B is the same shape and wrong.
+    b = np.random.default_rng(31).standard_normal((3, 3))
+    forgot = custom_op(lambda a: a @ b, lambda g, a: [g @ b])
+    assert gradcheck(forgot, [rand(3, 3, seed=32)], raise_on_failure=False) is False
+    right = custom_op(lambda a: a @ b, lambda g, a: [g @ b.T])
+    assert gradcheck(right, [rand(3, 3, seed=32)])
+
+
+def test_gradcheck_checks_every_input_not_only_the_first():
+    product = custom_op(lambda a, b: a * b, lambda g, a, b: [g * b, g * a * 1.5])
+    assert gradcheck(product, [rand(4, seed=33), rand(4, seed=34)],
+                     raise_on_failure=False) is False
+
+
+def test_gradcheck_never_passes_a_gradient_that_is_not_finite():
+    # At a = 1 the finite difference jumps to infinity; a finite backward must not pass.
+    step = custom_op(lambda a: np.where(a > 1, np.inf, a), lambda g, a: [g])
+    assert gradcheck(step, [Tensor(np.array([1.0]), requires_grad=True)],
+                     raise_on_failure=False) is False
+
+
+def test_gradcheck_names_float64_for_a_scalar_function_too():
+    with pytest.raises(ValueError, match="gradcheck needs float64"):
+        gradcheck(lambda a: a.sum(), [Tensor(np.ones(3, dtype=np.float32), requires_grad=True)])
+
+
+def test_backward_twice_adds_the_leaf_gradients_once_per_pass():
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = (x * 3.0).sum()
+    y.backward()
+    y.backward()  # intermediates start afresh each pass; leaves accumulate, as in PyTorch
+    np.testing.assert_array_equal(x.grad, [6.0, 6.0])
+
+
+def test_reflected_operators_put_the_number_on_the_left():
+    x = rand(3, 4, seed=35, positive=True)
+    a = np.random.default_rng(36).standard_normal((2, 3))
+    np.testing.assert_array_equal((2.0 - x).data, 2.0 - x.data)
+    np.testing.assert_array_equal((1.0 / x).data, 1.0 / x.data)
+    np.testing.assert_array_equal((a @ x).data, a @ x.data)
+    assert gradcheck(lambda t: a @ t, [x])
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1, (0, 1)])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_sum_over_any_axis_of_a_square_input_passes_gradcheck(axis, keepdims):
+    x = rand(3, 3, seed=37)
+    np.testing.assert_array_equal(x.sum(axis=axis, keepdims=keepdims).data,
+                                  x.data.sum(axis=axis, keepdims=keepdims))
+    assert gradcheck(lambda t: t.sum(axis=axis, keepdims=keepdims), [x])
+
+
+def test_max_splits_the_gradient_between_ties():
+    x = Tensor(np.array([1.0, 3.0, 3.0]), requires_grad=True)
+    x.max().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 0.5, 0.5])
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1, -1, (0, 2)])
+def test_max_keeps_length_one_axes_that_it_does_not_reduce(axis):
+    values = np.random.default_rng(38).standard_normal((2, 1, 3))
+    for keepdims in (False, True):
+        assert Tensor(values).max(axis=axis, keepdims=keepdims).shape == \
+            values.max(axis=axis, keepdims=keepdims).shape
+
+
+@pytest.mark.parametrize("sections, axis", [([1, 3], 1), ([1, 3], -1), (2, 0), ([2], -2)])
+def test_split_gives_numpys_pieces(sections, axis):
+    values = np.arange(10.0).reshape(2, 5) if axis in (1, -1) else np.arange(12.0).reshape(4, 3)
+    pieces = ag.split(Tensor(values), sections, axis=axis)
+    expected = np.split(values, sections, axis=axis)
+    assert [p.shape for p in pieces] == [e.shape for e in expected]
+    for piece, part in zip(pieces, expected):
+        np.testing.assert_array_equal(piece.data, part)
+
+
+def test_relu_has_no_gradient_at_zero():
+    x = Tensor(np.array([0.0, 1.0, -1.0]), requires_grad=True)
+    x.relu().sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 1.0, 0.0])  # as PyTorch
+
+
+@pytest.mark.parametrize("index", [-1, 4])
+def test_embedding_refuses_an_index_outside_the_table(index):
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 4\)"):
+        ag.embedding(rand(4, 2, seed=39), np.array([0, index]))
+
+
+def test_layer_norm_uses_the_eps_it_is_given():
+    x, w, b = rand(2, 5, seed=40), rand(5, seed=41), rand(5, seed=42)
+    centred = x.data - x.data.mean(-1, keepdims=True)
+    expected = centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + 0.5) * w.data + b.data
+    np.testing.assert_allclose(ag.layer_norm(x, w, b, eps=0.5).data, expected, rtol=1e-12)
+
+
+def test_a_0d_array_joins_a_float32_tensor_as_a_plain_number_does():
+    x = Tensor(np.ones(3, dtype=np.float32))
+    assert (x + np.array(0.5)).dtype == np.float32 and (x + 0.5).dtype == np.float32
+
+
+def test_boolean_data_becomes_float64():
+    assert Tensor([True, False]).dtype == np.float64
+    np.testing.assert_array_equal(Tensor([True, False]).data, [1.0, 0.0])
