@@ -301,3 +301,89 @@ def test_shortcuts_are_exact_for_long_rows_of_large_tokens():
         fast = model(tokens).data
         plain, _ = model.forward_plain(tokens)
     np.testing.assert_allclose(fast, plain.data, rtol=1e-12, atol=1e-13)
+
+
+# -- pinned by a mutation run of the maths core: the tests above compare the model's fast
+# -- path with its own plain path, so a change to the architecture in both went unnoticed
+# -- (only the optional PyTorch test would see it) -----------------------------------------
+
+def reference_logits(state: dict, tokens: np.ndarray, heads: int) -> np.ndarray:
+    """The model of model.py's docstring, written again in plain float64 NumPy from its
+    state_dict: token + position embeddings, post-LayerNorm blocks of causal multi-head
+    attention and a GELU MLP, a final LayerNorm and the head read at the last position."""
+    from math import erf
+
+    def layer_norm(x, name):
+        centred = x - x.mean(-1, keepdims=True)
+        normed = centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + 1e-5)
+        return normed * state[f"{name}.weight"] + state[f"{name}.bias"]
+
+    def linear(x, name):
+        return x @ state[f"{name}.weight"].T + state[f"{name}.bias"]
+
+    def gelu(x):  # exact: x Phi(x)
+        return 0.5 * x * (1 + np.vectorize(erf)(x / np.sqrt(2)))
+
+    B, T = tokens.shape
+    x = state["token_embeddings.weight"][tokens] + state["position_embeddings.weight"][:T]
+    d = x.shape[-1]
+    for i in range(sum(1 for k in state if k.endswith("attn.in_proj_weight"))):
+        block = f"blocks.{i}"
+        qkv = x @ state[f"{block}.attn.in_proj_weight"].T + state[f"{block}.attn.in_proj_bias"]
+        q, k, v = (qkv[..., j * d:(j + 1) * d].reshape(B, T, heads, d // heads)
+                   .transpose(0, 2, 1, 3) for j in range(3))  # (B, H, T, d/H)
+        scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(d // heads)
+        scores = np.where(np.tril(np.ones((T, T), bool)), scores, -np.inf)  # causal
+        probs = np.exp(scores - scores.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        attended = (probs @ v).transpose(0, 2, 1, 3).reshape(B, T, d)
+        h = layer_norm(x + linear(attended, f"{block}.attn.out_proj"), f"{block}.attn_norm")
+        mlp = linear(gelu(linear(h, f"{block}.mlp.fc1")), f"{block}.mlp.fc2")
+        x = layer_norm(h + mlp, f"{block}.mlp_norm")
+    return linear(layer_norm(x[:, -1], "norm"), "head")
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_model_computes_its_docstrings_equations(layers):
+    model = small_model(seed=12, layers=layers)
+    for p in model.parameters():  # biases and norms away from their zero/one start
+        p.data += np.random.default_rng(13).standard_normal(p.shape) * 0.1
+    tokens = tokens_for(6)
+    expected = reference_logits(model.state_dict(), tokens, heads=SMALL["heads"])
+    with no_grad():
+        np.testing.assert_allclose(model(tokens).data, expected, rtol=1e-10, atol=1e-12)
+        logits, _ = model(tokens, return_attention=True)
+        np.testing.assert_allclose(logits.data, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_linear_initialises_weight_and_bias_as_pytorch_does():
+    from tinygrok.nn import Linear
+
+    layer = Linear(64, 256, np.random.default_rng(14))
+    bound = 1 / np.sqrt(64)  # U(-1/sqrt(in), 1/sqrt(in)) for both
+    for values in (layer.weight.data, layer.bias.data):
+        assert values.min() >= -bound and values.max() <= bound
+        assert values.min() < -0.9 * bound and values.max() > 0.9 * bound
+
+
+def test_layer_norm_module_has_pytorchs_eps_and_uses_the_one_given():
+    from tinygrok.nn import LayerNorm
+
+    assert LayerNorm(4).eps == 1e-5
+    x = Tensor(np.random.default_rng(15).standard_normal((3, 4)))
+    centred = x.data - x.data.mean(-1, keepdims=True)
+    expected = centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + 0.5)
+    np.testing.assert_allclose(LayerNorm(4, np.float64, eps=0.5)(x).data, expected, rtol=1e-12)
+
+
+def test_state_dict_is_a_copy_and_load_state_dict_copies_in_keeping_the_dtype():
+    model = small_model(dtype=np.float32, seed=16)
+    saved = model.state_dict()
+    before = saved["head.bias"].copy()
+    model.head.bias.data += 1  # training goes on after the checkpoint
+    np.testing.assert_array_equal(saved["head.bias"], before)
+    state = {k: v.astype(np.float64) for k, v in saved.items()}
+    model.load_state_dict(state)
+    assert all(p.dtype == np.float32 for p in model.parameters())
+    model.head.bias.data += 1
+    np.testing.assert_array_equal(state["head.bias"], before.astype(np.float64))
