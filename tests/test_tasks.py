@@ -357,3 +357,33 @@ def test_decode_refuses_tokens_and_labels_outside_the_vocabulary():
 def test_only_the_modular_tasks_have_a_modulus():
     assert [tasks.has_modulus(name) for name in TASK_NAMES] == [True, True, True, False]
     assert tasks.has_modulus("x_times_y")  # an unknown name (a foreign config) counts as modular
+
+
+# -- pinned by a mutation run of tasks.py: each test failed on a mutant the rest let through
+
+@pytest.mark.parametrize("name, first_pairs", [
+    ("x_plus_y", [(0, 0), (0, 1), (0, 2)]),
+    ("x_div_y", [(0, 1), (0, 2), (0, 3)]),
+    ("permutation", [(0, 0), (0, 1), (0, 2)]),
+])
+def test_examples_are_in_x_major_order(name, first_pairs):
+    # The order fixes which examples a seed's split puts in training: y-major order gives
+    # the same labels but another train set for the same seed.
+    task = make_task(name, 5)
+    x, y = task.inputs[:, 0] - 2, task.inputs[:, 2] - 2
+    assert list(zip(x[:3].tolist(), y[:3].tolist())) == first_pairs
+    assert np.all(np.diff(x) >= 0)  # x never goes back
+
+
+def test_zero_and_one_are_not_prime():
+    assert [n for n in range(-2, 12) if tasks.is_prime(n)] == [2, 3, 5, 7, 11]
+
+
+def test_a_table_with_an_answer_outside_the_elements_is_refused(monkeypatch):
+    def off_by_one(p):
+        x, y = tasks.modular_pairs(p)
+        return x, y, (x + y) % p + 1  # p itself for some pairs: no such element
+
+    monkeypatch.setitem(tasks.TASKS, "broken", tasks.Operation("+", off_by_one))
+    with pytest.raises(ValueError, match=r"element indices in 0\.\.4"):
+        make_task("broken", 5)
