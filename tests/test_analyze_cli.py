@@ -190,6 +190,7 @@ def test_a_run_folder_that_cannot_be_written_is_refused_before_the_analysis(
     def refuse(*args, **kwargs):  # what a folder we may not write into does (we may be root)
         raise PermissionError(13, "Permission denied")
 
+    # tempfile is the standard module: this patches it for the whole process, for this test
     monkeypatch.setattr("tinygrok.runfiles.tempfile.TemporaryFile", refuse)
     monkeypatch.setattr("tinygrok.analyze.analyze_run", lambda *args: pytest.fail("analysed"))
     assert_one_line_usage_error(invoke(directory), f"cannot write into {directory}")

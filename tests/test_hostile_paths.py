@@ -33,7 +33,7 @@ def assert_refused(result, text):
 @pytest.mark.parametrize("out, says", [
     ("dangling", "dangling is a symbolic link that leads to no folder"),
     ("dangling/run", "dangling is a symbolic link that leads to no folder"),
-    ("loop", "loop is a symbolic link that leads to no folder"),
+    ("loop", "cannot use loop (Too many levels of symbolic links)"),
     (TOO_LONG, "File name too long"),
     (f"new/{TOO_LONG}/run", "a folder name may have at most"),
 ])
@@ -55,9 +55,13 @@ def test_a_seed_too_long_for_the_default_folder_name_is_refused(tmp_path, monkey
     assert listing(tmp_path) == []  # no runs/ folder
 
 
-def test_a_sweep_whose_run_folder_names_are_too_long_is_refused(tmp_path):
+@pytest.mark.parametrize("too_long", ["run folder", "log file"])
+def test_a_sweep_whose_run_folder_or_log_names_are_too_long_is_refused(tmp_path, too_long):
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    digits = 300 if too_long == "run folder" else limit - len("x_plus_y-s")  # the log: + .log
     result = CliRunner().invoke(sweep_command, ["--out", str(tmp_path / "s"), "--tasks",
-                                                "x_plus_y", "--seeds", "9" * 300, "--", "--p", "7"])
+                                                "x_plus_y", "--seeds", "9" * digits, "--",
+                                                "--p", "7"])
     assert_refused(result, "--seeds: cannot create")
     assert listing(tmp_path) == []
 

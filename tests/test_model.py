@@ -346,8 +346,9 @@ def reference_logits(state: dict, tokens: np.ndarray, heads: int) -> np.ndarray:
 @pytest.mark.parametrize("layers", [1, 2])
 def test_the_model_computes_its_docstrings_equations(layers):
     model = small_model(seed=12, layers=layers)
-    for p in model.parameters():  # biases and norms away from their zero/one start
-        p.data += np.random.default_rng(13).standard_normal(p.shape) * 0.1
+    rng = np.random.default_rng(13)
+    for p in model.parameters():  # biases and norms away from their zero/one start, each
+        p.data += rng.standard_normal(p.shape) * 0.1  # its own (so no two norms are equal)
     tokens = tokens_for(6)
     expected = reference_logits(model.state_dict(), tokens, heads=SMALL["heads"])
     with no_grad():

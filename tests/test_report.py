@@ -251,6 +251,7 @@ def test_an_unwritable_folder_without_out_is_one_line_and_nothing_is_computed(
     def refuse(*args, **kwargs):  # what a folder we may not write into does (we may be root)
         raise PermissionError(13, "Permission denied")
 
+    # tempfile is the standard module: this patches it for the whole process, for this test
     monkeypatch.setattr("tinygrok.runfiles.tempfile.TemporaryFile", refuse)
     monkeypatch.setattr("tinygrok.report.write_report", lambda *args: pytest.fail("computed"))
     result = CliRunner().invoke(report, [str(tmp_path)])

@@ -313,6 +313,7 @@ def test_run_files_from_a_cluster_are_written_logs_then_checkpoint_then_summary(
              "metrics.csv", "summary.json", "timing.csv"]
     sweep_module.write_run_files(tmp_path / "run", {name: b"" for name in names})
     assert sorted(written) == names
+    assert written[0] == "config.json"  # a folder without it would not be a run
     assert written[-2:] == ["checkpoint.npz", "summary.json"]
 
 
@@ -413,7 +414,7 @@ def test_ctrl_c_on_a_cluster_still_collects_runs_that_had_finished(monkeypatch):
 
     def ctrl_c_after_the_first(futures, timeout=None):
         futures = list(futures)
-        yield futures[0]
+        yield from futures[:1]
         if timeout is None:  # the main loop: Ctrl-C arrives before the second is handed out
             raise KeyboardInterrupt
         yield from futures[1:]

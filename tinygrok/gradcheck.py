@@ -33,7 +33,8 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-6, rtol: float = 1
         fn: takes the input tensors, returns a Tensor (any shape).
         inputs: float64 Tensors; those with ``requires_grad=True`` are checked.
         eps: step of the central difference.
-        atol, rtol: an element passes if |analytic - numeric| <= atol + rtol * |numeric|.
+        atol, rtol: an element passes if both gradients are finite and
+            |analytic - numeric| <= atol + rtol * |numeric|.
         seed: seeds the random projection R used for non-scalar outputs.
         raise_on_failure: raise ``GradcheckError`` with a report, else return False.
 

@@ -128,7 +128,8 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 def checked_out_folder(out: str) -> Path:
     """An --out given on the command line, as a Path; click.BadParameter if it is empty or
     cannot be created or written (the run command checks its --out with
-    ``check_writable``; the sweep and the report check theirs with this)."""
+    ``check_writable``; the sweep and the report check theirs with this, and the report
+    its FOLDER too when it writes there)."""
     if out == "":
         raise click.BadParameter("must name a folder, not be empty", param_hint="--out")
     check_writable(Path(out))
@@ -141,23 +142,17 @@ def check_writable(out: Path) -> None:
     A name too long for the filesystem, a folder this user may not look into, or a symbolic
     link that leads to no folder is refused here too, not when the folder is created after
     the kernels have been compiled."""
+    existing = nearest_existing(out)
+    if existing == out and not out.is_dir():
+        raise click.BadParameter(f"{out} exists and is not a folder", param_hint="--out")
     try:
-        if out.exists() and not out.is_dir():
-            raise click.BadParameter(f"{out} exists and is not a folder", param_hint="--out")
-        existing = out
-        while not existing.exists():
-            if existing.is_symlink():  # to nothing, or a loop of links: mkdir would fail on it
-                raise click.BadParameter(f"{existing} is a symbolic link that leads to no "
-                                         f"folder", param_hint="--out")
-            existing = existing.parent
         longest = os.pathconf(existing, "PC_NAME_MAX")  # for the names still to be created
-        for name in out.parts[len(existing.parts):]:
-            if len(os.fsencode(name)) > longest:
-                raise click.BadParameter(f"cannot create {out}: a folder name may have at most "
-                                         f"{longest} bytes here", param_hint="--out")
-    except OSError as error:  # raised by exists() for anything but "no such file"
-        raise click.BadParameter(f"cannot use {out} ({error.strerror})",
-                                 param_hint="--out") from None
+    except (OSError, ValueError):  # the system does not say
+        longest = None
+    for name in out.parts[len(existing.parts):]:
+        if longest is not None and len(os.fsencode(name)) > longest:
+            raise click.BadParameter(f"cannot create {out}: a folder name may have at most "
+                                     f"{longest} bytes here", param_hint="--out")
     try:  # os.access says yes to root everywhere; only a real write tells
         with tempfile.TemporaryFile(dir=existing):
             pass
@@ -166,6 +161,27 @@ def check_writable(out: Path) -> None:
         if existing != out:  # say which folder was asked for, not only where it failed
             problem = f"cannot create {out}: {problem}"
         raise click.BadParameter(problem, param_hint="--out") from None
+
+
+def nearest_existing(out: Path) -> Path:
+    """``out`` if it exists, else its closest parent that does. Asks ``os.stat`` itself:
+    ``Path.exists()`` hides some errors (and from Python 3.14 all of them) as "missing"."""
+    path = out
+    while True:
+        try:
+            os.stat(path)
+            return path
+        except (FileNotFoundError, NotADirectoryError):  # not there yet: look one level up
+            if os.path.islink(path):  # a link to nothing: creating the folder would fail
+                raise click.BadParameter(f"{path} is a symbolic link that leads to no "
+                                         f"folder", param_hint="--out") from None
+        except OSError as error:  # a loop of links, a name too long, no permission, ...
+            raise click.BadParameter(f"cannot use {out} ({error.strerror})",
+                                     param_hint="--out") from None
+        if path.parent == path:  # not even the top exists (the current folder was deleted)
+            raise click.BadParameter(f"cannot use {out}: none of the folders on its path "
+                                     f"exists", param_hint="--out")
+        path = path.parent
 
 
 # ---- one training process per run folder ----------------------------------------------------

@@ -340,9 +340,9 @@ def last_line(path: Path) -> str:
 
 
 def last_progress(log: Path) -> str:
-    """"at step 1500/7500", read from a run's last progress line in its log ("step
-    1500/7500  train acc ...", as ``run.Progress`` prints it), or "starting" before the
-    first one."""
+    """Where a run is, read from the last progress line in its log ("step 1500/7500  train
+    acc ...", as ``run.Progress`` prints it): "at step 1500/7500", or "starting" before the
+    first such line."""
     try:
         lines = log.read_text(errors="replace").splitlines()
     except OSError:
@@ -525,14 +525,14 @@ def read_run_files(directory: Path) -> dict[str, bytes]:
 
 def write_run_files(directory: Path, files: dict[str, bytes]) -> None:
     """Write {name: bytes} into ``directory``, each file atomically, in the order training
-    writes them: the logs, then checkpoint.npz, then summary.json. Stopped in between, the
-    folder is then never one whose checkpoint is ahead of its logs (which resume refuses)
-    or one that looks complete."""
+    writes them: config.json, the logs, checkpoint.npz, summary.json. Stopped in between,
+    the folder is then never one without config.json (not a run), one whose checkpoint is
+    ahead of its logs (which resume refuses) or one that looks complete."""
     from tinygrok.runfiles import write_atomically
 
-    last = {"checkpoint.npz": 1, "summary.json": 2}  # every other file comes first
+    order = {"config.json": -1, "checkpoint.npz": 1, "summary.json": 2}  # the logs are 0
     directory.mkdir(parents=True, exist_ok=True)
-    for name in sorted(files, key=lambda name: last.get(name, 0)):
+    for name in sorted(files, key=lambda name: order.get(name, 0)):
         write_atomically(directory / name, files[name])
 
 
@@ -781,14 +781,6 @@ def sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_r
         out = checked_out_folder(out)
     except click.BadParameter as error:
         raise SweepUsageError(f"--out: {error.message}") from None
-    longest = out / max((f"{task}-s{seed}" for task in tasks for seed in seeds), key=len)
-    try:  # a run folder's name too long for the filesystem (a huge seed)
-        if not longest.exists():
-            check_writable(longest)
-    except OSError as error:
-        raise SweepUsageError(f"--seeds: cannot create {longest} ({error.strerror})") from None
-    except click.BadParameter as error:
-        raise SweepUsageError(f"--seeds: {error.message}") from None
     if (out / "logs").exists() and not (out / "logs").is_dir():
         raise SweepUsageError(f"--out: {out / 'logs'} is a file; the sweep keeps its runs' "
                               f"logs in a folder of that name")
@@ -796,6 +788,13 @@ def sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_r
         check_writable(out / "logs")
     except click.BadParameter as error:
         raise SweepUsageError(f"--out: {error.message}") from None
+    longest = max((f"{task}-s{seed}" for task in tasks for seed in seeds), key=len)
+    for path in (out / longest, out / "logs" / f"{longest}.log"):  # a huge seed's names
+        try:
+            if not os.path.lexists(path):  # not made yet: its name must fit
+                check_writable(path)
+        except click.BadParameter as error:
+            raise SweepUsageError(f"--seeds: {error.message}") from None
     if scheduler is not None and not scheduler.strip():
         raise SweepUsageError("--scheduler: must name a scheduler, tcp://HOST:PORT (leave it "
                               "out to run here)")

@@ -400,8 +400,9 @@ def run_state(out_dir: Path) -> str:
     or 'foreign' (files, but no config.json that a run wrote: another project's folder,
     or a run whose config.json was lost, which nothing here overwrites).
 
-    A damaged summary.json (unreadable, or without ``runfiles.SUMMARY_KEYS``) does not make a run
-    complete: resuming it from its last checkpoint (at the final step) writes it again."""
+    A damaged summary.json (unreadable, or not what ``runfiles.is_summary`` accepts: a key
+    missing or of the wrong type) does not make a run complete: resuming it from its last
+    checkpoint (at the final step) writes it again."""
     out = Path(out_dir)
     if not out.is_dir() or all(_is_leftover(path) for path in out.iterdir()):
         return "missing"

@@ -173,7 +173,7 @@ def read_metrics(csv_path, required=METRIC_COLUMNS):
     if not csv_path.is_file():
         raise RunDirectoryError(f"{csv_path.parent}: missing {csv_path.name}")
     try:
-        with open(csv_path, newline="") as f:
+        with open(csv_path, newline="", encoding="utf-8") as f:
             rows = [row for row in csv.reader(f) if row]
     except (UnicodeDecodeError, csv.Error) as error:  # not a text file of rows
         raise RunDirectoryError(f"{csv_path}: not a CSV text file ({error})") from None
@@ -231,7 +231,7 @@ def _read_json(json_path, required):
             raise RunDirectoryError(f"{json_path.parent}: missing {json_path.name}")
         return None
     try:
-        with open(json_path) as f:
+        with open(json_path, encoding="utf-8") as f:
             content = json.load(f)
     except ValueError as error:  # JSONDecodeError, or UnicodeDecodeError: not UTF-8 text
         raise RunDirectoryError(f"{json_path}: not valid JSON ({error})") from None
