@@ -97,3 +97,25 @@ def test_the_thread_limit_names_numba_num_threads_when_that_sets_it(monkeypatch)
     monkeypatch.delenv("NUMBA_NUM_THREADS")
     with pytest.raises(ValueError, match=r"\(the cores of this machine\)"):
         threads.set_threads(threads.available_threads() + 1)
+
+
+def test_a_write_that_fails_leaves_no_temporary_file_and_names_the_file(tmp_path):
+    from tinygrok.runfiles import write_atomically
+
+    (tmp_path / "summary.json").mkdir()  # in the way of the rename
+    with pytest.raises(IsADirectoryError) as failed:
+        write_atomically(tmp_path / "summary.json", b"{}")
+    assert failed.value.filename == str(tmp_path / "summary.json")
+    assert listing(tmp_path) == ["summary.json"]
+
+
+def test_analyze_and_report_say_which_file_they_could_not_write(tmp_path):
+    directory = write_synthetic_run(tmp_path / "runs")
+    (directory / "analysis.json").mkdir()
+    assert_refused(CliRunner().invoke(analyze_command, [str(directory), "--no-figures"]),
+                   f"cannot write {directory / 'analysis.json'}: Is a directory")
+    (tmp_path / "runs" / "report.md").mkdir()
+    assert_refused(CliRunner().invoke(report_command, [str(tmp_path / "runs"),
+                                                       "--no-analyze-missing"]),
+                   f"cannot write {tmp_path / 'runs' / 'report.md'}: Is a directory")
+    assert not [p for p in listing(tmp_path) if p.endswith(".tmp")]

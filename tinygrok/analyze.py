@@ -86,12 +86,15 @@ def analyze_command(run_dir, no_figures, threshold, clusters):
         raise RunDirectoryUsageError(f"--clusters {clusters}: this run has {heads} heads to "
                                      f"cluster; give at most {heads}")
     analysis = analyze_run(run, Settings(emergence_similarity=threshold, clusters=clusters))
-    json_path = write_json(run.path / "analysis.json", analysis.report)
-    figures = []
-    if not no_figures:
-        from tinygrok.plots import make_figures  # matplotlib only when figures are wanted
+    try:  # the checks above cannot foresee everything (a full disk, a folder in the way)
+        json_path = write_json(run.path / "analysis.json", analysis.report)
+        figures = []
+        if not no_figures:
+            from tinygrok.plots import make_figures  # matplotlib only when figures are wanted
 
-        figures = make_figures(run, analysis)
+            figures = make_figures(run, analysis)
+    except OSError as error:  # each file is whole or not there (runfiles.write_atomically)
+        raise RunDirectoryUsageError(f"cannot write {error.filename}: {error.strerror}") from None
     click.echo(summary_text(analysis.report))
     where = f" and {len(figures)} figures in {run.path / 'figures'}" if figures else ""
     click.echo(f"wrote {json_path}{where}")

@@ -532,6 +532,8 @@ def main(folder, out, analyze_missing):
         click.echo("\ninterrupted: each file is whole, but figure1.png may be newer than "
                    "report.md; run the command again", err=True)
         sys.exit(130)
+    except OSError as error:  # a full disk, a folder named report.md, ...: files are whole
+        raise ReportUsageError(f"cannot write {error.filename}: {error.strerror}") from None
     click.echo(table_1(written["groups"]))
     for note in written["notes"]:
         click.echo(f"\n{note.replace('**', '')}")
