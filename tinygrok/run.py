@@ -331,7 +331,7 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
     try:
         if resume:
             try:  # read every file now: a damaged run is refused before anything starts
-                Run(config, out).load_checkpoint()
+                Run(config, out).load_checkpoint()  # a throwaway Run; train() makes its own
             except DamagedRun as damage:
                 raise click.UsageError(str(damage)) from None
         modulus = f" (p={config.p})" if has_modulus(config.task) else ""
