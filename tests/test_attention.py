@@ -630,3 +630,32 @@ def test_causal_must_be_a_bool():
     q = np.zeros((1, 1, 2, 4))
     with pytest.raises(TypeError, match="causal must be True or False, got 'no'"):
         attention(q, q, q, causal="no")  # bool("no") is True: it would have masked
+
+
+# -- pinned by a mutation run of the kernels: the softmax's shift by the row's largest score
+# -- was never tested where it matters, on scores far apart -------------------------------
+
+@pytest.mark.parametrize("largest", ["first", "last"])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("dtype, spread", [(np.float32, 1000.0), (np.float64, 5000.0)])
+def test_scores_far_apart_give_finite_exact_probabilities(dtype, spread, causal, largest):
+    """Scores hundreds (float32) or thousands (float64) apart, each row's largest on the
+    first or the last key the query sees: without the shift, or with a shift that misses
+    one of those keys or is not scaled, e^score overflows and the row turns to NaN."""
+    T, d = 4, 8
+    q = np.zeros((1, 1, T, d), dtype)
+    q[..., 0] = spread
+    k = np.zeros((1, 1, T, d), dtype)
+    k[..., 0] = np.arange(T) if largest == "last" else np.arange(T)[::-1]  # x spread/sqrt(d)
+    v = np.random.default_rng(50).standard_normal((1, 1, T, d)).astype(dtype)
+    with no_grad():
+        out, probs = attention(Tensor(q), Tensor(k), Tensor(v), causal=causal)
+        ref_out, ref_probs = attention_reference(Tensor(q), Tensor(k), Tensor(v),
+                                                 causal=causal)
+    assert np.all(np.isfinite(out.data)) and np.all(np.isfinite(probs))
+    if largest == "first":
+        np.testing.assert_array_equal(probs.argmax(-1)[0, 0], 0)
+    else:
+        np.testing.assert_array_equal(probs.argmax(-1)[0, 0], np.arange(T) if causal else T - 1)
+    assert_close(probs, ref_probs, dtype)
+    assert_close(out.data, ref_out.data, dtype)

@@ -132,7 +132,8 @@ def rows_added_in_order(weights, rows, count, dtype):
     return total
 
 
-@pytest.mark.parametrize("d", [1, 7, 8, 13, 32, 40, 71])  # 32-column blocks, 8s, leftovers
+# 32-column blocks, 8s (one, or two or three after the 32s: 24, 56), leftovers
+@pytest.mark.parametrize("d", [1, 7, 8, 13, 24, 32, 40, 56, 71])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_weighted_sum_of_rows_adds_the_rows_in_order(d, dtype):
     """Bit for bit, for counts from none to all rows, magnitudes from 1e-6 to 1e6."""

@@ -101,3 +101,13 @@ def test_the_scalar_code_handles_float64_too():
     expected = np.array([math.exp(v) for v in x])  # what the compiled float64 code calls
     exp_each_in_order(x, x.size)
     np.testing.assert_array_equal(x, expected)
+
+
+def test_exact_down_to_the_smallest_normal_float32_not_only_down_to_lowest():
+    """The range is pinned by the maths, not by the constant: every x from -87.3 (just
+    above ln of the smallest normal float32, about -87.3365) to -80 gives e^x within one
+    unit, and never 0. (A LOWEST moved to -80 would make the test above check less.)"""
+    x = np.linspace(-87.3, -80.0, 2001).astype(np.float32)
+    y = x.copy()
+    exp_in_kernel(y, y.size)
+    assert np.all(y > 0) and units_apart(y, exactly_rounded(x)).max() <= 1
