@@ -201,12 +201,11 @@ def read_metrics(csv_path, required=METRIC_COLUMNS):
                                         f"{column[bad[0]]}, not a finite number")
     metrics = {name: table[:, i] for i, name in enumerate(header)}
     metrics["step"] = metrics["step"].astype(np.int64)
-    if "step" in header:
-        backwards = np.flatnonzero(np.diff(metrics["step"]) <= 0)
-        if backwards.size:  # the phases are read along the steps in order
-            raise RunDirectoryError(f"{csv_path}: line {backwards[0] + 3}: step "
-                                    f"{metrics['step'][backwards[0] + 1]} does not come after "
-                                    f"{metrics['step'][backwards[0]]}")
+    backwards = np.flatnonzero(np.diff(metrics["step"]) <= 0)
+    if backwards.size:  # the phases are read along the steps in order
+        raise RunDirectoryError(f"{csv_path}: line {backwards[0] + 3}: step "
+                                f"{metrics['step'][backwards[0] + 1]} does not come after "
+                                f"{metrics['step'][backwards[0]]}")
     for name in ("train_acc", "val_acc"):
         if name in header:
             outside = np.flatnonzero((metrics[name] < 0) | (metrics[name] > 1))
