@@ -174,6 +174,7 @@ if not args.full:  # a sample: one tensor of each kind, the rest held fixed
 checked = {name for name, _ in named}
 for name, p in model.named_parameters():
     p.requires_grad = name in checked
-print(f"checking {sum(p.size for _, p in named)} numbers in {len(named)} parameter tensors")
+print(f"checking {sum(p.size for _, p in named)} numbers in {len(named)} parameter tensors "
+      f"(the model has {model.num_parameters()})")
 gradcheck(lambda *params: model.loss(tokens, labels)[0], [p for _, p in named])
 print("every checked gradient of the transformer matches its finite differences")

@@ -388,3 +388,25 @@ def test_state_dict_is_a_copy_and_load_state_dict_copies_in_keeping_the_dtype():
     assert all(p.dtype == np.float32 for p in model.parameters())
     model.head.bias.data += 1
     np.testing.assert_array_equal(state["head.bias"], before.astype(np.float64))
+
+
+def test_a_frozen_parameter_is_still_a_parameter_and_adamw_leaves_it_alone():
+    # As in PyTorch: requires_grad = False freezes a parameter (say, the embeddings, a
+    # common grokking experiment) without hiding it from the state dict or the count.
+    from tinygrok.adamw import AdamW
+    model = small_model(dtype=np.float64, seed=17)
+    names = [name for name, _ in model.named_parameters()]
+    count = model.num_parameters()
+    model.token_embeddings.weight.requires_grad = False
+    assert [name for name, _ in model.named_parameters()] == names
+    assert "token_embeddings.weight" in model.state_dict()
+    assert model.num_parameters() == count == sum(p.size for p in model.state_dict().values())
+    model.load_state_dict(model.state_dict())  # a frozen model's state loads back
+    frozen, head = model.token_embeddings.weight.data.copy(), model.head.weight.data.copy()
+    optimizer = AdamW(model.parameters(), lr=1e-2, warmup_steps=0)
+    model.zero_grad()
+    model.loss(np.array([[1, 0, 2, 3], [2, 0, 1, 3]]), np.array([0, 1]))[0].backward()
+    assert model.token_embeddings.weight.grad is None
+    optimizer.step()
+    np.testing.assert_array_equal(model.token_embeddings.weight.data, frozen)
+    assert not np.array_equal(model.head.weight.data, head)  # the others did train

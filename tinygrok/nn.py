@@ -1,7 +1,9 @@
 """Layers with parameters: Linear, Embedding, LayerNorm and the MLP of a transformer block.
 
-A ``Module`` keeps its parameters as Tensor attributes (``requires_grad=True``) and its
-sub-layers as Module attributes or lists of Modules. ``named_parameters()`` walks them in
+A ``Module`` keeps its parameters as Tensor attributes (made with ``requires_grad=True``)
+and its sub-layers as Module attributes or lists of Modules. A parameter frozen by setting
+``requires_grad = False`` is still a parameter, as in PyTorch: it stays in
+``named_parameters()`` and ``state_dict()``, and gets no gradient (so AdamW skips it). ``named_parameters()`` walks them in
 the order they were assigned and names each one the way PyTorch does
 (``blocks.0.mlp.fc1.weight``), which is what makes ``state_dict()`` loadable by an
 equivalent PyTorch model. Weights are stored with PyTorch's (out, in) shape too.
@@ -28,10 +30,11 @@ class Module:
     """Base class: parameter discovery, zero_grad, and a NumPy state dict."""
 
     def named_parameters(self, prefix: str = ""):
-        """Yield (name, Tensor) for every parameter, in assignment order."""
+        """Yield (name, Tensor) for every parameter (every Tensor attribute, frozen or not),
+        in assignment order."""
         for attr, value in vars(self).items():
             name = f"{prefix}{attr}"
-            if isinstance(value, Tensor) and value.requires_grad:
+            if isinstance(value, Tensor):
                 yield name, value
             elif isinstance(value, Module):
                 yield from value.named_parameters(prefix=f"{name}.")
@@ -70,6 +73,7 @@ class Module:
             p.data[...] = state[name]
 
     def num_parameters(self) -> int:
+        """How many numbers the parameters hold in all."""
         return int(sum(p.size for p in self.parameters()))
 
 
