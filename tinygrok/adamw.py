@@ -37,7 +37,7 @@ from numba import njit, prange
 
 
 @njit(cache=True, parallel=True)
-def _adamw_update(p, g, m, v, decay, b1, one_minus_b1, b2, one_minus_b2, step_size,
+def _adamw_update(p, g, m, v, shrink, b1, one_minus_b1, b2, one_minus_b2, step_size,
                   bias_correction2_sqrt, eps):
     """One AdamW update of every element, in place, in one pass over memory.
 
@@ -45,7 +45,7 @@ def _adamw_update(p, g, m, v, decay, b1, one_minus_b1, b2, one_minus_b2, step_si
     a loop in Numba instead of a dozen NumPy calls that each sweep the whole array.
     """
     for i in prange(p.size):
-        p[i] *= decay                                               # decoupled decay
+        p[i] *= shrink                                              # decay: 1 - lr wd
         m[i] = m[i] * b1 + g[i] * one_minus_b1                      # first moment
         v[i] = v[i] * b2 + g[i] * one_minus_b2 * g[i]               # second moment
         denominator = np.sqrt(v[i]) / bias_correction2_sqrt + eps

@@ -648,9 +648,6 @@ def transpose(a: Tensor, axes=None) -> Tensor:
     return out
 
 
-permute = transpose
-
-
 def _has_array_index(index) -> bool:
     """Does the index pick elements by integer arrays (which may pick one twice)? Inside
     an index tuple NumPy reads a list or a tuple as an array: ``a[(0, 0, 1), :]``."""
@@ -780,7 +777,7 @@ def gelu(a: Tensor) -> Tensor:
     Phi(a) = (1 + erf(a / sqrt 2)) / 2.   d/da = Phi(a) + a * phi(a),
     where phi(a) = exp(-a^2 / 2) / sqrt(2 pi) is the normal density.
     NumPy has no erf, so GELU runs in the Numba kernels of ``tinygrok.kernels`` (float64
-    with the exact erf, float32 with a polynomial erf good to 4e-7). When a gradient will
+    with the exact erf, float32 with a polynomial erf good to 4.4e-7). When a gradient will
     be wanted, the same pass also computes the slope d/da, so the backward is one multiply.
     """
     if not (_grad_enabled and a.requires_grad):  # new_node's rule for a gradient to flow
