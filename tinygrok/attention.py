@@ -163,9 +163,9 @@ def attention_reference(q, k, v, causal: bool = True, past=None):
 # 2. The kernels
 # --------------------------------------------------------------------------------------
 #
-# Layouts. q, k, v and dO arrive as they are, with any strides: the (B, H, T, d) views of
-# a fused QKV projection or of (B, T, H, d) heads, transposed views, broadcast gradients
-# with stride 0. In all but the transposed ones, the d numbers of one row x[b, h, j] are
+# Layouts. q, k, v and dO arrive as they are, with any strides: the model's (B, H, T, d)
+# views of (B, T, H, d) heads, transposed views, other slices. In all but the transposed
+# ones, the d numbers of one row x[b, h, j] are
 # adjacent in memory, even though the rows themselves are scattered. A kernel that knew
 # only "any strides" would have to fetch every number on its own, so each input reaches
 # the kernels as two things (``_flat_view`` makes them, without copying):
@@ -202,7 +202,7 @@ def attention_reference(q, k, v, causal: bool = True, past=None):
 #   sums sit side by side in one SIMD register, in vector instructions that lanes.py
 #   writes itself, since the compiler will not;
 # - the softmax's exp() runs on a whole chunk of pairs at once, sixteen float32 per
-#   instruction (``softmax_exp.exp_each``), instead of one call of the C library's expf
+#   vector step (``softmax_exp.exp_each``), instead of one call of the C library's expf
 #   per score: 0.91 of the time at T = 128 and 0.92-0.97 at T = 4 (forward + backward).
 #   Its results are within one unit in the last place of the exactly rounded exp for
 #   scores down to ln(FLT_MIN) = -87.34 below the row's largest, and 0 below that;

@@ -1,5 +1,5 @@
-"""Small fused Numba kernels behind three autograd ops: GELU, LayerNorm and the
-embedding's scatter-add. Each one does in a single pass what NumPy would do in many.
+"""Small fused Numba kernels behind the autograd ops GELU and LayerNorm, and the
+scatter-add that is the backward of a row lookup (``embedding`` and ``x[rows]``). Each one does in a single pass what NumPy would do in many.
 
 The maths of each op is written (and explained) next to its autograd op in
 ``tinygrok/autograd.py``; here is only how it is computed fast. Conventions:
@@ -201,7 +201,7 @@ def layer_norm_backward_input(grad_out: np.ndarray, weight: np.ndarray, xhat: np
     return grad_in.reshape(grad_out.shape)
 
 
-# -- Embedding backward: add each row's gradient into the row it was looked up from ---------
+# -- Row lookup backward (embedding, x[rows]): add each row's gradient where it came from -
 
 @njit(cache=True)
 def _scatter_add_rows(indices, rows, out):

@@ -1,4 +1,5 @@
-"""exp() for the softmax: many float32 numbers at once, sixteen per vector instruction.
+"""exp() for the softmax: many float32 numbers at once, sixteen lanes per vector step
+(one AVX-512 instruction, two on AVX2).
 
 The attention forward takes exp() of every visible score. Numba compiles ``math.exp``
 into one call of the C library's ``expf`` per number, which the compiler cannot turn into
