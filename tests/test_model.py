@@ -113,9 +113,9 @@ def test_first_block_projects_each_distinct_prefix_and_suffix_once():
     rows_projected = []
     project = model.blocks[0].attn._project
 
-    def spy(x, part, which=None):
+    def spy(x, part, row_of=None):
         rows_projected.append(x.shape[0])
-        return project(x, part, which)
+        return project(x, part, row_of)
 
     model.blocks[0].attn._project = spy  # this model only
     with no_grad():

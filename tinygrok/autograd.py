@@ -565,6 +565,8 @@ def _as_rows(a: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 # Reductions
 # --------------------------------------------------------------------------------------
+# ``sum`` and ``max`` are named as NumPy's (``ag.sum(t)``). In this file they therefore hide
+# Python's built-in sum() and max(): code here that wants those must write builtins.sum.
 
 def _normalise_axes(axis, ndim):
     if axis is None:

@@ -102,40 +102,41 @@ class MultiHeadAttention(Module):
         self.out_proj = Linear(dim, dim, rng, dtype)
         self.out_proj.bias.data[...] = 0
 
-    def _project(self, x: Tensor, part: int, which=None) -> Tensor:
+    def _project(self, x: Tensor, part: int, row_of=None) -> Tensor:
         """Queries (part 0), keys (1) or values (2) of x (B, S, d), split into heads:
         (B, H, S, d/H), a strided view that the attention kernels read without a copy of
         the whole array (each pair's rows are gathered into small buffers).
 
-        ``which``: x holds distinct rows only, and example n's positions are x[which[n]].
-        Each distinct row is projected once, then copied to its examples.
+        ``row_of``: x holds distinct rows only, and example n's positions are x[row_of[n]]
+        (an index map as ``distinct_rows`` returns). Each distinct row is projected once,
+        then copied to its examples.
         """
         d = x.shape[2]
         rows = slice(part * d, (part + 1) * d)  # this part's rows of the fused projection
         y = ag.linear(x, self.in_proj_weight[rows], self.in_proj_bias[rows])  # x W^T + b
-        if which is not None:
-            y = y[which]  # (B, S, d): one copy per example
+        if row_of is not None:
+            y = y[row_of]  # (B, S, d): one copy per example
         B, S = y.shape[:2]
         return y.reshape(B, S, self.heads, d // self.heads).transpose(0, 2, 1, 3)
 
-    def keys_and_values(self, x: Tensor, which=None) -> tuple[Tensor, Tensor]:
+    def keys_and_values(self, x: Tensor, row_of=None) -> tuple[Tensor, Tensor]:
         """Just the keys and values of x's positions, each (B, H, S, d/H)."""
-        return self._project(x, 1, which), self._project(x, 2, which)
+        return self._project(x, 1, row_of), self._project(x, 2, row_of)
 
-    def __call__(self, x: Tensor, past=None, last_query_only: bool = False, which=None):
+    def __call__(self, x: Tensor, past=None, last_query_only: bool = False, row_of=None):
         """Attention of the S positions in x (B, S, d).
 
         ``past``: optionally the keys and values of P earlier positions, a pair of
         (B, H, P, d/H) Tensors (a KV cache); x's positions then attend to those too.
         ``last_query_only``: compute the output of x's last position only.
-        ``which``: x holds distinct rows, and example n's positions are x[which[n]]
-        (B = len(which) examples); the projections run once per distinct row.
+        ``row_of``: x holds distinct rows, and example n's positions are x[row_of[n]]
+        (B = len(row_of) examples); the projections run once per distinct row.
 
         Returns the output (B, Sq, d), the probabilities (B, H, Sq, P + S) and the keys and
         values of x's S positions; Sq = S, or 1 with ``last_query_only``.
         """
-        q = self._project(x[:, -1:] if last_query_only else x, 0, which)
-        k, v = self.keys_and_values(x, which)
+        q = self._project(x[:, -1:] if last_query_only else x, 0, row_of)
+        k, v = self.keys_and_values(x, row_of)
         B, d = q.shape[0], x.shape[2]
         out, probs = attention(q, k, v, causal=True, past=past)  # (B, H, Sq, d/H)
         out = out.transpose(0, 2, 1, 3).reshape(B, out.shape[2], d)  # heads side by side
@@ -151,19 +152,24 @@ class Block(Module):
         self.mlp = MLP(dim, 4 * dim, rng, dtype)
         self.mlp_norm = LayerNorm(dim, dtype)
 
-    def __call__(self, x: Tensor, past=None, last_query_only: bool = False, which=None):
+    def __call__(self, x: Tensor, past=None, last_query_only: bool = False, row_of=None):
         """The block's output for x's positions, the attention probabilities, and the keys
         and values (arguments as for ``MultiHeadAttention``)."""
-        attended, probs, keys_values = self.attn(x, past, last_query_only, which)
-        if which is not None:
-            x = x[which]  # the residual stream, one row per example
+        attended, probs, keys_values = self.attn(x, past, last_query_only, row_of)
+        if row_of is not None:
+            x = x[row_of]  # the residual stream, one row per example
         residual = x[:, -1:] if last_query_only else x
         h = self.attn_norm(residual + attended)
         return self.mlp_norm(h + self.mlp(h)), probs, keys_values
 
 
 class Transformer(Module):
-    """Token + position embeddings, ``layers`` blocks, a final LayerNorm and a linear head."""
+    """Token + position embeddings, ``layers`` blocks, a final LayerNorm and a linear head.
+
+    ``max_len`` is the number of position rows, the longest input it accepts. It is 5, as
+    in the paper's "sequence length 5", although the inputs [x, o, y, =] use four: the
+    fifth row is never read: its gradient is zero, and it only shrinks under weight decay.
+    """
 
     def __init__(self, vocab_size: int, num_classes: int, d_model: int = 128, heads: int = 4,
                  layers: int = 2, max_len: int = 5, seed: int = 0, dtype=np.float32):
@@ -214,7 +220,10 @@ class Transformer(Module):
         return self.head(self.norm(x[:, -1])), patterns
 
     def forward(self, tokens: np.ndarray) -> Tensor:
-        """The logits, with the shortcuts of the module docstring (same values, less work)."""
+        """The logits, with the shortcuts of the module docstring (same values, less work).
+
+        Unlike PyTorch, call the model, ``model(tokens)``, rather than this: ``__call__``
+        checks the tokens, then picks this path or ``forward_plain``."""
         examples, example_of = distinct_rows(tokens)  # shortcut 4: each example once
         if len(examples) == len(tokens):
             return self.forward_distinct(tokens)
@@ -240,8 +249,8 @@ class Transformer(Module):
         x = self.embed(suffixes, first_position=P)
         for i, block in enumerate(self.blocks):
             last = i == len(self.blocks) - 1
-            which = suffix_of if i == 0 else None
-            x, _, _ = block(x, past=cache[i], last_query_only=last, which=which)
+            row_of = suffix_of if i == 0 else None
+            x, _, _ = block(x, past=cache[i], last_query_only=last, row_of=row_of)
         return self.head(self.norm(x[:, -1]))
 
     def loss(self, tokens: np.ndarray, labels: np.ndarray) -> tuple[Tensor, Tensor]:
