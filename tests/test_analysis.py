@@ -833,3 +833,28 @@ def test_choose_k_tries_2_to_n_minus_1_and_prefers_the_smaller_k_on_a_tie(monkey
     assert clustering.cluster_heads(nearly_equal)["chosen_by"] == "silhouette"
     monkeypatch.setattr(clustering, "silhouette_score", lambda points, labels: 0.5)
     assert clustering.choose_k(np.arange(10.0)[:, None], range(2, 5))[0] == 2
+
+
+@pytest.mark.parametrize("damage", ["nan accuracy", "wrong field count", "step backwards",
+                                    "accuracy above 1"])
+def test_a_damaged_metrics_row_is_named_by_its_line_in_the_file_blank_lines_counted(
+        tmp_path, damage):
+    # A hand-edited file may hold blank lines; the error must point at the line an editor
+    # shows, not at the row's index among the non-blank ones.
+    directory = write_synthetic_run(tmp_path)
+    lines = (directory / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    row = lines[5].split(",")
+    if damage == "nan accuracy":
+        row[header.index("val_acc")] = "nan"
+    elif damage == "wrong field count":
+        row.append("0")
+    elif damage == "step backwards":
+        row[header.index("step")] = lines[4].split(",")[header.index("step")]
+    else:
+        row[header.index("train_acc")] = "1.5"
+    lines[5] = ",".join(row)
+    lines[2:2] = ["", ""]  # two blank lines before it: the damaged row is now line 8
+    (directory / "metrics.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(RunDirectoryError, match="metrics.csv: line 8[: ]"):
+        load_run(directory)

@@ -174,20 +174,24 @@ def read_metrics(csv_path, required=METRIC_COLUMNS):
         raise RunDirectoryError(f"{csv_path.parent}: missing {csv_path.name}")
     try:
         with open(csv_path, newline="", encoding="utf-8") as f:
-            rows = [row for row in csv.reader(f) if row]
+            reader = csv.reader(f)  # line_num: the file's line, blank lines counted
+            numbered = [(reader.line_num, row) for row in reader if row]
     except (UnicodeDecodeError, csv.Error) as error:  # not a text file of rows
         raise RunDirectoryError(f"{csv_path}: not a CSV text file ({error})") from None
     except OSError as error:  # say, no permission to read it
         raise RunDirectoryError(f"{csv_path}: cannot be read ({error.strerror})") from None
-    if not rows:
+    if not numbered:
         raise RunDirectoryError(f"{csv_path}: empty file (no header)")
-    header, body = rows[0], rows[1:]
+    header = numbered[0][1]
+    line_of = [line for line, _ in numbered[1:]]  # line_of[i]: the line of the i-th row
+    body = [row for _, row in numbered[1:]]
     missing = [c for c in required if c not in header]
     if missing:
         raise RunDirectoryError(f"{csv_path}: missing column(s) {', '.join(missing)}")
-    bad = [i + 2 for i, row in enumerate(body) if len(row) != len(header)]
+    bad = [i for i, row in enumerate(body) if len(row) != len(header)]
     if bad:
-        raise RunDirectoryError(f"{csv_path}: line {bad[0]} has the wrong number of fields")
+        raise RunDirectoryError(f"{csv_path}: line {line_of[bad[0]]} has the wrong number of "
+                                f"fields")
     try:
         table = np.array(body, dtype=np.float64).reshape(len(body), len(header))
     except ValueError as error:
@@ -197,20 +201,20 @@ def read_metrics(csv_path, required=METRIC_COLUMNS):
             column = table[:, header.index(name)]
             bad = np.flatnonzero(~np.isfinite(column))
             if bad.size:
-                raise RunDirectoryError(f"{csv_path}: line {bad[0] + 2}: {name} is "
+                raise RunDirectoryError(f"{csv_path}: line {line_of[bad[0]]}: {name} is "
                                         f"{column[bad[0]]}, not a finite number")
     metrics = {name: table[:, i] for i, name in enumerate(header)}
     metrics["step"] = metrics["step"].astype(np.int64)
     backwards = np.flatnonzero(np.diff(metrics["step"]) <= 0)
     if backwards.size:  # the phases are read along the steps in order
-        raise RunDirectoryError(f"{csv_path}: line {backwards[0] + 3}: step "
+        raise RunDirectoryError(f"{csv_path}: line {line_of[backwards[0] + 1]}: step "
                                 f"{metrics['step'][backwards[0] + 1]} does not come after "
                                 f"{metrics['step'][backwards[0]]}")
     for name in ("train_acc", "val_acc"):
         if name in header:
             outside = np.flatnonzero((metrics[name] < 0) | (metrics[name] > 1))
             if outside.size:
-                raise RunDirectoryError(f"{csv_path}: line {outside[0] + 2}: {name} is "
+                raise RunDirectoryError(f"{csv_path}: line {line_of[outside[0]]}: {name} is "
                                         f"{metrics[name][outside[0]]}, not a fraction in [0, 1]")
     return metrics
 
