@@ -282,7 +282,8 @@ def invoke(*args):
     (["--lr", "inf"], "not a finite number"),
     (["--weight-decay", "nan"], "not a finite number"),
     (["--train-frac", "nan"], "not a finite number"),
-    (["--train-frac", "0.0001"], "leaves an empty train or validation split"),
+    (["--train-frac", "0.0001"], "Invalid value for --train-frac: 0.0001 of the 9312 "
+                                 "examples leaves the train or the validation split empty"),
     (["--p", "100003"], "memory, most of it for the task's table of pairs"),
     (["--batch-size", "100000000"], "memory, most of it for the activations"),
     (["--d-model", "200000", "--heads", "1"], "memory, most of it for the model"),

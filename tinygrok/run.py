@@ -24,7 +24,7 @@ import click
 
 from tinygrok import runfiles
 from tinygrok import threads as thread_control
-from tinygrok.tasks import TASK_NAMES, has_modulus, is_prime
+from tinygrok.tasks import TASK_NAMES, EmptySplit, has_modulus, is_prime
 from tinygrok.train import (CHECKPOINT, SUMMARY, DamagedRun, Interrupted, NonFiniteLoss, Run,
                             TrainConfig, run_state, saved_settings, train, warm_up_kernels)
 
@@ -75,6 +75,12 @@ def check_settings(config: TrainConfig, p_given: bool = False) -> None:
                                  f"{config.d_model}", param_hint="--heads")
     try:
         config.validate()
+    except EmptySplit as error:
+        n = error.num_examples
+        raise click.BadParameter(f"{error.train_frac} of the {n} examples leaves the train or "
+                                 f"the validation split empty; the train split takes "
+                                 f"floor(fraction x {n}) of them, and each side needs one",
+                                 param_hint="--train-frac") from None
     except ValueError as error:
         raise click.UsageError(str(error)) from None
 

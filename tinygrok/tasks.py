@@ -250,6 +250,15 @@ def make_task(name, p=97):
 # ---- split and batches ----------------------------------------------------------------------
 
 
+class EmptySplit(ValueError):
+    """A train fraction that leaves the train or the validation split without an example."""
+
+    def __init__(self, train_frac, num_examples: int):
+        super().__init__(f"train_frac {train_frac} of {num_examples} examples leaves an empty "
+                         f"train or validation split")
+        self.train_frac, self.num_examples = train_frac, num_examples
+
+
 def split(task_or_num_examples, train_frac=0.5, seed=0):
     """Seeded train/validation split of all example indices.
 
@@ -265,8 +274,7 @@ def split(task_or_num_examples, train_frac=0.5, seed=0):
         raise ValueError(f"train_frac must be strictly between 0 and 1 (got {train_frac!r})")
     num_train = math.floor(train_frac * n)
     if not 0 < num_train < n:
-        raise ValueError(f"train_frac {train_frac} of {n} examples leaves an empty train or "
-                         f"validation split")
+        raise EmptySplit(train_frac, n)
     order = np.random.default_rng(seed).permutation(n)
     return order[:num_train], order[num_train:]
 
