@@ -119,3 +119,14 @@ def test_analyze_and_report_say_which_file_they_could_not_write(tmp_path):
                                                        "--no-analyze-missing"]),
                    f"cannot write {tmp_path / 'runs' / 'report.md'}: Is a directory")
     assert not [p for p in listing(tmp_path) if p.endswith(".tmp")]
+
+
+def test_a_run_where_the_system_has_no_pathconf_or_file_locks(tmp_path, monkeypatch):
+    # Windows has neither os.pathconf nor fcntl; checking --out raised AttributeError there.
+    from tinygrok import runfiles
+    monkeypatch.delattr(os, "pathconf")
+    monkeypatch.setattr(runfiles, "fcntl", None)
+    out = tmp_path / "new" / "run"
+    result = CliRunner().invoke(run_command, [*TINY, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "summary.json").is_file()

@@ -156,8 +156,8 @@ def check_writable(out: Path) -> None:
         raise click.BadParameter(f"{out} exists and is not a folder", param_hint="--out")
     try:
         longest = os.pathconf(existing, "PC_NAME_MAX")  # for the names still to be created
-    except (OSError, ValueError):  # the system does not say
-        longest = None
+    except (OSError, ValueError, AttributeError):  # the system does not say (Windows has
+        longest = None                               # no os.pathconf at all)
     for name in out.parts[len(existing.parts):]:
         if longest is not None and len(os.fsencode(name)) > longest:
             raise click.BadParameter(f"cannot create {out}: a folder name may have at most "
