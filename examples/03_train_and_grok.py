@@ -14,14 +14,16 @@ again, to 22 by the time validation accuracy takes off. (The shaded "memorizatio
 ends when validation accuracy passes 0.5, analysis/phases.py.) The fast run's curves also
 have sharp spikes, where accuracy drops for a step or two and recovers: its large learning
 rate makes Adam overshoot now and then. (The paper's setup, ``--full``, has such spikes too,
-less often: on seed 0, 24 of its 698 logged steps after memorisation had training accuracy
+less often: on seed 0, 25 of its 698 logged steps after memorisation had training accuracy
 below 0.95.)
 
 What you will learn: the training loop's pieces (model, AdamW, batches, the run directory),
 how the phases are read off the accuracy curves, and how to load a run afterwards.
 
 By default a small fast configuration (see _quick_run.py: d_model 32, p = 23, 1,500 steps,
-lr 3e-3, weight decay 1.0): about half a minute with one thread on a 2-core machine.
+lr 3e-3, weight decay 1.0): about 5 s of training on an idle 2-core machine (25 s for the
+first run, which compiles the kernels); far longer if another program holds a core and
+you do not pass --threads 1.
 ``--full`` trains with the paper's setup instead: x / y mod 97, d_model 128, 7,500 steps of batch
 512 (far longer: minutes to an hour depending on the CPU). Either run is kept in
 <out>/runs/ and reused by examples 04-06; run this again and it is loaded, not retrained.

@@ -11,9 +11,8 @@ Two configurations:
   256, learning rate 3e-3 and weight decay 1.0, 1,500 steps. It memorises its 264 training
   pairs by about step 170 and groks (validation accuracy > 0.99) at step 1,280 (seed 0;
   seeds 1, 2 and 3 grokked at steps 1,150, 1,150 and 1,140; measured with one thread, and
-  seed 0 gave 1,280 with two threads too). With one thread it
-  trained in 27-35 s on the shared 2-core machine it was tuned on (41 s when that machine
-  was heavily loaded).
+  seed 0 gave 1,280 with two threads too). With one thread its 1,500 steps take about
+  5 s on the 2-core AVX-512 machine (27-35 s on the older machine it was tuned on).
 - ``FULL``: the paper's experiment, x / y mod 97, d_model 128, 7,500 steps of batch 512
   (``TrainConfig()``'s defaults). Minutes to an hour on a laptop CPU; the examples use it
   with ``--full``.
@@ -148,6 +147,9 @@ def get_run(config: TrainConfig, runs_dir: Path, name: str | None = None) -> Pat
     modulus = f"p={config.p}, " if has_modulus(config.task) else ""
     print(f"{verb} {config.task} ({modulus}d_model={config.d_model}, {config.steps} "
           f"steps) into {out} ...")
+    note = threads.busy_machine_note(threads.current_threads())  # as the run command says
+    if note:
+        print(note, file=sys.stderr)
     warm_up_kernels()  # compile the Numba kernels now, so the timing below is training only
     started = time.perf_counter()
     every = max(config.steps // 10, config.log_every)

@@ -133,3 +133,29 @@ def test_an_interrupted_run_resumes_with_its_own_thread_count(tmp_path, monkeypa
         assert current_threads() == 1 and run_state(tmp_path / "run") == "complete"
     finally:
         set_threads(before)
+
+
+@pytest.mark.parametrize("others, noted", [(5, True), (0, False)])
+def test_an_example_about_to_train_on_a_busy_machine_says_so(tmp_path, monkeypatch, capsys,
+                                                            others, noted):
+    """As ``python -m tinygrok.run`` does: with other programs on the cores, an example's
+    training can take many times longer than with --threads 1, and the student should know."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    from _quick_run import get_run
+
+    from tinygrok import threads
+    from tinygrok.train import TrainConfig
+
+    monkeypatch.setattr(threads, "other_running_threads", lambda: others)
+    before = threads.current_threads()
+    try:
+        threads.set_threads(threads.available_threads())
+        config = TrainConfig(task="x_plus_y", p=7, steps=10, batch_size=16, d_model=8,
+                             heads=2, log_every=5, probe_size=3)
+        get_run(config, tmp_path, name="run")
+    finally:
+        threads.set_threads(before)
+    said = capsys.readouterr().err
+    noted = noted and threads.available_threads() > 1  # one thread waits for no other
+    assert ("note: other programs keep" in said) == noted
+    assert ("--threads 1 avoids that" in said) == noted
