@@ -97,3 +97,15 @@ def test_restore_puts_the_handlers_back_and_honours_a_signal_python_dropped(monk
     finally:
         for number, handler in before.items():
             signal.signal(number, handler)
+
+
+def test_python_m_tinygrok_lists_the_commands_that_exist():
+    import importlib
+
+    from tinygrok.__main__ import COMMANDS
+    result = subprocess.run([sys.executable, "-m", "tinygrok"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    for name, _ in COMMANDS:
+        assert f"python -m tinygrok.{name} " in result.stderr
+        assert callable(importlib.import_module(f"tinygrok.{name}").main)
