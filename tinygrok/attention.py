@@ -165,10 +165,10 @@ def attention_reference(q, k, v, causal: bool = True, past=None):
 #
 # Layouts. q, k, v and dO arrive as they are, with any strides: the model's (B, H, T, d)
 # views of (B, T, H, d) heads, transposed views, other slices. In all but the transposed
-# ones, the d numbers of one row x[b, h, j] are
-# adjacent in memory, even though the rows themselves are scattered. A kernel that knew
-# only "any strides" would have to fetch every number on its own, so each input reaches
-# the kernels as two things (``_flat_view`` makes them, without copying):
+# ones, the d numbers of one row x[b, h, j] are adjacent in memory, even though the rows
+# themselves are scattered. A kernel that knew only "any strides" would have to fetch every
+# number on its own, so each input reaches the kernels as two things (``_flat_view`` makes
+# them, without copying):
 #   - ``flat``: the memory the array spans, as a 1-D contiguous array (a view), and
 #   - ``at = (origin, sb, sh, sj, sc)``: x[b, h, j, c] is flat[origin + b sb + h sh + j sj
 #     + c sc] (strides counted in elements).

@@ -1,5 +1,6 @@
 """Small fused Numba kernels behind the autograd ops GELU and LayerNorm, and the
-scatter-add that is the backward of a row lookup (``embedding`` and ``x[rows]``). Each one does in a single pass what NumPy would do in many.
+scatter-add that is the backward of a row lookup (``embedding`` and ``x[rows]``). Each one
+does in a single pass what NumPy would do in many.
 
 The maths of each op is written (and explained) next to its autograd op in
 ``tinygrok/autograd.py``; here is only how it is computed fast. Conventions:

@@ -168,7 +168,7 @@ class Transformer(Module):
 
     ``max_len`` is the number of position rows, the longest input it accepts. It is 5, as
     in the paper's "sequence length 5", although the inputs [x, o, y, =] use four: the
-    fifth row is never read: its gradient is zero, and it only shrinks under weight decay.
+    fifth row is never read, so its gradient is zero and weight decay only shrinks it.
     """
 
     def __init__(self, vocab_size: int, num_classes: int, d_model: int = 128, heads: int = 4,
@@ -222,8 +222,8 @@ class Transformer(Module):
     def forward(self, tokens: np.ndarray) -> Tensor:
         """The logits, with the shortcuts of the module docstring (same values, less work).
 
-        Unlike PyTorch, call the model, ``model(tokens)``, rather than this: ``__call__``
-        checks the tokens, then picks this path or ``forward_plain``."""
+        As in PyTorch, call the model, ``model(tokens)``, not this: ``__call__`` checks the
+        tokens (this does not), then picks this path or ``forward_plain``."""
         examples, example_of = distinct_rows(tokens)  # shortcut 4: each example once
         if len(examples) == len(tokens):
             return self.forward_distinct(tokens)

@@ -3,10 +3,11 @@
 A ``Module`` keeps its parameters as Tensor attributes (made with ``requires_grad=True``)
 and its sub-layers as Module attributes or lists of Modules. A parameter frozen by setting
 ``requires_grad = False`` is still a parameter, as in PyTorch: it stays in
-``named_parameters()`` and ``state_dict()``, and gets no gradient (so AdamW skips it). ``named_parameters()`` walks them in
-the order they were assigned and names each one the way PyTorch does
-(``blocks.0.mlp.fc1.weight``), which is what makes ``state_dict()`` loadable by an
-equivalent PyTorch model. Weights are stored with PyTorch's (out, in) shape too.
+``named_parameters()`` and ``state_dict()``, and gets no gradient (so AdamW skips it).
+``named_parameters()`` walks them in the order they were assigned and names each one the
+way PyTorch does (``blocks.0.mlp.fc1.weight``), which is what makes ``state_dict()``
+loadable by an equivalent PyTorch model. Weights are stored with PyTorch's (out, in)
+shape too.
 
 Initialisation follows PyTorch's defaults for the same modules, so that training behaves
 like the experiment we reproduce:
