@@ -16,9 +16,11 @@ if not allocator.keep_freed_memory():
 def applied_in_a_fresh_interpreter(**environment) -> bool:
     """Whether the setting is on in a new Python that only imports the package (importing
     ``tinygrok.allocator`` runs the package's ``__init__`` first, and nothing else)."""
+    own = {name: value for name, value in os.environ.items()  # none of the caller's own
+           if not name.startswith("MALLOC_")}                  # malloc settings
     out = subprocess.run([sys.executable, "-c", "import tinygrok.allocator as a; print(a._done)"],
                          capture_output=True, text=True, check=True,
-                         env=dict(os.environ, **environment)).stdout.strip()
+                         env=dict(own, **environment)).stdout.strip()
     return out == "True"
 
 

@@ -385,10 +385,18 @@ def test_sigterm_stops_every_run_with_a_checkpoint_and_exits_143(tmp_path):
 
 def test_runs_on_a_local_dask_cluster_come_back_complete(tmp_path):
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                  dashboard_address=":0") as cluster:
-        result = run_sweep("--tasks", "x_plus_y", "--seeds", "0,1", "--out", str(tmp_path),
-                           "--scheduler", cluster.scheduler_address, *TINY)
+    # Before it starts a worker, dask's nanny writes MALLOC_TRIM_THRESHOLD_ and
+    # OMP/MKL/OPENBLAS_NUM_THREADS=1 into this process's own environment, where the later
+    # tests' subprocesses would inherit them: the environment is put back afterwards.
+    environment = dict(os.environ)
+    try:
+        with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                      dashboard_address=":0") as cluster:
+            result = run_sweep("--tasks", "x_plus_y", "--seeds", "0,1", "--out", str(tmp_path),
+                               "--scheduler", cluster.scheduler_address, *TINY)
+    finally:
+        os.environ.clear()
+        os.environ.update(environment)
     assert result.exit_code == 0, result.output
     for name in ("x_plus_y-s0", "x_plus_y-s1"):
         directory = tmp_path / name
