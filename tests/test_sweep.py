@@ -334,9 +334,11 @@ def test_cores_beyond_the_machines_are_capped_and_a_lone_run_gets_them_all(tmp_p
     assert f"--threads {cores} " in result.output  # one run to do, on every core
 
 
+@pytest.fixture
 def sweep_with_runs_in_their_loops(tmp_path):
     """A sweep of two runs, started as a terminal would start it, once both runs are
-    inside their training loops: the process, its options and the runs' logs."""
+    inside their training loops: the process, its options and the runs' logs. Whatever
+    the test does, the sweep and its runs are gone afterwards."""
     options = ["--tasks", "x_plus_y", "--seeds", "0,1", "--jobs", "2", "--out", str(tmp_path),
                *TINY, "--steps", "3000", "--log-every", "50", "--no-analyze"]
     # A process started in the background inherits SIGINT *ignored* (as CI may start us);
@@ -345,16 +347,29 @@ def sweep_with_runs_in_their_loops(tmp_path):
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     logs = [tmp_path / "logs" / f"x_plus_y-s{seed}.log" for seed in (0, 1)]
-    deadline = time.monotonic() + 60
-    while not all(log.is_file() and "step    500/" in log.read_text() for log in logs):
-        assert sweep_process.poll() is None, sweep_process.communicate()[0]
-        assert time.monotonic() < deadline, [log.read_text() for log in logs if log.is_file()]
-        time.sleep(0.2)
-    return sweep_process, options, logs
+    try:
+        # Generous: each run compiles the kernels first when their cache is cold (about
+        # 20 s alone, 40 s on a busy machine).
+        deadline = time.monotonic() + 300
+        while not all(log.is_file() and "step    500/" in log.read_text() for log in logs):
+            assert sweep_process.poll() is None, sweep_process.communicate()[0]
+            assert time.monotonic() < deadline, [log.read_text() for log in logs
+                                                 if log.is_file()]
+            time.sleep(0.2)
+        yield sweep_process, options, logs
+    finally:
+        if sweep_process.poll() is None:  # the test failed before the sweep ended:
+            sweep_process.terminate()     # it stops its runs, as tested below
+            try:
+                sweep_process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                sweep_process.kill()
+        sweep_process.communicate()
 
 
-def test_ctrl_c_stops_every_run_with_a_checkpoint_and_a_rerun_resumes(tmp_path):
-    sweep_process, options, logs = sweep_with_runs_in_their_loops(tmp_path)
+def test_ctrl_c_stops_every_run_with_a_checkpoint_and_a_rerun_resumes(
+        sweep_with_runs_in_their_loops, tmp_path):
+    sweep_process, options, logs = sweep_with_runs_in_their_loops
     sweep_process.send_signal(signal.SIGINT)
     output, _ = sweep_process.communicate(timeout=60)
     assert sweep_process.returncode == 130, output
@@ -370,8 +385,9 @@ def test_ctrl_c_stops_every_run_with_a_checkpoint_and_a_rerun_resumes(tmp_path):
         assert ("--resume" in log.read_text()) == (state == "resumable")
 
 
-def test_sigterm_stops_every_run_with_a_checkpoint_and_exits_143(tmp_path):
-    sweep_process, _, _ = sweep_with_runs_in_their_loops(tmp_path)
+def test_sigterm_stops_every_run_with_a_checkpoint_and_exits_143(
+        sweep_with_runs_in_their_loops, tmp_path):
+    sweep_process, _, _ = sweep_with_runs_in_their_loops
     sweep_process.send_signal(signal.SIGTERM)
     output, _ = sweep_process.communicate(timeout=60)
     assert sweep_process.returncode == 143, output  # as the run command exits on SIGTERM
