@@ -932,3 +932,68 @@ def test_the_summary_takes_each_number_from_the_right_place(tmp_path):
     assert capped.summary(1.0)["step_val_acc_99"] == 40  # the step budget
     early = run_with_logged_rows(tmp_path / "early", [0.1, 0.995, 1.0, 1.0])
     assert early.summary(1.0)["step_val_acc_99"] == 20  # the first step above, not the last
+
+
+def cross_entropy_and_accuracy(model, inputs, labels):
+    """The mean cross-entropy (in float64) and accuracy of ``model`` on these examples, in
+    one forward pass: the numbers a metrics row should hold, computed without train.py."""
+    from tinygrok.autograd import no_grad
+
+    with no_grad():
+        logits = model(inputs).data.astype(np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return (-log_probs[np.arange(len(labels)), labels].mean(),
+            (logits.argmax(axis=1) == labels).mean())
+
+
+def test_each_metrics_row_holds_the_numbers_of_its_own_window_and_of_the_validation_split(
+        tmp_path, monkeypatch):
+    """Computed here, independently: train loss and accuracy averaged over exactly the steps
+    since the row before (3, 3, then a short window of 1), each step's batch seen before its
+    update; validation loss and accuracy over the whole validation split (in uneven batches:
+    a full one, then a single example); the norm of every parameter."""
+    import copy
+
+    from tinygrok.tasks import sample_batch
+    from tinygrok.train import Run
+
+    per_step = []  # (loss, accuracy) of each step's batch, before the step's update
+    train_step = Run.train_step
+
+    def train_step_seen_from_outside(run):
+        batch = sample_batch(copy.deepcopy(run.batch_rng), run.train_idx, run.config.batch_size)
+        per_step.append(cross_entropy_and_accuracy(run.model, run.task.inputs[batch],
+                                                   run.task.labels[batch]))
+        return train_step(run)
+
+    monkeypatch.setattr(Run, "train_step", train_step_seen_from_outside)
+    rows = []
+
+    def check_row(run, row):
+        val = cross_entropy_and_accuracy(run.model, run.task.inputs[run.val_idx],
+                                         run.task.labels[run.val_idx])
+        norm = np.sqrt(sum((p.astype(np.float64) ** 2).sum()
+                           for p in run.model.state_dict().values()))
+        rows.append((row, val, norm))
+        assert len(run.val_idx) == num_val  # so the evaluation's batches are 24 and 1
+
+    num_val = 49 - int(0.5 * 49)  # x_plus_y mod 7: 49 pairs, half of them for training
+    config = tiny(steps=7, log_every=3, eval_batch_size=num_val - 1)
+    train(config, tmp_path / "run", on_log=check_row)
+    assert [row["step"] for row, _, _ in rows] == [3, 6, 7]
+    for (row, (val_loss, val_acc), norm), window in zip(rows, ([0, 1, 2], [3, 4, 5], [6])):
+        train_loss = np.mean([per_step[i][0] for i in window])
+        train_acc = np.mean([per_step[i][1] for i in window])
+        assert row["train_loss"] == pytest.approx(train_loss, rel=1e-5)
+        assert row["train_acc"] == pytest.approx(train_acc, abs=1e-12)
+        assert row["val_loss"] == pytest.approx(val_loss, rel=1e-5)
+        assert row["val_acc"] == pytest.approx(val_acc, abs=1e-12)
+        assert row["weight_norm"] == pytest.approx(norm, rel=1e-6)
+
+
+def test_the_summary_reports_the_last_validation_loss_not_the_lowest(tmp_path):
+    run = run_with_logged_rows(tmp_path, [0.1, 0.99, 0.995, 0.97])
+    for row, loss in zip(run.metrics, [2.0, 0.5, 0.7, 0.9]):
+        row["val_loss"] = loss
+    assert run.summary(1.0)["final_val_loss"] == 0.9
