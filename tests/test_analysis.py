@@ -181,6 +181,7 @@ def test_generalising_without_memorising_has_no_memorization_phase():
     assert phases["memorization"] is None and phases["transition"] is None
     assert phases["post_grokking"] == {"start": 30, "end": 100}
     assert any("without a memorization phase" in note for note in phases["notes"])
+    assert phases["grokked"] is True  # it generalised: grokked, though without memorising
 
 
 def test_training_accuracy_that_never_reaches_99_percent():
@@ -858,3 +859,42 @@ def test_a_damaged_metrics_row_is_named_by_its_line_in_the_file_blank_lines_coun
     (directory / "metrics.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(RunDirectoryError, match="metrics.csv: line 8[: ]"):
         load_run(directory)
+
+
+# -- claims on inputs where a wrong reading gives another verdict (each written against a
+# -- mutant that a mutation run of the analysis found alive) -------------------------------
+
+
+def test_claim_two_reads_the_end_of_the_transition_not_the_last_step():
+    phases = find_phases([10, 20, 30, 40, 50], [1] * 5, [0.1, 0.6, 1, 1, 1])  # 20 -> 30
+    timeline = any_timeline(np.zeros((2, 2)), np.ones((2, 2)), [1, 0.9, 0.5, 1.2, 1.2],
+                            [0.9, 0.95, 0.99, 0.999], steps=(10, 20, 30, 40, 50))
+    result = claims.clean_patterns_in_transition(phases, timeline, window=1)
+    assert result["at_transition_end"]["step"] == 30
+    assert result["holds"] is True  # at the last step (50) entropy had risen again
+
+
+def test_claim_two_an_entropy_that_stays_the_same_does_not_fall():
+    # one-hot rows at both ends: entropy 0 -> 0, while consistency rises
+    timeline = any_timeline(np.zeros((2, 2)), np.ones((2, 2)), np.zeros(4), [0.5, 0.6, 0.7])
+    result = claims.clean_patterns_in_transition(GROKKED, timeline, window=1)
+    assert result["consistency_rises"] is True
+    assert result["entropy_falls"] is False and result["holds"] is False
+
+
+def test_claim_three_window_holds_only_the_intervals_inside_it_and_the_default_threshold():
+    # ten steps: the window starts at step 70, so its intervals are 70-80 and 80-90 (0.995
+    # each); the interval 60-70 (0.9) ends inside it but began before, and stays out
+    chaotic = 0.9 * math.log(4)
+    timeline = any_timeline(np.full((2, 2), 90), np.ones((2, 2)), np.full(10, chaotic),
+                            [0.5] * 6 + [0.9, 0.995, 0.995], steps=np.arange(0, 100, 10))
+    result = claims.failed_run_stays_chaotic(FAILED, timeline)  # the default thresholds
+    assert result["consistency"] == pytest.approx(0.995)
+    assert result["thresholds"]["stable_consistency"] == 0.99
+    assert result["unstable"] is False and result["holds"] is False
+
+
+def test_claim_one_reports_the_earliest_emergence():
+    timeline = hand_timeline([[10, 20], [30, 40]], [[1.0, 0.95], [0.5, 0.4]],
+                             np.zeros(4), np.ones(3))
+    assert claims.position_patterns_first(GROKKED, timeline)["earliest_emergence_step"] == 10

@@ -363,3 +363,48 @@ def test_a_setting_missing_from_one_config_counts_as_differing():
     assert differing_settings([{"seed": 0, "weight_decay": 0.5}, {"seed": 1}]) == \
         {"weight_decay": [0.5, None]}
     assert grokked_count([{}]) == "0/1 seeds grokked"  # no "grokked" key: not grokked
+
+
+
+# -- Table 1 and the claims tally on inputs where a wrong count shows (each written against
+# -- a mutant that a mutation run of the report found alive) --------------------------------
+
+
+def test_table_1_averages_every_complete_seed_in_seed_order(tmp_path):
+    from tinygrok.report import group_by_task, task_statistics
+
+    def seed_run(seed, steps):
+        return RunRecord(tmp_path / f"x_plus_y-s{seed}", {"task": "x_plus_y", "seed": seed},
+                         {"final_train_acc": 1.0, "final_val_acc": 1.0,
+                          "step_val_acc_99": steps, "grokked": True}, None)
+
+    # folder names sort s10 < s2 < s3 < s4; seeds sort 2, 3, 4, 10
+    records = [seed_run(10, 1000), seed_run(2, 2000), seed_run(3, 3000), seed_run(4, 4000)]
+    ordered = group_by_task(records)["x_plus_y"]
+    assert [r.seed for r in ordered] == [2, 3, 4, 10]
+    statistics = task_statistics(ordered)
+    assert statistics["n"] == 4
+    assert statistics["step_val_acc_99"]["values"] == [2000, 3000, 4000, 1000]
+    assert statistics["step_val_acc_99"]["mean"] == 2500
+
+
+def test_the_claims_tally_counts_only_the_runs_where_a_claim_applies(tmp_path):
+    from tinygrok.report import claims_section
+
+    def run_with_claims(name, holds):
+        folder = tmp_path / name
+        folder.mkdir()
+        claims = {"position_patterns_first": {"holds": True, "reason": "r"},
+                  "clean_patterns_in_transition": {"holds": True, "reason": "r"},
+                  "failed_run_stays_chaotic": {"holds": holds, "reason": "r"}}
+        (folder / "analysis.json").write_text(json.dumps({"claims": claims}))
+        return RunRecord(folder, {"task": "x_plus_y", "seed": len(name)}, {"grokked": True},
+                         None)
+
+    # claim 3 holds for the failed run and does not apply to the one that grokked
+    text = claims_section({"x_plus_y": [run_with_claims("failed", True),
+                                        run_with_claims("grokked", None)]},
+                          analyze_missing=False)
+    assert "- Claim 3 (" in text
+    assert [line for line in text.splitlines() if line.startswith("- Claim 3 (")][0].endswith(
+        "holds in 1 of 1 runs where it applies.")
