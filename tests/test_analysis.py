@@ -898,3 +898,70 @@ def test_claim_one_reports_the_earliest_emergence():
     timeline = hand_timeline([[10, 20], [30, 40]], [[1.0, 0.95], [0.5, 0.4]],
                              np.zeros(4), np.ones(3))
     assert claims.position_patterns_first(GROKKED, timeline)["earliest_emergence_step"] == 10
+
+
+# -- the report's numbers, each at the step it names (each written against a mutant that a
+# -- mutation run of the analysis found alive) ---------------------------------------------
+
+
+def test_the_report_reads_each_number_at_the_step_it_names(grokking_run):
+    from tinygrok.analysis.run_analysis import Settings, phase_end_steps
+
+    run = load_run(grokking_run)
+    analysis = analyze_run(run)
+    report = analysis.report
+    # the synthetic run memorises at 130, starts its transition at 500 and groks at 640;
+    # its weight norm is 20 + 30 exp(-step / 400) (tests/synthetic_run.py)
+    assert phase_end_steps(analysis.phases) == [("memorization", 500), ("transition", 640),
+                                                ("post_grokking", 1000)]
+    norm = report["weight_norm"]
+    for key, step in (("at_memorization_start", 130), ("at_transition_start", 500),
+                      ("at_grok_step", 640)):
+        assert norm[key] == pytest.approx(20 + 30 * math.exp(-step / 400), rel=1e-9), key
+    # the heads are clustered on the patterns of the step each phase ends at
+    settings = Settings()
+    vectors = attention_metrics.pattern_vectors(run.patterns)
+    for label, step in (("memorization", 500), ("transition", 640), ("post_grokking", 1000)):
+        found = report["attention"]["clusters_at_phase_ends"][label]
+        expected = clustering.cluster_heads(vectors[list(run.attention_steps).index(step)],
+                                            settings.clusters, seed=settings.seed)
+        assert found["step"] == step
+        np.testing.assert_allclose(found["similarity"], expected["similarity"])
+    # the mid-transition Fourier snapshot: the embedding step nearest (500 + 640) / 2
+    assert report["fourier"]["snapshots"]["transition"]["step"] == 600
+
+
+def test_each_heads_final_numbers_are_its_own_at_the_last_logged_step(tmp_path):
+    # a failed run, whose patterns still change between the last two logged steps
+    analysis = analyze_run(load_run(write_synthetic_run(tmp_path, curve="fail")))
+    timeline = analysis.timeline
+    assert not np.allclose(timeline.position_score[-1], timeline.position_score[-2])
+    for head in analysis.report["attention"]["per_head"]:
+        where = (-1, head["layer"], head["head"])
+        assert head["final_entropy_last"] == pytest.approx(timeline.entropy_last[where])
+        assert head["final_entropy_mean"] == pytest.approx(timeline.entropy_mean[where])
+        assert head["final_position_score"] == pytest.approx(timeline.position_score[where])
+        assert head["final_consistency"] == pytest.approx(timeline.consistency[where])
+
+
+def test_an_unfinished_run_that_already_grokked_reports_its_grokking_step(grokking_run,
+                                                                           tmp_path):
+    import shutil
+
+    unfinished = tmp_path / grokking_run.name
+    shutil.copytree(grokking_run, unfinished)
+    (unfinished / "summary.json").unlink()
+    report = analyze_run(load_run(unfinished)).report
+    assert report["final"]["step_val_acc_99"] == 640
+
+
+def test_the_settings_consistency_window_reaches_the_claims(grokking_run):
+    from tinygrok.analysis.run_analysis import Settings
+
+    claim = analyze_run(load_run(grokking_run), Settings(consistency_window=1)).report[
+        "claims"]["clean_patterns_in_transition"]
+    default = analyze_run(load_run(grokking_run)).report["claims"][
+        "clean_patterns_in_transition"]
+    assert claim["thresholds"]["consistency_window"] == 1
+    assert (claim["at_transition_start"]["consistency"]
+            != default["at_transition_start"]["consistency"])
