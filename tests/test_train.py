@@ -709,8 +709,6 @@ def another_process_can_lock(folder) -> bool:
 
 @pytest.mark.skipif(runfiles.fcntl is None, reason="no flock on this system")
 def test_a_folder_another_process_trains_in_is_never_touched(tmp_path):
-    from tinygrok.train import DamagedRun
-
     complete, unfinished = tmp_path / "complete", tmp_path / "unfinished"
     assert invoke(*TINY_CLI, "--out", str(complete)).exit_code == 0
     with pytest.raises(RuntimeError):
