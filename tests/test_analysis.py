@@ -965,3 +965,25 @@ def test_the_settings_consistency_window_reaches_the_claims(grokking_run):
     assert claim["thresholds"]["consistency_window"] == 1
     assert (claim["at_transition_start"]["consistency"]
             != default["at_transition_start"]["consistency"])
+
+
+# -- clustering and Fourier formulas on inputs that tell them apart (asymmetric clusters,
+# -- norms at the thresholds; each written against a mutant found alive) -------------------
+
+
+def test_silhouette_and_kmeans_on_an_uneven_clustering_by_hand():
+    # points 0, 2 in one cluster and 3 alone: s(0) = (3 - 2) / 3, s(2) = (1 - 2) / 2, and a
+    # point alone scores 0, so the mean is (1/3 - 1/2 + 0) / 3 = -1/18
+    assert clustering.silhouette_score([[0], [2], [3]], [0, 0, 1]) == pytest.approx(-1 / 18)
+    result = clustering.kmeans([[0], [1], [5]], 1)  # the mean, not the median: centre 2
+    np.testing.assert_allclose(result.centers, [[2.0]])
+    assert result.inertia == pytest.approx(4 + 1 + 9)
+
+
+def test_key_frequencies_exceed_a_quarter_of_the_largest_and_noise_is_a_millionth():
+    assert fourier.key_frequencies([0, 4, 1.5]) == [1, 2]  # 1.5 > 4 / 4
+    assert fourier.key_frequencies([0, 4, 1.0]) == [1]  # exactly a quarter does not exceed
+    np.testing.assert_allclose(fourier.wave_norms([10, 0.05, 0.05, 1]), [0.05, 0.05, 1])
+    # below a millionth of the spectrum's norm is rounding noise, above it a wave
+    np.testing.assert_array_equal(fourier.wave_norms([1, 1e-7]), [0])
+    np.testing.assert_array_equal(fourier.wave_norms([1, 1e-5]), [1e-5])
