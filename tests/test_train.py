@@ -98,6 +98,8 @@ def test_ctrl_c_then_resume_is_bit_identical(tmp_path, monkeypatch, signal_numbe
     assert stop.value.step == 23  # the step running when Ctrl-C came was finished first
     assert stop.value.signal_number == signal_number
     assert run_state(tmp_path / "stopped") == "resumable"
+    # saved at the step it stopped at, not only at the periodic checkpoint (15) before it
+    assert int(runfiles.read_npz(tmp_path / "stopped" / "checkpoint.npz")["step"]) == 23
     train(tiny(), tmp_path / "stopped", resume=True)
     assert_same_run(tmp_path / "straight", tmp_path / "stopped")
 
@@ -143,9 +145,11 @@ def crashed_run(out, steps=40):
     (lambda out: (out / "checkpoint.npz").write_bytes(b""), "checkpoint.npz is missing or damaged"),
     (lambda out: (out / "checkpoint.npz").write_bytes(b"garbage" * 100),
      "checkpoint.npz is missing or damaged"),
+    (lambda out: (out / "checkpoint.npz").write_bytes(
+        (out / "checkpoint.npz").read_bytes()[:-200]), "checkpoint.npz is missing or damaged"),
     (lambda out: (out / "attention.npz").unlink(), "attention.npz is missing or damaged"),
 ], ids=["metrics-cut", "metrics-empty", "metrics-garbled", "checkpoint-empty",
-        "checkpoint-garbage", "attention-missing"])
+        "checkpoint-garbage", "checkpoint-cut", "attention-missing"])
 def test_a_damaged_run_is_refused_not_resumed(tmp_path, damage, message):
     from tinygrok.train import DamagedRun
 
@@ -233,7 +237,8 @@ def test_saved_settings_changes_only_a_permutation_runs_p():
         assert saved_settings(config) == config  # a hand-edited task is left to the checks
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, bad):
     from tinygrok.model import Transformer
 
     real_loss = Transformer.loss
@@ -244,7 +249,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
         if len(labels) == 16:  # training batches only
             calls.append(1)
             if len(calls) == 18:
-                loss.data = np.array(np.nan, dtype=loss.dtype)
+                loss.data = np.array(bad, dtype=loss.dtype)
         return loss, logits
 
     monkeypatch.setattr(Transformer, "loss", loss_that_blows_up)
@@ -995,3 +1000,100 @@ def test_the_summary_reports_the_last_validation_loss_not_the_lowest(tmp_path):
     for row, loss in zip(run.metrics, [2.0, 0.5, 0.7, 0.9]):
         row["val_loss"] = loss
     assert run.summary(1.0)["final_val_loss"] == 0.9
+
+
+
+# -- the order of the run's files, exit codes and handlers (each test written against a
+# -- mutant of the command-line layer that the suite let through) ---------------------------
+
+
+def test_rows_logged_after_the_checkpoint_are_dropped_on_resume(tmp_path):
+    # A process killed between writing metrics.csv and checkpoint.npz leaves rows past the
+    # checkpoint's step; the resumed run logs those steps again, once.
+    train(tiny(), tmp_path / "straight")
+    out = crashed_run(tmp_path / "run")  # checkpoint at 30
+    lines = (out / "metrics.csv").read_text().splitlines()
+    beyond = lines[-1].split(",")
+    beyond[0] = "35"
+    (out / "metrics.csv").write_text("\n".join(lines + [",".join(beyond)]) + "\n")
+    train(tiny(), out, resume=True)
+    assert_same_run(tmp_path / "straight", out)
+
+
+def test_the_final_checkpoint_is_saved_before_the_summary_says_complete(tmp_path, monkeypatch):
+    """summary.json is what makes a run complete, so it comes last: a run stopped in
+    between must still hold the final parameters."""
+    import tinygrok.train as train_module
+
+    seen = {}
+    write_json = runfiles.write_json
+
+    def write_json_seeing_the_checkpoint(path, obj):
+        if path.name == "summary.json":
+            seen["step"] = int(runfiles.read_npz(path.parent / "checkpoint.npz")["step"])
+        write_json(path, obj)
+
+    monkeypatch.setattr(train_module.runfiles, "write_json", write_json_seeing_the_checkpoint)
+    train(tiny(steps=20, checkpoint_every=15), tmp_path / "run")
+    assert seen["step"] == 20
+
+
+def test_train_puts_back_the_signal_handlers_it_found(tmp_path):
+    def ours(number, frame):
+        pass
+
+    before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for number in before:
+            signal.signal(number, ours)
+        train(tiny(steps=10), tmp_path / "run")
+        assert all(signal.getsignal(number) is ours for number in before)
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
+
+
+@pytest.mark.parametrize("signal_number, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["SIGINT", "SIGTERM"])
+def test_the_command_stopped_mid_run_exits_128_plus_the_signal_and_says_resume(
+        tmp_path, monkeypatch, signal_number, code):
+    from tinygrok.adamw import AdamW
+
+    real_step = AdamW.step
+
+    def step_then_signal(self):
+        real_step(self)
+        if self.step_count == 12:
+            os.kill(os.getpid(), signal_number)
+
+    monkeypatch.setattr(AdamW, "step", step_then_signal)
+    out = tmp_path / "run"
+    result = invoke(*TINY_CLI, "--out", str(out))
+    assert result.exit_code == code, result.output
+    assert "interrupted at step 12; checkpoint saved" in result.output
+    assert f"python -m tinygrok.run --out {out} --resume" in result.output
+    assert run_state(out) == "resumable"
+
+
+def test_the_command_exits_1_naming_the_step_when_the_loss_is_not_finite(tmp_path):
+    result = invoke(*TINY_CLI, "--lr", "1e30", "--log-every", "1", "--out", str(tmp_path / "r"))
+    assert result.exit_code == 1, result.output
+    assert re.search(r"error: .*the loss became nan at step \d+", result.output), result.output
+
+
+def test_resume_and_force_together_are_refused(tmp_path):
+    out = tmp_path / "run"
+    assert invoke(*TINY_CLI, "--out", str(out)).exit_code == 0
+    before = sorted(path.name for path in out.iterdir())
+    result = invoke("--out", str(out), "--resume", "--force")
+    assert result.exit_code == 2 and "--resume and --force contradict" in result.output
+    assert sorted(path.name for path in out.iterdir()) == before
+
+
+def test_resume_names_a_differing_option_as_it_is_typed(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ZeroDivisionError):  # a crash at step 15, after the checkpoint at 10
+        train(tiny(steps=20, checkpoint_every=10), out,
+              on_log=lambda run, row: row["step"] != 15 or 1 / 0)
+    result = invoke("--out", str(out), "--resume", "--batch-size", "8")
+    assert result.exit_code == 2 and "--batch-size 8 differs" in result.output, result.output
