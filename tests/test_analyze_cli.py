@@ -183,8 +183,9 @@ def test_json_that_is_not_a_runs_is_a_one_line_error(tmp_path, file, content, me
     assert_one_line_usage_error(invoke(directory), message)
 
 
+@pytest.mark.parametrize("options", [[], ["--no-figures"]], ids=["figures", "no-figures"])
 def test_a_run_folder_that_cannot_be_written_is_refused_before_the_analysis(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, options):
     directory = write_synthetic_run(tmp_path)
 
     def refuse(*args, **kwargs):  # what a folder we may not write into does (we may be root)
@@ -193,8 +194,28 @@ def test_a_run_folder_that_cannot_be_written_is_refused_before_the_analysis(
     # tempfile is the standard module: this patches it for the whole process, for this test
     monkeypatch.setattr("tinygrok.runfiles.tempfile.TemporaryFile", refuse)
     monkeypatch.setattr("tinygrok.analyze.analyze_run", lambda *args: pytest.fail("analysed"))
-    assert_one_line_usage_error(invoke(directory), f"cannot write into {directory}")
+    assert_one_line_usage_error(invoke(directory, *options), f"cannot write into {directory}")
     assert not (directory / "analysis.json").exists()
+
+
+def test_ctrl_c_while_analysis_json_is_written_leaves_no_part_of_it(tmp_path, monkeypatch):
+    # analysis.json is whole or not there: a truncated one, newer than summary.json, would
+    # never be written again, and the report would read broken JSON
+    import os as os_module
+
+    directory = write_synthetic_run(tmp_path)
+    real_replace = os_module.replace
+
+    def ctrl_c_at_analysis_json(source, target):
+        if str(target).endswith("analysis.json"):
+            raise KeyboardInterrupt
+        real_replace(source, target)
+
+    monkeypatch.setattr(os_module, "replace", ctrl_c_at_analysis_json)
+    result = invoke(directory, "--no-figures")
+    assert result.exit_code == 130, result.output
+    assert not (directory / "analysis.json").exists()
+    assert not list(directory.glob(".*.tmp"))  # nor its temporary file
 
 
 def replace_line(path, number, new_line):

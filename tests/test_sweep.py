@@ -12,11 +12,13 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
 
+from tinygrok import runfiles
 from tinygrok import sweep as sweep_module
 from tinygrok.sweep import (THREAD_VARIABLES, main as sweep, parse_seeds, parse_tasks,
                             plan_job, settings_differ, share_cores, thread_environment)
@@ -366,6 +368,33 @@ def sweep_with_runs_in_their_loops(tmp_path):
         sweep_process.communicate()
 
 
+def runs_still_running_in(folder):
+    """The ids of live ``tinygrok.run`` processes training into ``folder`` (Linux's /proc)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().split(b"\0")
+        except OSError:  # it ended meanwhile
+            continue
+        if b"tinygrok.run" in words and any(str(folder).encode() in w for w in words):
+            found.append(int(cmdline.parent.name))
+    return found
+
+
+def assert_each_stopped_run_saved_where_it_stopped(logs):
+    """Once the sweep has exited, its runs have ended and saved, each at the step it
+    stopped at (not only at its last periodic checkpoint, step 500)."""
+    if Path("/proc/self/cmdline").exists():
+        assert runs_still_running_in(logs[0].parent.parent) == []
+    for log in logs:
+        stopped = re.search(r"interrupted at step (\d+); checkpoint saved", log.read_text())
+        if stopped:
+            checkpoint = runfiles.read_npz(log.parent.parent / log.stem / "checkpoint.npz")
+            assert int(checkpoint["step"]) == int(stopped.group(1)) > 500
+        else:  # it had finished
+            assert run_state(log.parent.parent / log.stem) == "complete", log.read_text()
+
+
 def test_ctrl_c_stops_every_run_with_a_checkpoint_and_a_rerun_resumes(
         sweep_with_runs_in_their_loops, tmp_path):
     sweep_process, options, logs = sweep_with_runs_in_their_loops
@@ -373,6 +402,7 @@ def test_ctrl_c_stops_every_run_with_a_checkpoint_and_a_rerun_resumes(
     output, _ = sweep_process.communicate(timeout=60)
     assert sweep_process.returncode == 130, output
     assert "run the same command again to resume" in output
+    assert_each_stopped_run_saved_where_it_stopped(logs)
     states = [run_state(tmp_path / f"x_plus_y-s{seed}") for seed in (0, 1)]
     # A run that raced to its end on a busy machine may be complete; none may be lost.
     assert "resumable" in states and set(states) <= {"resumable", "complete"}, (states, output)
@@ -386,11 +416,12 @@ def test_ctrl_c_stops_every_run_with_a_checkpoint_and_a_rerun_resumes(
 
 def test_sigterm_stops_every_run_with_a_checkpoint_and_exits_143(
         sweep_with_runs_in_their_loops, tmp_path):
-    sweep_process, _, _ = sweep_with_runs_in_their_loops
+    sweep_process, _, logs = sweep_with_runs_in_their_loops
     sweep_process.send_signal(signal.SIGTERM)
     output, _ = sweep_process.communicate(timeout=60)
     assert sweep_process.returncode == 143, output  # as the run command exits on SIGTERM
     assert "run the same command again to resume" in output
+    assert_each_stopped_run_saved_where_it_stopped(logs)
     states = [run_state(tmp_path / f"x_plus_y-s{seed}") for seed in (0, 1)]
     assert "resumable" in states and set(states) <= {"resumable", "complete"}, (states, output)
 
@@ -505,3 +536,22 @@ def test_sigterm_while_the_runs_are_analysed_exits_143_and_frees_the_folder(tmp_
     assert "run the same command again" in result.output
     assert not (tmp_path / ".sweep.lock").exists()
     assert signal.getsignal(signal.SIGTERM) is not sweep_module.interrupt_on_sigterm
+
+
+
+def test_an_empty_sweep_lock_is_a_sweep_starting_now_not_a_dead_one(tmp_path):
+    # between creating .sweep.lock and writing "host pid" into it, another sweep must wait
+    (tmp_path / ".sweep.lock").write_text("")
+    with pytest.raises(sweep_module.SweepUsageError, match="another sweep"):
+        sweep_module.take_lock(tmp_path)
+
+
+@pytest.mark.parametrize("code, ok", [(0, True), (1, False), (130, False), (143, False)])
+def test_only_a_run_that_exited_0_is_done(tmp_path, code, ok):
+    job = sweep_module.Job(task="x_plus_y", seed=0, directory=tmp_path / "x_plus_y-s0",
+                           action="start")
+    running = sweep_module.Running.__new__(sweep_module.Running)  # without a process
+    running.job, running.started = job, 0.0
+    running.log_file = open(tmp_path / "x.log", "w")
+    running.process = SimpleNamespace(returncode=code)
+    assert running.outcome().ok is ok

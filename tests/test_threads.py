@@ -7,6 +7,7 @@ import sys
 
 import numba
 import pytest
+from threadpoolctl import threadpool_info
 
 from tinygrok import threads
 from tinygrok.train import TrainConfig, train
@@ -40,6 +41,9 @@ def test_set_threads_checks_the_range_and_applies():
     try:
         assert threads.set_threads(1) == 1
         assert threads.current_threads() == 1
+        # the matrix products themselves run on that many threads (what fixes the numbers)
+        pools = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+        assert pools and all(pool["num_threads"] == 1 for pool in pools)
     finally:
         threads.set_threads(before)
 

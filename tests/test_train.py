@@ -276,7 +276,7 @@ def invoke(*args):
 
 @pytest.mark.parametrize("args, message", [
     (["--task", "x_times_y"], "x_times_y"),
-    (["--task", "x_div_y", "--p", "91"], "prime"),
+    (["--task", "x_div_y", "--p", "91"], "Invalid value for --p: x_div_y needs a prime"),
     (["--train-frac", "1.0"], "train-frac"),
     (["--train-frac", "0"], "train-frac"),
     (["--batch-size", "0"], "batch-size"),
