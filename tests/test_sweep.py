@@ -555,3 +555,27 @@ def test_only_a_run_that_exited_0_is_done(tmp_path, code, ok):
     running.log_file = open(tmp_path / "x.log", "w")
     running.process = SimpleNamespace(returncode=code)
     assert running.outcome().ok is ok
+
+
+@pytest.mark.skipif(runfiles.fcntl is None, reason="no flock on this system")
+def test_a_cluster_run_is_not_written_back_into_a_folder_another_process_trains_in(
+        tmp_path):
+    """A run started by hand in the folder meanwhile holds its lock: the worker's files must
+    not be written under it."""
+    folder = tmp_path / "x_plus_y-s0"
+    folder.mkdir()
+    hold = ("import fcntl, os, sys, time; fcntl.flock(os.open(sys.argv[1], os.O_RDONLY), "
+            "fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(folder)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        job = sweep_module.Job(task="x_plus_y", seed=0, directory=folder, action="start")
+        outcome = sweep_module.receive(job, {"log": "the worker's log\n", "seconds": 1.0,
+                                             "code": 0, "files": {"config.json": b"{}"}})
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert outcome.ok is False and "its files were not written back" in outcome.message
+    assert list(folder.iterdir()) == []
