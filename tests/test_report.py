@@ -365,7 +365,6 @@ def test_a_setting_missing_from_one_config_counts_as_differing():
     assert grokked_count([{}]) == "0/1 seeds grokked"  # no "grokked" key: not grokked
 
 
-
 # -- Table 1 and the claims tally on inputs where a wrong count shows (each written against
 # -- a mutant that a mutation run of the report found alive) --------------------------------
 

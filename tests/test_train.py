@@ -972,6 +972,7 @@ def test_each_metrics_row_holds_the_numbers_of_its_own_window_and_of_the_validat
 
     monkeypatch.setattr(Run, "train_step", train_step_seen_from_outside)
     rows = []
+    num_val = 49 - int(0.5 * 49)  # x_plus_y mod 7: 49 pairs, half of them for training
 
     def check_row(run, row):
         val = cross_entropy_and_accuracy(run.model, run.task.inputs[run.val_idx],
@@ -981,7 +982,6 @@ def test_each_metrics_row_holds_the_numbers_of_its_own_window_and_of_the_validat
         rows.append((row, val, norm))
         assert len(run.val_idx) == num_val  # so the evaluation's batches are 24 and 1
 
-    num_val = 49 - int(0.5 * 49)  # x_plus_y mod 7: 49 pairs, half of them for training
     config = tiny(steps=7, log_every=3, eval_batch_size=num_val - 1)
     train(config, tmp_path / "run", on_log=check_row)
     assert [row["step"] for row, _, _ in rows] == [3, 6, 7]
@@ -1000,7 +1000,6 @@ def test_the_summary_reports_the_last_validation_loss_not_the_lowest(tmp_path):
     for row, loss in zip(run.metrics, [2.0, 0.5, 0.7, 0.9]):
         row["val_loss"] = loss
     assert run.summary(1.0)["final_val_loss"] == 0.9
-
 
 
 # -- the order of the run's files, exit codes and handlers (each test written against a
@@ -1081,13 +1080,12 @@ def test_the_command_exits_1_naming_the_step_when_the_loss_is_not_finite(tmp_pat
     assert re.search(r"error: .*the loss became nan at step \d+", result.output), result.output
 
 
-def test_resume_and_force_together_are_refused(tmp_path):
-    out = tmp_path / "run"
-    assert invoke(*TINY_CLI, "--out", str(out)).exit_code == 0
-    before = sorted(path.name for path in out.iterdir())
+def test_resume_and_force_together_are_refused_and_the_run_is_kept(tmp_path):
+    out = crashed_run(tmp_path / "run")  # resumable, from its checkpoint at step 30
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
     result = invoke("--out", str(out), "--resume", "--force")
     assert result.exit_code == 2 and "--resume and --force contradict" in result.output
-    assert sorted(path.name for path in out.iterdir()) == before
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
 
 def test_resume_names_a_differing_option_as_it_is_typed(tmp_path):
