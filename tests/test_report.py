@@ -6,7 +6,6 @@ numbers chosen here, so every entry of Table 1 is known in advance.
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 import synthetic_run
+from lock_holder import locked_by_another_process
 from tinygrok.report import (PAPER_TABLE_1, RunRecord, differing_settings,
                              format_mean_and_error, grokked_count, main as report,
                              mean_and_standard_error, table_notes, write_report)
@@ -306,17 +306,8 @@ def test_a_run_training_now_is_told_from_one_that_stopped(tmp_path):
     synthetic_run.write_synthetic_run(tmp_path, seed=0, steps=200)
     training = synthetic_run.write_synthetic_run(tmp_path, seed=1, steps=200, complete=False)
     synthetic_run.write_synthetic_run(tmp_path, seed=2, steps=200, complete=False)
-    hold = ("import fcntl, os, sys, time; fcntl.flock(os.open(sys.argv[1], os.O_RDONLY), "
-            "fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)")
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(training)],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with locked_by_another_process(training):
         assert invoke(tmp_path, "--no-analyze-missing").exit_code == 0
-    finally:
-        holder.kill()
-        holder.wait()
-        holder.stdout.close()
     incomplete = section((tmp_path / "report.md").read_text(), "## Incomplete runs")
     assert "| x_plus_y-s1 | x_plus_y | 1 |" in incomplete
     rows = {line.split("|")[1].strip(): line.strip("|").split("|")[-1].strip()

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
+from lock_holder import locked_by_another_process
 
 from tinygrok import runfiles
 from tinygrok import sweep as sweep_module
@@ -563,18 +564,9 @@ def test_a_cluster_run_is_not_written_back_into_a_folder_another_process_trains_
     not be written under it."""
     folder = tmp_path / "x_plus_y-s0"
     folder.mkdir()
-    hold = ("import fcntl, os, sys, time; fcntl.flock(os.open(sys.argv[1], os.O_RDONLY), "
-            "fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)")
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(folder)],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        job = sweep_module.Job(task="x_plus_y", seed=0, directory=folder, action="start")
+    job = sweep_module.Job(task="x_plus_y", seed=0, directory=folder, action="start")
+    with locked_by_another_process(folder):
         outcome = sweep_module.receive(job, {"log": "the worker's log\n", "seconds": 1.0,
                                              "code": 0, "files": {"config.json": b"{}"}})
-    finally:
-        holder.kill()
-        holder.wait()
-        holder.stdout.close()
     assert outcome.ok is False and "its files were not written back" in outcome.message
     assert list(folder.iterdir()) == []
