@@ -1,5 +1,7 @@
 """The training loop: determinism, checkpoint and resume, NaN handling, the command line."""
 
+import builtins
+import errno
 import json
 import os
 import re
@@ -266,6 +268,59 @@ def test_a_diverging_run_stops_with_its_step_and_no_numpy_warning_first(tmp_path
         with pytest.raises(NonFiniteLoss, match="the loss became nan at step"):
             train(tiny(lr=1e30, log_every=1), tmp_path)  # evaluated at every step too
     assert run_state(tmp_path) == "resumable"
+
+
+def disk_full_at(monkeypatch, name, call):
+    """Make the ``call``-th write of run file ``name`` fail as on a full disk: its temporary
+    file is created, then the write raises ENOSPC (as ``open`` inside runfiles sees it)."""
+    calls = []
+
+    def open_on_a_full_disk(path, mode="r", *args, **kwargs):
+        f = builtins.open(path, mode, *args, **kwargs)
+        if "w" in mode and os.path.basename(path) == f".{name}.tmp":
+            calls.append(path)
+            if len(calls) == call:
+                f.close()
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return f
+
+    monkeypatch.setattr(runfiles, "open", open_on_a_full_disk, raising=False)
+
+
+@pytest.mark.parametrize("name", ["metrics.csv", "attention.npz", "checkpoint.npz"])
+def test_a_full_disk_stops_the_run_with_its_checkpoint_kept_and_resume_finishes_it(
+        tmp_path, monkeypatch, name):
+    from tinygrok.train import CouldNotWrite
+
+    train(tiny(), tmp_path / "straight")
+    disk_full_at(monkeypatch, name, call=3)  # checkpoints at steps 0, 15, 30 and 40
+    out = tmp_path / "full"
+    with pytest.raises(CouldNotWrite) as failure:
+        train(tiny(), out)
+    monkeypatch.undo()
+    assert (failure.value.step, failure.value.checkpoint_step) == (30, 15)
+    assert (f"could not write {out / name} ({os.strerror(errno.ENOSPC)}) at step 30; its "
+            f"checkpoint at step 15 is kept") in str(failure.value)
+    # no temporary file left behind, nothing that says complete, the checkpoint whole
+    assert sorted(path.name for path in out.iterdir()) == sorted(
+        ["config.json", "metrics.csv", "timing.csv", "attention.npz", "embeddings.npz",
+         "checkpoint.npz"])
+    assert int(runfiles.read_npz(out / "checkpoint.npz")["step"]) == 15
+    assert run_state(out) == "resumable"
+    train(tiny(), out, resume=True)
+    assert_same_run(tmp_path / "straight", out)
+
+
+def test_a_full_disk_before_the_first_checkpoint_says_there_is_nothing_to_resume(
+        tmp_path, monkeypatch):
+    from tinygrok.train import CouldNotWrite
+
+    disk_full_at(monkeypatch, "checkpoint.npz", call=1)
+    with pytest.raises(CouldNotWrite, match="at step 0; no checkpoint had been saved yet") \
+            as failure:
+        train(tiny(), tmp_path / "run")
+    assert failure.value.checkpoint_step is None
+    assert run_state(tmp_path / "run") == "started"
 
 
 # -- the command line ---------------------------------------------------------------------
@@ -1078,6 +1133,23 @@ def test_the_command_exits_1_naming_the_step_when_the_loss_is_not_finite(tmp_pat
     result = invoke(*TINY_CLI, "--lr", "1e30", "--log-every", "1", "--out", str(tmp_path / "r"))
     assert result.exit_code == 1, result.output
     assert re.search(r"error: .*the loss became nan at step \d+", result.output), result.output
+
+
+@pytest.mark.parametrize("call, said", [
+    (2, "at step 20; its checkpoint at step 0 is kept. Once the folder can be written again, "
+        "continue with:\n  python -m tinygrok.run --out {out} --resume"),
+    (1, "at step 0; no checkpoint had been saved yet, so there is nothing to resume: run the "
+        "command again")], ids=["after-a-checkpoint", "before-any"])
+def test_the_command_on_a_full_disk_exits_1_with_one_error_and_what_to_do(
+        tmp_path, monkeypatch, call, said):
+    disk_full_at(monkeypatch, "attention.npz", call=call)  # saved at steps 0 and 20
+    out = tmp_path / "run"
+    result = invoke(*TINY_CLI, "--out", str(out))
+    assert result.exit_code == 1, result.output
+    assert (f"\nerror: could not write {out / 'attention.npz'} ({os.strerror(errno.ENOSPC)}) "
+            + said.format(out=out)) in result.output
+    assert "Traceback" not in result.output and result.exception is not None
+    assert isinstance(result.exception, SystemExit)
 
 
 def test_resume_and_force_together_are_refused_and_the_run_is_kept(tmp_path):

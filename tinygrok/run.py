@@ -25,8 +25,9 @@ import click
 from tinygrok import runfiles
 from tinygrok import threads as thread_control
 from tinygrok.tasks import TASK_NAMES, EmptySplit, has_modulus, is_prime
-from tinygrok.train import (CHECKPOINT, SUMMARY, DamagedRun, Interrupted, NonFiniteLoss, Run,
-                            TrainConfig, run_state, saved_settings, train, warm_up_kernels)
+from tinygrok.train import (CHECKPOINT, SUMMARY, CouldNotWrite, DamagedRun, Interrupted,
+                            NonFiniteLoss, Run, TrainConfig, run_state, saved_settings, train,
+                            warm_up_kernels)
 
 # The settings the command line exposes, with the paper's values (TrainConfig's) as defaults.
 DEFAULTS = {name: getattr(TrainConfig(), name) for name in (
@@ -376,6 +377,17 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
     except NonFiniteLoss as failure:
         progress.close()
         click.echo(f"\nerror: {failure}", err=True)
+        sys.exit(1)
+    except CouldNotWrite as failure:  # a full disk, say: the last checkpoint is still whole
+        progress.close()
+        if failure.checkpoint_step is None:
+            click.echo(f"\nerror: {failure.problem}; no checkpoint had been saved yet, so "
+                       f"there is nothing to resume: run the command again", err=True)
+        else:
+            click.echo(f"\nerror: {failure.problem}; its checkpoint at step "
+                       f"{failure.checkpoint_step} is kept. Once the folder can be written "
+                       f"again, continue with:\n  python -m tinygrok.run --out {out} --resume",
+                       err=True)
         sys.exit(1)
     progress.close()
     # The run is complete: a Ctrl-C now would only turn its last lines into "Aborted!".

@@ -16,7 +16,9 @@ loads the checkpoint, keeps only the logged rows up to its step, and carries on:
 result is bit-identical to a run that was never interrupted (same seed, same threads). A
 run whose files are damaged, or whose logs stop short of the checkpoint, is refused.
 
-A loss that is not finite stops the run at once; the last good checkpoint is kept.
+A loss that is not finite stops the run at once; the last good checkpoint is kept. So does
+a file that cannot be written (a full disk): every file is written whole or not at all, so
+the run resumes from its last checkpoint once there is room.
 """
 
 from __future__ import annotations
@@ -167,6 +169,24 @@ class Interrupted(RuntimeError):
         self.step, self.signal_number = step, signal_number
 
 
+class CouldNotWrite(RuntimeError):
+    """A run file could not be written (a full disk, the folder deleted or made read-only).
+    The run stopped at ``step``; ``checkpoint_step`` is the step of the last checkpoint it
+    saved, which is kept whole (every file is written to a temporary name, then renamed),
+    or None if it had saved none yet."""
+
+    def __init__(self, error: OSError, step: int, checkpoint_step: int | None):
+        what = f"could not write {error.filename}" if error.filename else "could not write"
+        self.problem = f"{what} ({error.strerror or error}) at step {step}"
+        self.step, self.checkpoint_step = step, checkpoint_step
+        if checkpoint_step is None:
+            kept = "no checkpoint had been saved yet: start the run again"
+        else:
+            kept = (f"its checkpoint at step {checkpoint_step} is kept: once the folder can "
+                    f"be written again, continue with train(..., resume=True)")
+        super().__init__(f"{self.problem}; {kept}")
+
+
 class DamagedRun(ValueError):
     """A run cannot be resumed exactly: a file is missing or unreadable, or its logs do
     not reach the checkpoint's step."""
@@ -230,6 +250,7 @@ class Run:
         self.attention_steps, self.patterns = [], []
         self.embedding_steps, self.embeddings = [], []
         self.elapsed_before = 0.0  # wall seconds spent before a resume
+        self.checkpoint_step = None  # the step of the last checkpoint saved or loaded
 
     # -- what gets logged ---------------------------------------------------------------
     def log_attention(self) -> None:
@@ -292,14 +313,27 @@ class Run:
 
     def save_checkpoint(self, seconds: float) -> None:
         """Logs first, then the checkpoint: the logs always reach the checkpoint's step."""
-        self.save_logs()
-        arrays = {f"param/{k}": v for k, v in self.model.state_dict().items()}
-        arrays.update({f"adamw/{k}": np.asarray(v) for k, v in self.optimizer.state_dict().items()})
-        arrays["step"] = np.array(self.step)
-        arrays["seconds"] = np.array(seconds)
-        arrays["window"] = np.array(json.dumps(self.window))
-        arrays["batch_rng"] = np.array(json.dumps(self.batch_rng.bit_generator.state))
-        runfiles.write_npz(self.out / CHECKPOINT, **arrays)
+        with self.writing():
+            self.save_logs()
+            arrays = {f"param/{k}": v for k, v in self.model.state_dict().items()}
+            arrays.update({f"adamw/{k}": np.asarray(v)
+                           for k, v in self.optimizer.state_dict().items()})
+            arrays["step"] = np.array(self.step)
+            arrays["seconds"] = np.array(seconds)
+            arrays["window"] = np.array(json.dumps(self.window))
+            arrays["batch_rng"] = np.array(json.dumps(self.batch_rng.bit_generator.state))
+            runfiles.write_npz(self.out / CHECKPOINT, **arrays)
+        self.checkpoint_step = self.step
+
+    @contextlib.contextmanager
+    def writing(self):
+        """Turn a failed write (a full disk, say) into CouldNotWrite, which names the step
+        and the checkpoint that is kept. The files already written stay whole: a resume
+        keeps what they logged up to the checkpoint's step and drops the rest."""
+        try:
+            yield
+        except OSError as error:
+            raise CouldNotWrite(error, self.step, self.checkpoint_step) from None
 
     def load_checkpoint(self) -> None:
         """Everything the checkpoint saved, and the logs up to its step. Raises DamagedRun
@@ -316,6 +350,7 @@ class Run:
             self.elapsed_before = float(saved["seconds"])
             self.window = json.loads(str(saved["window"]))
             self.batch_rng.bit_generator.state = json.loads(str(saved["batch_rng"]))
+            self.checkpoint_step = self.step
         # Keep what was logged up to the checkpoint, drop anything logged after it.
         with self._reading("metrics.csv"):
             self.metrics = [r for r in runfiles.read_csv(self.out / "metrics.csv")
@@ -437,8 +472,9 @@ def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> di
 
     ``on_log(run, row)`` is called after every metrics row (for progress display).
     Raises ``Interrupted`` after saving a checkpoint on Ctrl-C or SIGTERM, ``NonFiniteLoss``
-    when the loss blows up, ``DamagedRun`` when a run to resume cannot be resumed exactly,
-    ``runfiles.FolderInUse`` when another process is training in ``out_dir``.
+    when the loss blows up, ``CouldNotWrite`` when a file cannot be written (a full disk),
+    ``DamagedRun`` when a run to resume cannot be resumed exactly, ``runfiles.FolderInUse``
+    when another process is training in ``out_dir``.
     """
     # Ctrl-C and SIGTERM only raise a flag; the loop checks it between steps, so the
     # checkpoint never catches a half-applied update. The handlers go in first, so that a
@@ -534,7 +570,8 @@ def _train(run: Run, resume: bool, on_log, interrupted: list) -> dict:
         run.load_checkpoint()
     else:
         (run.out / SUMMARY).unlink(missing_ok=True)  # a fresh run must never look complete
-        runfiles.write_json(run.out / "config.json", run.config_record())
+        with run.writing():
+            runfiles.write_json(run.out / "config.json", run.config_record())
         run.log_attention()
         run.log_embeddings()
         run.save_checkpoint(0.0)
@@ -563,5 +600,6 @@ def _train(run: Run, resume: bool, on_log, interrupted: list) -> dict:
     seconds = time.perf_counter() - started
     run.save_checkpoint(seconds)
     summary = run.summary(seconds)
-    runfiles.write_json(run.out / SUMMARY, summary)
+    with run.writing():
+        runfiles.write_json(run.out / SUMMARY, summary)
     return summary
