@@ -13,6 +13,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from lock_holder import locked_by_another_process
 
 from tinygrok import runfiles
 from tinygrok.run import main as run_command, remove_run_files
@@ -99,28 +100,12 @@ def test_write_atomically_syncs_before_renaming(tmp_path, monkeypatch):
     assert calls == ["fsync", "replace"]
 
 
-SHARED = """
-import fcntl, os, sys, time
-descriptor = os.open(sys.argv[1], os.O_RDONLY)
-fcntl.flock(descriptor, fcntl.LOCK_SH)
-print("locked", flush=True)
-time.sleep(60)
-"""
-
-
 @pytest.mark.skipif(runfiles.fcntl is None or not os.path.exists("/proc/locks"),
                     reason="needs flock and /proc/locks")
 def test_a_checks_shared_lock_is_never_named_as_the_trainer(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", SHARED, str(tmp_path)],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with locked_by_another_process(tmp_path, shared=True):
         assert runfiles.lock_holder(tmp_path.resolve()) is None
         assert "another process" in runfiles.in_use(tmp_path)
-    finally:
-        holder.kill()
-        holder.wait()
-        holder.stdout.close()
 
 
 # ---- train ------------------------------------------------------------------------------
@@ -318,18 +303,9 @@ def test_a_restarted_run_gets_the_sweeps_threads_not_its_old_ones(tmp_path):
 @pytest.mark.skipif(runfiles.fcntl is None, reason="no flock")
 def test_a_folder_another_process_trains_in_is_a_conflict(tmp_path):
     d = crashed_run(tmp_path / "x_plus_y-s0")
-    hold = ("import fcntl, os, sys, time\nd = os.open(sys.argv[1], os.O_RDONLY)\n"
-            "fcntl.flock(d, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(60)\n")
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(d)], stdout=subprocess.PIPE,
-                              text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with locked_by_another_process(d):
         job = plan_job(tmp_path, "x_plus_y", 0, SWEEP_TINY)
         assert job.action == "conflict" and "is in use" in job.note
-    finally:
-        holder.kill()
-        holder.wait()
-        holder.stdout.close()
 
 
 def test_conflicts_do_not_count_as_runs_to_share_the_cores_with(tmp_path):

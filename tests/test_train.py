@@ -1,6 +1,7 @@
 """The training loop: determinism, checkpoint and resume, NaN handling, the command line."""
 
 import builtins
+import contextlib
 import errno
 import json
 import os
@@ -13,6 +14,7 @@ import warnings
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from lock_holder import locked_by_another_process
 
 from tinygrok import runfiles
 import tinygrok.run as run_module
@@ -564,34 +566,23 @@ def test_resume_refuses_a_run_that_logged_steps_but_lost_its_checkpoint(tmp_path
 
 @pytest.mark.skipif(runfiles.fcntl is None, reason="no flock on this system")
 def test_a_lock_held_for_an_instant_is_waited_for(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK.replace(
-        "time.sleep(120)", "time.sleep(0.2)"), str(tmp_path)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        # It waits rather than refusing at once. (The default patience, 0.5 s, is for a
-        # check's lock of microseconds; a loaded machine may take longer to end the holder.)
-        assert runfiles.lock_run_folder(tmp_path, patience=10)
-    finally:
-        runfiles.unlock_run_folder(tmp_path)
-        holder.wait()
-        holder.stdout.close()
+    with locked_by_another_process(tmp_path, seconds=0.2):
+        try:
+            # It waits rather than refusing at once. (The default patience, 0.5 s, is for a
+            # check's lock of microseconds; a loaded machine may take longer to end the
+            # holder.)
+            assert runfiles.lock_run_folder(tmp_path, patience=10)
+        finally:
+            runfiles.unlock_run_folder(tmp_path)
 
 
 @pytest.mark.skipif(runfiles.fcntl is None, reason="no flock on this system")
 def test_checking_a_folder_never_looks_like_a_run_to_another_check(tmp_path):
-    shared = HOLD_THE_LOCK.replace("fcntl.LOCK_EX", "fcntl.LOCK_SH")  # another check
-    holder = subprocess.Popen([sys.executable, "-c", shared, str(tmp_path)],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with locked_by_another_process(tmp_path, shared=True):  # another check
         assert runfiles.in_use_by_another_process(tmp_path) is None
-    finally:
-        holder.kill()
-        holder.wait()
-        holder.stdout.close()
-    with AnotherProcessTraining(tmp_path) as pid:
+    with locked_by_another_process(tmp_path) as training:
         assert runfiles.in_use_by_another_process(tmp_path) == \
-            f"{tmp_path} is in use: process {pid} is training in it now"
+            f"{tmp_path} is in use: process {training.pid} is training in it now"
 
 
 def test_resume_checks_the_saved_settings_not_the_defaults(tmp_path):
@@ -731,35 +722,10 @@ def test_the_python_api_never_overwrites_a_run_or_anothers_files(tmp_path):
 
 # -- one training process per run folder ------------------------------------------------------
 
-HOLD_THE_LOCK = """
-import fcntl, os, sys, time
-descriptor = os.open(sys.argv[1], os.O_RDONLY)
-fcntl.flock(descriptor, fcntl.LOCK_EX)
-print("locked", flush=True)
-time.sleep(120)
-"""
-
 TRY_THE_LOCK = """
 import fcntl, os, sys
 fcntl.flock(os.open(sys.argv[1], os.O_RDONLY), fcntl.LOCK_EX | fcntl.LOCK_NB)
 """
-
-
-class AnotherProcessTraining:
-    """A process holding ``folder``'s lock, as a run training there would."""
-
-    def __init__(self, folder):
-        self.process = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(folder)],
-                                        stdout=subprocess.PIPE, text=True)
-
-    def __enter__(self):
-        assert self.process.stdout.readline().strip() == "locked"
-        return self.process.pid
-
-    def __exit__(self, *error):
-        self.process.kill()
-        self.process.wait()
-        self.process.stdout.close()
 
 
 def another_process_can_lock(folder) -> bool:
@@ -776,12 +742,12 @@ def test_a_folder_another_process_trains_in_is_never_touched(tmp_path):
               on_log=lambda run, row: (_ for _ in ()).throw(RuntimeError()))
     before = {folder: {path.name: path.read_bytes() for path in folder.iterdir()}
               for folder in (complete, unfinished)}
-    with AnotherProcessTraining(complete) as pid:
+    with locked_by_another_process(complete) as training:
         for extra in ([], ["--force"]):
             result = invoke(*TINY_CLI, "--out", str(complete), *extra)
             assert result.exit_code == 2, result.output
-            assert f"is in use: process {pid} is training in it now" in result.output
-    with AnotherProcessTraining(unfinished):
+            assert f"is in use: process {training.pid} is training in it now" in result.output
+    with locked_by_another_process(unfinished):
         for extra in ([], ["--force"], ["--resume"]):
             result = invoke(*TINY_CLI, "--out", str(unfinished), *extra)
             assert result.exit_code == 2 and "is in use" in result.output, result.output
@@ -812,20 +778,15 @@ def test_a_run_that_takes_a_new_folder_while_another_starts_is_left_alone(tmp_pa
     """Two runs started into one new folder at once: both see it missing; the first to
     train creates and locks it; the second must not write in it or delete its files."""
     out = tmp_path / "run"
-    winner = []
 
-    def another_run_starts_meanwhile():
-        out.mkdir()
-        (out / "config.json").write_text('{"task": "x_plus_y", "version": "0"}')
-        winner.append(AnotherProcessTraining(out))
-        winner[0].__enter__()
+    with contextlib.ExitStack() as winner:
+        def another_run_starts_meanwhile():
+            out.mkdir()
+            (out / "config.json").write_text('{"task": "x_plus_y", "version": "0"}')
+            winner.enter_context(locked_by_another_process(out))
 
-    monkeypatch.setattr(run_module, "warm_up_kernels", another_run_starts_meanwhile)
-    try:
+        monkeypatch.setattr(run_module, "warm_up_kernels", another_run_starts_meanwhile)
         result = invoke(*TINY_CLI, "--out", str(out), *extra)
-    finally:
-        for process in winner:
-            process.__exit__()
     assert result.exit_code == 2 and "is in use" in result.output, result.output
     assert (out / "config.json").read_text() == '{"task": "x_plus_y", "version": "0"}'
     assert [path.name for path in out.iterdir()] == ["config.json"]
