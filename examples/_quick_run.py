@@ -165,7 +165,7 @@ def get_run(config: TrainConfig, runs_dir: Path, name: str | None = None) -> Pat
     except Interrupted as stop:
         print(f"interrupted at step {stop.step}; run the example again to carry on from there",
               file=sys.stderr)
-        sys.exit(128 + stop.signal_number)  # 130 for Ctrl-C, 143 for SIGTERM
+        sys.exit(128 + stop.signal_number)  # 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
     grokked = (f"val acc > 0.99 at step {summary['step_val_acc_99']}" if summary["grokked"]
                else "val acc never > 0.99")
     print(f"done in {time.perf_counter() - started:.0f} s: {grokked}")

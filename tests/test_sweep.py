@@ -523,20 +523,43 @@ def test_analysis_is_written_only_into_runs_whose_summary_is_whole(tmp_path):
     assert not needs_analysis(run)
 
 
-def test_sigterm_while_the_runs_are_analysed_exits_143_and_frees_the_folder(tmp_path,
-                                                                         monkeypatch):
-    def terminated_while_analysing(plan):
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(5)  # the handler stops it first
-        return []
+@pytest.mark.parametrize("name, code", [
+    ("SIGTERM", 143),
+    pytest.param("SIGHUP", 129, marks=pytest.mark.skipif(not hasattr(signal, "SIGHUP"),
+                                                          reason="no SIGHUP"))])
+def test_sigterm_or_sighup_while_the_runs_are_analysed_exits_128_plus_it_and_frees_the_folder(
+        tmp_path, monkeypatch, name, code):
+    number = getattr(signal, name)
+    before = signal.signal(number, lambda *_: None)  # not ignored, and harmless if missed
+    try:
+        def terminated_while_analysing(plan):
+            os.kill(os.getpid(), number)
+            time.sleep(5)  # the handler stops it first
+            return []
 
-    monkeypatch.setattr(sweep_module, "analyse", terminated_while_analysing)
-    result = CliRunner().invoke(sweep, ["--tasks", "x_plus_y", "--seeds", "0", "--out",
-                                        str(tmp_path), *TINY])
-    assert result.exit_code == 143, result.output
-    assert "run the same command again" in result.output
-    assert not (tmp_path / ".sweep.lock").exists()
-    assert signal.getsignal(signal.SIGTERM) is not sweep_module.interrupt_on_sigterm
+        monkeypatch.setattr(sweep_module, "analyse", terminated_while_analysing)
+        result = CliRunner().invoke(sweep, ["--tasks", "x_plus_y", "--seeds", "0", "--out",
+                                            str(tmp_path), *TINY])
+        assert result.exit_code == code, result.output
+        assert "run the same command again" in result.output
+        assert not (tmp_path / ".sweep.lock").exists()
+        assert signal.getsignal(number) is not sweep_module.interrupt_on_signal
+    finally:
+        signal.signal(number, before)
+
+
+def test_a_reader_that_quits_leaves_the_sweep_and_its_runs_to_finish(tmp_path):
+    """python -m tinygrok.sweep ... | head -1: the display goes, the work does not."""
+    command = subprocess.Popen([sys.executable, "-m", "tinygrok.sweep", "--tasks", "x_plus_y",
+                                "--seeds", "0,1", "--jobs", "1", "--no-analyze", "--out",
+                                str(tmp_path), *TINY], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    assert command.stdout.readline().startswith(b"running 2 run(s)")
+    command.stdout.close()  # every later line fails with EPIPE
+    errors = command.stderr.read().decode()
+    assert command.wait(timeout=300) == 0, errors
+    assert [run_state(tmp_path / f"x_plus_y-s{seed}") for seed in (0, 1)] == ["complete"] * 2
+    assert "Error" not in errors and "Exception" not in errors, errors
 
 
 def test_an_empty_sweep_lock_is_a_sweep_starting_now_not_a_dead_one(tmp_path):

@@ -3,12 +3,14 @@
 import builtins
 import contextlib
 import errno
+import io
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -25,6 +27,24 @@ TINY = dict(task="x_plus_y", p=7, steps=40, batch_size=16, d_model=8, heads=2, l
             log_every=5, probe_size=3, embed_every=10, checkpoint_every=15)
 TINY_CLI = ["--task", "x_plus_y", "--p", "7", "--steps", "20", "--batch-size", "16",
             "--d-model", "8", "--heads", "2", "--log-every", "5", "--probe-size", "3"]
+
+
+SIGHUP = getattr(signal, "SIGHUP", None)  # Windows has none
+STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM,
+                pytest.param(SIGHUP, marks=pytest.mark.skipif(SIGHUP is None, reason="no SIGHUP"))]
+
+
+@pytest.fixture(autouse=True)
+def a_hangup_reaches_a_harmless_handler():
+    """SIGHUP's default ends the process: a run that failed to catch it would end pytest
+    instead of failing a test. (Also, pytest may run under nohup, with SIGHUP ignored, and
+    a run leaves an ignored signal ignored.)"""
+    if SIGHUP is None:
+        yield
+        return
+    previous = signal.signal(SIGHUP, lambda number, frame: None)
+    yield
+    signal.signal(SIGHUP, previous)
 
 
 def tiny(**overrides):
@@ -82,8 +102,7 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path):
     assert read_bytes(tmp_path / "a" / "metrics.csv") != read_bytes(tmp_path / "c" / "metrics.csv")
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM],
-                         ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signal_number", STOP_SIGNALS, ids=["SIGINT", "SIGTERM", "SIGHUP"])
 def test_ctrl_c_then_resume_is_bit_identical(tmp_path, monkeypatch, signal_number):
     from tinygrok.adamw import AdamW
 
@@ -471,8 +490,7 @@ def test_ctrl_c_while_force_deletes_says_the_old_run_is_gone(tmp_path, monkeypat
     assert run_state(out) == "missing"
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM],
-                         ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signal_number", STOP_SIGNALS, ids=["SIGINT", "SIGTERM", "SIGHUP"])
 def test_a_signal_before_training_writes_nothing(tmp_path, monkeypatch, signal_number):
     monkeypatch.setattr("tinygrok.run.warm_up_kernels", lambda: os.kill(os.getpid(), signal_number))
     result = invoke(*TINY_CLI, "--out", str(tmp_path / "run"))
@@ -1068,8 +1086,10 @@ def test_train_puts_back_the_signal_handlers_it_found(tmp_path):
             signal.signal(number, handler)
 
 
-@pytest.mark.parametrize("signal_number, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
-                         ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signal_number, code", [
+    (signal.SIGINT, 130), (signal.SIGTERM, 143),
+    pytest.param(SIGHUP, 129, marks=pytest.mark.skipif(SIGHUP is None, reason="no SIGHUP"))],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"])
 def test_the_command_stopped_mid_run_exits_128_plus_the_signal_and_says_resume(
         tmp_path, monkeypatch, signal_number, code):
     from tinygrok.adamw import AdamW
@@ -1088,6 +1108,87 @@ def test_the_command_stopped_mid_run_exits_128_plus_the_signal_and_says_resume(
     assert "interrupted at step 12; checkpoint saved" in result.output
     assert f"python -m tinygrok.run --out {out} --resume" in result.output
     assert run_state(out) == "resumable"
+
+
+@pytest.mark.skipif(SIGHUP is None, reason="no SIGHUP on this system")
+def test_a_run_started_with_hangups_ignored_trains_on_through_one(tmp_path, monkeypatch):
+    """nohup starts a process with SIGHUP ignored: the run must leave it so."""
+    from tinygrok.adamw import AdamW
+
+    real_step = AdamW.step
+
+    def step_then_hang_up(self):
+        real_step(self)
+        if self.step_count == 12:
+            os.kill(os.getpid(), SIGHUP)
+
+    monkeypatch.setattr(AdamW, "step", step_then_hang_up)
+    signal.signal(SIGHUP, signal.SIG_IGN)  # the fixture puts its own back afterwards
+    train(tiny(steps=20), tmp_path / "run")
+    assert run_state(tmp_path / "run") == "complete"
+    assert signal.getsignal(SIGHUP) is signal.SIG_IGN
+
+
+COMMAND = [sys.executable, "-m", "tinygrok.run", *TINY_CLI]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_closing_the_terminal_stops_the_command_with_a_checkpoint_at_its_step(tmp_path):
+    import pty
+    import select
+
+    out = tmp_path / "run"
+    pid, terminal = pty.fork()  # the child's controlling terminal is ours to close
+    if pid == 0:
+        os.execv(sys.executable, [*COMMAND, "--steps", "1000000", "--out", str(out)])
+    shown, deadline = b"", time.monotonic() + 120
+    while b"training" not in shown and time.monotonic() < deadline:  # the progress bar
+        if select.select([terminal], [], [], 1)[0]:
+            try:
+                shown += os.read(terminal, 4096)
+            except OSError:  # the child ended
+                break
+    time.sleep(1)  # some steps after the checkpoint at step 0
+    os.close(terminal)  # the window closes: the kernel sends SIGHUP, writes fail
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 128 + SIGHUP, shown.decode(errors="replace")
+    assert run_state(out) == "resumable"
+    saved = int(runfiles.read_npz(out / "checkpoint.npz")["step"])
+    assert saved > 0  # not only the checkpoint at step 0: it saved the step it was in
+    assert runfiles.read_csv(out / "metrics.csv")[-1]["step"] == saved // 5 * 5
+
+
+def test_a_reader_that_quits_does_not_stop_the_run(tmp_path):
+    """python -m tinygrok.run | head -1: the display goes, the run completes quietly."""
+    out = tmp_path / "run"
+    command = subprocess.Popen([*COMMAND, "--out", str(out)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    assert command.stdout.readline().startswith(b"tinygrok: x_plus_y")
+    command.stdout.close()  # every later line fails with EPIPE
+    errors = command.stderr.read().decode()
+    assert command.wait(timeout=300) == 0, errors
+    assert run_state(out) == "complete"
+    assert "Error" not in errors and "Exception" not in errors, errors
+
+
+def test_the_progress_bar_goes_quiet_when_its_terminal_fails(monkeypatch):
+    class GoneTerminal(io.StringIO):
+        def isatty(self):
+            return True
+
+        def write(self, text):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    class Run:
+        class config:
+            log_every = 5
+
+    monkeypatch.setattr(sys, "stdout", GoneTerminal())
+    progress = run_module.Progress(20)
+    for step in (5, 10, 15, 20):
+        progress(Run, {"step": step, "train_acc": 1.0, "val_acc": 0.5})
+    progress.close()
+    assert progress.gone and progress.bar is None
 
 
 def test_the_command_exits_1_naming_the_step_when_the_loss_is_not_finite(tmp_path):

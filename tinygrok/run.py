@@ -7,7 +7,9 @@
 Every option is checked before anything is written; a bad one gets click's usage line, a
 one-line error saying what is accepted, and exit code 2. So does a folder in which another
 process is training (the error names it). Ctrl-C saves a checkpoint and exits with code
-130 (SIGTERM: 143); a loss that turns NaN stops the run with code 1.
+130 (SIGTERM: 143; SIGHUP, a closed terminal: 129); a loss that turns NaN, or a file that
+cannot be written (a full disk), stops the run with code 1. If the terminal or the pipe
+that shows the progress goes away (``| head``), the run goes on without it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import click
 
 from tinygrok import runfiles
 from tinygrok import threads as thread_control
+from tinygrok.terminal import show, stop_signals, stop_writing_to
 from tinygrok.tasks import TASK_NAMES, EmptySplit, has_modulus, is_prime
 from tinygrok.train import (CHECKPOINT, SUMMARY, CouldNotWrite, DamagedRun, Interrupted,
                             NonFiniteLoss, Run, TrainConfig, run_state, saved_settings, train,
@@ -160,13 +163,30 @@ class Progress:
         self.total, self.every = total, every
         self.last_step, self.last_time = None, time.perf_counter()
         self.rate = 0.0
-        self.bar = None
+        self.bar, self.gone = None, False  # gone: the terminal or pipe has (terminal.py)
         if sys.stdout.isatty():
-            self.bar = click.progressbar(length=total, label="training", show_pos=True,
-                                         item_show_func=lambda text: text)
-            self.bar.__enter__()
+            bar = click.progressbar(length=total, label="training", show_pos=True,
+                                    item_show_func=lambda text: text)
+            try:
+                bar.__enter__()
+                self.bar = bar
+            except OSError:
+                self.went_away()
 
     def __call__(self, run, row) -> None:
+        if self.gone:
+            return
+        try:
+            self.show(run, row)
+        except OSError:
+            self.went_away()
+
+    def went_away(self) -> None:
+        """The terminal or pipe has gone: the run trains on without a display."""
+        self.bar, self.gone = None, True
+        stop_writing_to(sys.stdout)
+
+    def show(self, run, row) -> None:
         now = time.perf_counter()
         if self.last_step is None:  # the first row (after a resume, not at step 0)
             self.last_step = row["step"] - run.config.log_every
@@ -184,7 +204,10 @@ class Progress:
 
     def close(self) -> None:
         if self.bar is not None:
-            self.bar.__exit__(None, None, None)
+            try:
+                self.bar.__exit__(None, None, None)
+            except OSError:
+                self.went_away()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -236,8 +259,8 @@ def main(ctx, out, resume, force, threads, **options):
         click.echo(f"\n{NOTHING_WRITTEN}", err=True)
         sys.exit(130)
     if resume and state == "started":  # nothing to resume from: the same run, from step 0
-        click.echo(f"{out} stopped before its first checkpoint: starting it again from step 0 "
-                   f"with its own settings")
+        show(f"{out} stopped before its first checkpoint: starting it again from step 0 with "
+             f"its own settings")
         resume, force = False, True
     try:
         start_training(config, out, resume, force, used_threads, state)
@@ -329,12 +352,12 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
                    used_threads: int, state: str) -> None:
     """Prepare the kernels, train with a progress bar, and say where everything went.
     ``state`` is the folder's ``run_state`` when the options were checked."""
-    # From here until training starts, Ctrl-C or SIGTERM only raise a flag: a
+    # From here until training starts, Ctrl-C, SIGTERM or SIGHUP only raise a flag: a
     # KeyboardInterrupt raised inside one of Numba's callbacks from C would be printed and
     # lost, and click would report any other as "Aborted!" with exit code 1.
     signals, removed, created, progress = [], False, False, None
     previous = {number: signal.signal(number, lambda n, _: signals.append(n))
-                for number in (signal.SIGINT, signal.SIGTERM)}
+                for number in stop_signals()}
     try:
         if resume:
             try:  # read every file now: a damaged run is refused before anything starts
@@ -342,12 +365,12 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
             except DamagedRun as damage:
                 raise click.UsageError(str(damage)) from None
         modulus = f" (p={config.p})" if has_modulus(config.task) else ""
-        click.echo(f"tinygrok: {config.task}{modulus}, seed {config.seed}, "
-                   f"{config.steps} steps, {used_threads} threads -> {out}")
+        show(f"tinygrok: {config.task}{modulus}, seed {config.seed}, {config.steps} steps, "
+             f"{used_threads} threads -> {out}")
         note = thread_control.busy_machine_note(used_threads)
         if note:
-            click.echo(note, err=True)
-        click.echo("preparing the Numba kernels (compiled once, then loaded from cache)...")
+            show(note, err=True)
+        show("preparing the Numba kernels (compiled once, then loaded from cache)...")
         warm_up_kernels()
         if not signals:  # only now that all is checked
             created = claim_for_training(out, state)
@@ -365,34 +388,32 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
         if created and not any(out.iterdir()):
             out.rmdir()  # nothing was written, not even the folder
         deleted = f" (--force had deleted the run that was in {out})" if removed else ""
-        click.echo(f"\n{NOTHING_WRITTEN}{deleted}", err=True)
+        show(f"\n{NOTHING_WRITTEN}{deleted}", err=True)
         sys.exit(128 + signals[0])
     try:
         summary = train(config, out, resume=resume, on_log=progress)
     except Interrupted as stop:
         progress.close()
-        click.echo(f"\ninterrupted at step {stop.step}; checkpoint saved. Continue with:\n"
-                   f"  python -m tinygrok.run --out {out} --resume", err=True)
+        show(f"\ninterrupted at step {stop.step}; checkpoint saved. Continue with:\n"
+             f"  python -m tinygrok.run --out {out} --resume", err=True)
         sys.exit(128 + stop.signal_number)  # the shell's convention: 130 for Ctrl-C
     except NonFiniteLoss as failure:
         progress.close()
-        click.echo(f"\nerror: {failure}", err=True)
+        show(f"\nerror: {failure}", err=True)
         sys.exit(1)
     except CouldNotWrite as failure:  # a full disk, say: the last checkpoint is still whole
         progress.close()
         if failure.checkpoint_step is None:
-            click.echo(f"\nerror: {failure.problem}; no checkpoint had been saved yet, so "
-                       f"there is nothing to resume: run the command again", err=True)
+            show(f"\nerror: {failure.problem}; no checkpoint had been saved yet, so there is "
+                 f"nothing to resume: run the command again", err=True)
         else:
-            click.echo(f"\nerror: {failure.problem}; its checkpoint at step "
-                       f"{failure.checkpoint_step} is kept. Once the folder can be written "
-                       f"again, continue with:\n  python -m tinygrok.run --out {out} --resume",
-                       err=True)
+            show(f"\nerror: {failure.problem}; its checkpoint at step "
+                 f"{failure.checkpoint_step} is kept. Once the folder can be written again, "
+                 f"continue with:\n  python -m tinygrok.run --out {out} --resume", err=True)
         sys.exit(1)
     progress.close()
     # The run is complete: a Ctrl-C now would only turn its last lines into "Aborted!".
-    previous = {number: signal.signal(number, signal.SIG_IGN)
-                for number in (signal.SIGINT, signal.SIGTERM)}
+    previous = {number: signal.signal(number, signal.SIG_IGN) for number in stop_signals()}
     try:
         say_where_everything_went(summary, config, out)
     finally:
@@ -403,12 +424,12 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
 def say_where_everything_went(summary: dict, config: TrainConfig, out: Path) -> None:
     grok = summary["step_val_acc_99"]
     grokked = f"step {grok}" if summary["grokked"] else f"never (budget {config.steps})"
-    click.echo(f"done in {summary['wall_seconds']:.0f} s.  val acc > 0.99 at: {grokked}")
-    click.echo(f"final train acc {summary['final_train_acc']:.4f}, val acc "
-               f"{summary['final_val_acc']:.4f}")
-    click.echo(f"run directory: {out}/ (metrics.csv, attention.npz, embeddings.npz, "
-               f"checkpoint.npz, summary.json)")
-    click.echo(f"analyse it with: python -m tinygrok.analyze {out}")
+    show(f"done in {summary['wall_seconds']:.0f} s.  val acc > 0.99 at: {grokked}")
+    show(f"final train acc {summary['final_train_acc']:.4f}, val acc "
+         f"{summary['final_val_acc']:.4f}")
+    show(f"run directory: {out}/ (metrics.csv, attention.npz, embeddings.npz, checkpoint.npz, "
+         f"summary.json)")
+    show(f"analyse it with: python -m tinygrok.analyze {out}")
 
 
 if __name__ == "__main__":

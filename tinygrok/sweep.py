@@ -45,8 +45,8 @@ Ctrl-C
     The runs are started in their own session, so the terminal's Ctrl-C reaches only the
     sweep, which passes one SIGINT to every running run: each saves a checkpoint and stops.
     The sweep then exits with code 130; the same command resumes everything. SIGTERM (a
-    batch system's time limit, ``kill``) is handled the same way, so no training is orphaned;
-    the sweep then exits with code 143.
+    batch system's time limit, ``kill``) and SIGHUP (the terminal closed) are handled the
+    same way, so no training is orphaned; the sweep then exits with code 143 or 129.
 
 Analysis
     At the end, analysis.json is written into every complete run that lacks an up-to-date
@@ -72,7 +72,7 @@ A dask.distributed cluster (``--scheduler tcp://HOST:PORT``)
 
 Exit codes: 0 all runs complete; 1 a run failed or was left alone (the others still
 finish; they are listed at the end with their log or the reason); 2 bad usage (one line,
-nothing written); 130 Ctrl-C; 143 SIGTERM.
+nothing written); 130 Ctrl-C; 143 SIGTERM; 129 SIGHUP.
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ from pathlib import Path
 import click
 
 from tinygrok.tasks import TASK_NAMES
+from tinygrok.terminal import show, stop_signals
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                     "NUMBA_NUM_THREADS")
@@ -104,7 +105,7 @@ STOP_WAIT_SECONDS = 120  # how long a stopped run may take to save its checkpoin
 PROGRESS_SECONDS = 60  # how often the sweep says where its running runs are
 CONNECT_TIMEOUT = "10s"  # to reach a dask scheduler
 LOCK_NAME = ".sweep.lock"
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130  # and 128 + n after signal n
 
 
 class SweepUsageError(click.ClickException):
@@ -474,10 +475,10 @@ def run_locally(jobs: list[Job], parallel: int, threads: int, extra: list[str]) 
             for entry in [r for r in running if r.process.poll() is not None]:
                 running.remove(entry)
                 outcomes.append(entry.outcome())
-                click.echo(finished_line(f"[{len(outcomes)}/{len(jobs)}]", outcomes[-1]))
+                show(finished_line(f"[{len(outcomes)}/{len(jobs)}]", outcomes[-1]))
             if running and time.monotonic() >= next_progress:
                 next_progress = time.monotonic() + PROGRESS_SECONDS
-                click.echo("  ... " + "; ".join(f"{entry.job.name} {last_progress(entry.job.log)}"
+                show("  ... " + "; ".join(f"{entry.job.name} {last_progress(entry.job.log)}"
                                                 for entry in running))
     except KeyboardInterrupt:
         stop_all(running)
@@ -488,7 +489,7 @@ def run_locally(jobs: list[Job], parallel: int, threads: int, extra: list[str]) 
 def stop_all(running: list[Running]) -> None:
     """SIGINT to every run, then wait for them to save their checkpoints."""
     if running:
-        click.echo(f"\nstopping {len(running)} running run(s); each saves a checkpoint...",
+        show(f"\nstopping {len(running)} running run(s); each saves a checkpoint...",
                    err=True)
     for entry in running:
         entry.stop()
@@ -499,17 +500,23 @@ def stop_all(running: list[Running]) -> None:
         except subprocess.TimeoutExpired:
             entry.process.kill()
             entry.process.wait()
-            click.echo(f"{entry.job.name} did not stop in time and was killed", err=True)
+            show(f"{entry.job.name} did not stop in time and was killed", err=True)
         entry.log_file.close()
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived: handled as Ctrl-C is, but the sweep then exits 143 (128 + 15)."""
+    """SIGTERM or SIGHUP arrived: handled as Ctrl-C is, but the sweep then exits 128 + the
+    signal's number (143, 129)."""
+
+    def __init__(self, signal_number: int):
+        super().__init__(signal_number)
+        self.signal_number = signal_number
 
 
-def interrupt_on_sigterm(*_) -> None:
-    """SIGTERM (a job scheduler, `kill`) stops the runs like Ctrl-C: no orphaned trainings."""
-    raise Terminated
+def interrupt_on_signal(number, _frame) -> None:
+    """SIGTERM (a job scheduler, `kill`) or SIGHUP (the terminal closed) stops the runs like
+    Ctrl-C: no orphaned trainings."""
+    raise Terminated(number)
 
 
 # ---- running on a dask.distributed cluster -------------------------------------------------
@@ -631,7 +638,7 @@ def run_on_cluster(client, jobs: list[Job], extra: list[str]) -> list[Outcome]:
     stop_name = f"tinygrok-sweep-stop-{uuid.uuid4().hex}"
     stop = Event(stop_name, client=client)
     threads = threads_per_worker(client)
-    click.echo(f"cluster: {len(threads)} worker(s); threads per run: "
+    show(f"cluster: {len(threads)} worker(s); threads per run: "
                f"{sorted(set(threads.values())) or 'none yet'}")
     futures = {}
     for job in jobs:
@@ -646,16 +653,16 @@ def run_on_cluster(client, jobs: list[Job], extra: list[str]) -> list[Outcome]:
         for future in as_completed(futures):
             outcomes.append(collect(futures[future], future))
             collected.add(future)
-            click.echo(finished_line(f"[{len(outcomes)}/{len(jobs)}]", outcomes[-1]))
+            show(finished_line(f"[{len(outcomes)}/{len(jobs)}]", outcomes[-1]))
     except KeyboardInterrupt:
-        click.echo("\nstopping the runs on the cluster; each saves a checkpoint...", err=True)
+        show("\nstopping the runs on the cluster; each saves a checkpoint...", err=True)
         stop.set()  # queued tasks return at once; running ones save a checkpoint first
         try:  # every other run's files, including runs that finished but were not yet handed out
             for future in as_completed([f for f in futures if f not in collected],
                                        timeout=STOP_WAIT_SECONDS):
                 collect(futures[future], future)
         except TimeoutError:
-            click.echo("some runs did not come back in time; they start afresh next time",
+            show("some runs did not come back in time; they start afresh next time",
                        err=True)
         raise
     return outcomes
@@ -705,7 +712,7 @@ def analyse(jobs: list[Job]) -> list[Outcome]:
             failures.append(Outcome(job, False, 0.0, f"analysis failed: {type(error).__name__}: "
                                                      f"{error}"))
     if count:
-        click.echo(f"analysed {count} run(s): analysis.json in each run directory")
+        show(f"analysed {count} run(s): analysis.json in each run directory")
     return failures
 
 
@@ -713,9 +720,9 @@ def analyse(jobs: list[Job]) -> list[Outcome]:
 
 
 def report_failures(failures: list[Outcome]) -> None:
-    click.echo(f"\n{len(failures)} run(s) did not complete:", err=True)
+    show(f"\n{len(failures)} run(s) did not complete:", err=True)
     for outcome in failures:
-        click.echo(f"  {outcome.job.name}: {outcome.job.note or outcome.message}", err=True)
+        show(f"  {outcome.job.name}: {outcome.job.note or outcome.message}", err=True)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True,
@@ -755,19 +762,21 @@ def main(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_run):
     --steps 3000 --weight-decay 1.0; see python -m tinygrok.run --help. Re-running the same
     command skips complete runs and resumes interrupted ones. Exit code 1 if a run failed or
     was left alone (the others still run), 2 for bad usage, 130 after Ctrl-C, 143 after
-    SIGTERM.
+    SIGTERM, 129 after SIGHUP (the terminal closed).
     """
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    if in_main_thread:  # SIGTERM before or after the runs (say, in the analysis) too
-        previous = signal.signal(signal.SIGTERM, interrupt_on_sigterm)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # before or after the runs
+        previous = {number: signal.signal(number, interrupt_on_signal)  # (in the analysis)
+                    for number in stop_signals() if number != signal.SIGINT}
     try:
         sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_run)
     except KeyboardInterrupt as stop:  # before, during or after the runs
-        click.echo("\ninterrupted: run the same command again to resume", err=True)
-        sys.exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED)
+        show("\ninterrupted: run the same command again to resume", err=True)
+        sys.exit(128 + stop.signal_number if isinstance(stop, Terminated)
+                 else EXIT_INTERRUPTED)
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_run):
@@ -799,19 +808,19 @@ def sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_r
         raise SweepUsageError("--scheduler: must name a scheduler, tcp://HOST:PORT (leave it "
                               "out to run here)")
     if scheduler is None and cores and cores > machine_cores():
-        click.echo(f"--cores {cores} is more than the {machine_cores()} this machine has: "
+        show(f"--cores {cores} is more than the {machine_cores()} this machine has: "
                    f"using {machine_cores()}")
         cores = machine_cores()
     cores = cores or machine_cores()
     if scheduler is None and jobs and jobs > cores:
-        click.echo(f"--jobs {jobs} is more than the {cores} cores: running {cores} at a time")
+        show(f"--jobs {jobs} is more than the {cores} cores: running {cores} at a time")
 
     if dry_run:
         plan, parallel, threads = plan_sweep(out, tasks, seeds, extra, jobs, cores)
         todo, conflicts = announce(plan, threads)
         for job in todo:
             command = run_command(job, job.threads or threads, extra)
-            click.echo(f"{job.action:>8} {job.name}: {shlex.join(command)}")
+            show(f"{job.action:>8} {job.name}: {shlex.join(command)}")
         if conflicts:  # as the sweep itself would end
             sys.exit(EXIT_FAILED)
         return
@@ -847,17 +856,17 @@ def perform_sweep(out: Path, tasks: list[str], seeds: list[int], extra: list[str
         where = (f"on {client.scheduler.address}" if client else
                  f"{parallel} at a time, {threads} thread(s) each"
                  + (" (resumed runs: their own)" if own else ""))
-        click.echo(f"running {len(todo)} run(s) into {out}/ ({where}); logs in {out / 'logs'}/")
+        show(f"running {len(todo)} run(s) into {out}/ ({where}); logs in {out / 'logs'}/")
         outcomes = run_all(todo, client, parallel, threads, extra)
         failures += [outcome for outcome in outcomes if not outcome.ok]
     elif not failures:
-        click.echo("nothing to run")
+        show("nothing to run")
     if analyze:
         failures += analyse(plan)
     if failures:
         report_failures(failures)
         sys.exit(EXIT_FAILED)
-    click.echo(f"all {len(plan)} run(s) complete. Report: python -m tinygrok.report {out}")
+    show(f"all {len(plan)} run(s) complete. Report: python -m tinygrok.report {out}")
 
 
 def announce(plan: list[Job], threads: int | None = None) -> tuple[list[Job], list[Outcome]]:
@@ -865,14 +874,14 @@ def announce(plan: list[Job], threads: int | None = None) -> tuple[list[Job], li
     than ``threads``; return the jobs to run and the conflicts."""
     skipped = [job.name for job in plan if job.action == "skip"]
     if skipped:
-        click.echo(f"skipped {len(skipped)} complete run(s): {', '.join(skipped)}")
+        show(f"skipped {len(skipped)} complete run(s): {', '.join(skipped)}")
     conflicts = [Outcome(job, False) for job in plan if job.action == "conflict"]
     for outcome in conflicts:
-        click.echo(f"left alone: {outcome.job.note}", err=True)
+        show(f"left alone: {outcome.job.note}", err=True)
     own = [f"{job.name} ({job.threads})" for job in plan
            if job.action == "resume" and job.threads and job.threads != threads]
     if own:
-        click.echo(f"resumed with the thread count each started with, so that its numbers "
+        show(f"resumed with the thread count each started with, so that its numbers "
                    f"match an uninterrupted run: {', '.join(own)}")
     return [job for job in plan if job.action not in ("skip", "conflict")], conflicts
 

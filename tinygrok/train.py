@@ -10,11 +10,12 @@ the run directory.
 
 Nothing is lost on interruption. A checkpoint (parameters, AdamW moments, the batch
 sampler's RNG state, the half-finished log window) is written every ``checkpoint_every``
-steps and on Ctrl-C or SIGTERM; the metrics, attention and embedding files are rewritten
-just before it, so they always reach at least as far as the checkpoint. ``resume=True``
-loads the checkpoint, keeps only the logged rows up to its step, and carries on: the
-result is bit-identical to a run that was never interrupted (same seed, same threads). A
-run whose files are damaged, or whose logs stop short of the checkpoint, is refused.
+steps and on Ctrl-C, SIGTERM or SIGHUP (a closed terminal); the metrics, attention and
+embedding files are rewritten just before it, so they always reach at least as far as the
+checkpoint. ``resume=True`` loads the checkpoint, keeps only the logged rows up to its
+step, and carries on: the result is bit-identical to a run that was never interrupted (same
+seed, same threads). A run whose files are damaged, or whose logs stop short of the
+checkpoint, is refused.
 
 A loss that is not finite stops the run at once; the last good checkpoint is kept. So does
 a file that cannot be written (a full disk): every file is written whole or not at all, so
@@ -41,6 +42,7 @@ from tinygrok.adamw import AdamW
 from tinygrok.autograd import no_grad
 from tinygrok.model import Transformer
 from tinygrok.tasks import has_modulus, make_task, sample_batch, split
+from tinygrok.terminal import stop_signals
 from tinygrok.threads import current_threads, kernels_on_one_thread
 
 CHECKPOINT = "checkpoint.npz"
@@ -159,8 +161,8 @@ class NonFiniteLoss(RuntimeError):
 
 
 class Interrupted(RuntimeError):
-    """Ctrl-C (SIGINT) or SIGTERM: the run saved a checkpoint at ``step`` and stopped.
-    ``signal_number`` says which signal it was."""
+    """Ctrl-C (SIGINT), SIGTERM or SIGHUP: the run saved a checkpoint at ``step`` and
+    stopped. ``signal_number`` says which signal it was."""
 
     def __init__(self, step: int, signal_number: int = signal.SIGINT):
         name = signal.Signals(signal_number).name
@@ -471,20 +473,21 @@ def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> di
     """Run (or resume) the experiment in ``out_dir`` and return the summary.
 
     ``on_log(run, row)`` is called after every metrics row (for progress display).
-    Raises ``Interrupted`` after saving a checkpoint on Ctrl-C or SIGTERM, ``NonFiniteLoss``
-    when the loss blows up, ``CouldNotWrite`` when a file cannot be written (a full disk),
-    ``DamagedRun`` when a run to resume cannot be resumed exactly, ``runfiles.FolderInUse``
-    when another process is training in ``out_dir``.
+    Raises ``Interrupted`` after saving a checkpoint on Ctrl-C, SIGTERM or SIGHUP
+    (``terminal.stop_signals``), ``NonFiniteLoss`` when the loss blows up,
+    ``CouldNotWrite`` when a file cannot be written (a full disk), ``DamagedRun`` when a
+    run to resume cannot be resumed exactly, ``runfiles.FolderInUse`` when another process
+    is training in ``out_dir``.
     """
-    # Ctrl-C and SIGTERM only raise a flag; the loop checks it between steps, so the
-    # checkpoint never catches a half-applied update. The handlers go in first, so that a
-    # signal during the set-up below still ends in a checkpoint. (Signals can only be
+    # Ctrl-C, SIGTERM and SIGHUP only raise a flag; the loop checks it between steps, so
+    # the checkpoint never catches a half-applied update. The handlers go in first, so that
+    # a signal during the set-up below still ends in a checkpoint. (Signals can only be
     # caught in the main thread.)
     interrupted = []
     catch_signals = threading.current_thread() is threading.main_thread()
     if catch_signals:
         previous_handlers = {number: signal.signal(number, lambda n, _: interrupted.append(n))
-                             for number in (signal.SIGINT, signal.SIGTERM)}
+                             for number in stop_signals()}
     took_lock, folder = False, None
     try:
         if not isinstance(config, TrainConfig):

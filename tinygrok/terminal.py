@@ -1,0 +1,50 @@
+"""A command's terminal: the signals that stop its work, and output that may go away.
+
+A run prints a progress bar for minutes; meanwhile the terminal can close (an ssh session
+drops) or the reader of a pipe can quit (``python -m tinygrok.run | head``).
+
+- The closed terminal sends SIGHUP. Like Ctrl-C and SIGTERM, it stops a run at the end of
+  its step with a checkpoint, and a sweep stops its runs that way (``stop_signals``).
+- A write to the terminal or pipe then fails (EIO, EPIPE), and Python would end the command
+  with that error: losing the steps since the last checkpoint, or, in a sweep, leaving its
+  runs without the sweep that stops them. The commands print through ``show`` instead: a
+  line that cannot be written is dropped, and the output goes to the null device from then
+  on, so that the work goes on.
+"""
+
+import os
+import signal
+import sys
+
+import click
+
+
+def stop_signals() -> list[int]:
+    """The signals that stop a run, with a checkpoint at the step it was in: SIGINT (Ctrl-C),
+    SIGTERM (``kill``, a job scheduler) and, where the system has it, SIGHUP (the terminal
+    was closed, an ssh session dropped). One that this process ignores stays ignored: a
+    run started under ``nohup`` trains on when its terminal goes away."""
+    numbers = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+               if hasattr(signal, name)]  # Windows has no SIGHUP
+    return [number for number in numbers if signal.getsignal(number) is not signal.SIG_IGN]
+
+
+def show(message: str = "", err: bool = False) -> None:
+    """``click.echo(message, err=err)``, unless the terminal or pipe has gone: then the line
+    is dropped and later ones go nowhere (``stop_writing_to``)."""
+    try:
+        click.echo(message, err=err)
+    except OSError:
+        stop_writing_to(sys.stderr if err else sys.stdout)
+
+
+def stop_writing_to(stream) -> None:
+    """Point ``stream``'s file descriptor at the null device, so that later writes, and
+    Python's last flush at exit, go nowhere instead of failing again."""
+    try:
+        descriptor = stream.fileno()
+    except (OSError, ValueError):  # not a real file (a test's captured output)
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, descriptor)
+    os.close(null)
