@@ -177,7 +177,7 @@ class Progress:
         if self.gone:
             return
         try:
-            self.show(run, row)
+            self.draw(run, row)
         except OSError:
             self.went_away()
 
@@ -186,7 +186,7 @@ class Progress:
         self.bar, self.gone = None, True
         stop_writing_to(sys.stdout)
 
-    def show(self, run, row) -> None:
+    def draw(self, run, row) -> None:
         now = time.perf_counter()
         if self.last_step is None:  # the first row (after a resume, not at step 0)
             self.last_step = row["step"] - run.config.log_every
