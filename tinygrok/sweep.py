@@ -331,13 +331,19 @@ def read_summary(directory: Path) -> dict | None:
         return None
 
 
-def last_line(path: Path) -> str:
-    """The last non-empty line of a text file ('' if there is none): usually the error."""
+def error_in_log(path: Path) -> str:
+    """What a failed run's log says went wrong: its last line that starts with "error:" (the
+    run command's own errors, or click's "Error:"), else its last non-empty line (a
+    traceback's last line, say); '' for an empty or unreadable log. The advice that may
+    follow the error (a --resume command) is not for the sweep, which resumes by itself,
+    and the "# date command" lines are the sweep's own."""
     try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines()
+                 if line.strip() and not line.startswith("# ")]
     except OSError:
         return ""
-    return lines[-1].strip() if lines else ""
+    errors = [line for line in lines if line.lower().startswith("error:")]
+    return (errors or lines or [""])[-1]
 
 
 def last_progress(log: Path) -> str:
@@ -354,10 +360,10 @@ def last_progress(log: Path) -> str:
 
 
 def failure_message(job: Job, code: int | None) -> str:
-    """A failed run's exit code and its log's last line (usually the error). A run that
+    """A failed run's exit code and the error its log ends with. A run that
     could not be resumed (a damaged file) is never deleted by the sweep: it says how to
     start it again, since the run command's own advice, --force, is not a sweep option."""
-    error = last_line(job.log)
+    error = error_in_log(job.log)
     message = f"exit {code}: {error} (log: {job.log})"
     if code == EXIT_USAGE and job.action == "resume" and "cannot resume" in error:
         message += (f"; to start this run again, delete {job.directory} and run the sweep "
