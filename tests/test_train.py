@@ -344,6 +344,65 @@ def test_a_full_disk_before_the_first_checkpoint_says_there_is_nothing_to_resume
     assert run_state(tmp_path / "run") == "started"
 
 
+@pytest.mark.skipif(runfiles.fcntl is None, reason="no folder lock to tell the folder by")
+@pytest.mark.parametrize("change", ["delete", "move", "delete and make again"])
+def test_a_run_whose_folder_goes_away_stops_and_writes_nothing_more(tmp_path, change):
+    import shutil
+
+    from tinygrok.train import RunFolderGone
+
+    out, moved = tmp_path / "run", tmp_path / "moved"
+
+    def change_the_folder(run, row):
+        if row["step"] == 20:  # after the checkpoint at step 15, before the one at 30
+            if change == "move":
+                out.rename(moved)
+            else:
+                shutil.rmtree(out)
+            if change == "delete and make again":
+                out.mkdir()
+
+    with pytest.raises(RunFolderGone) as failure:
+        train(tiny(), out, on_log=change_the_folder)
+    assert (failure.value.step, failure.value.checkpoint_step) == (30, 15)
+    assert f"{out} was " in str(failure.value)
+    if change == "move":
+        assert not out.exists()
+        if sys.platform == "linux":  # /proc says where the folder went
+            assert failure.value.moved_to == str(moved)
+            assert f"are in {moved}: continue there" in str(failure.value)
+        train(tiny(), tmp_path / "straight")
+        train(tiny(), moved, resume=True)
+        assert_same_run(tmp_path / "straight", moved)
+    else:
+        assert "was deleted while the run trained in it (noticed at step 30)" in \
+            str(failure.value) and "nothing is kept" in str(failure.value)
+        # nothing written into a new folder of the same name: it would look like a run
+        assert (list(out.iterdir()) == []) if out.exists() else change == "delete"
+
+
+@pytest.mark.skipif(runfiles.fcntl is None, reason="no folder lock to tell the folder by")
+def test_the_command_whose_folder_was_deleted_exits_1_saying_nothing_is_kept(tmp_path,
+                                                                             monkeypatch):
+    import shutil
+
+    out = tmp_path / "run"
+    real_log_metrics = run_module.Run.log_metrics
+
+    def log_then_delete(self, lr, seconds):
+        row = real_log_metrics(self, lr, seconds)
+        if self.step == 10:
+            shutil.rmtree(out)
+        return row
+
+    monkeypatch.setattr(run_module.Run, "log_metrics", log_then_delete)
+    result = invoke(*TINY_CLI, "--out", str(out))
+    assert result.exit_code == 1, result.output
+    assert (f"\nerror: {out} was deleted while the run trained in it (noticed at step 20); "
+            f"the run stopped and wrote nothing more; nothing is kept") in result.output
+    assert "Traceback" not in result.output and not out.exists()
+
+
 # -- the command line ---------------------------------------------------------------------
 
 def invoke(*args):

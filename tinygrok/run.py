@@ -29,8 +29,8 @@ from tinygrok import threads as thread_control
 from tinygrok.terminal import show, stop_signals, stop_writing_to
 from tinygrok.tasks import TASK_NAMES, EmptySplit, has_modulus, is_prime
 from tinygrok.train import (CHECKPOINT, SUMMARY, CouldNotWrite, DamagedRun, Interrupted,
-                            NonFiniteLoss, Run, TrainConfig, run_state, saved_settings, train,
-                            warm_up_kernels)
+                            NonFiniteLoss, Run, RunFolderGone, TrainConfig, run_state,
+                            saved_settings, train, warm_up_kernels)
 
 # The settings the command line exposes, with the paper's values (TrainConfig's) as defaults.
 DEFAULTS = {name: getattr(TrainConfig(), name) for name in (
@@ -400,6 +400,15 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
     except NonFiniteLoss as failure:
         progress.close()
         show(f"\nerror: {failure}", err=True)
+        sys.exit(1)
+    except RunFolderGone as failure:
+        progress.close()
+        if failure.moved_to and failure.checkpoint_step is not None:
+            show(f"\nerror: {failure.problem}. Its files, up to the checkpoint at step "
+                 f"{failure.checkpoint_step}, are in {failure.moved_to}; continue there "
+                 f"with:\n  python -m tinygrok.run --out {failure.moved_to} --resume", err=True)
+        else:
+            show(f"\nerror: {failure}", err=True)
         sys.exit(1)
     except CouldNotWrite as failure:  # a full disk, say: the last checkpoint is still whole
         progress.close()

@@ -214,10 +214,11 @@ def lock_run_folder(out: Path, patience: float = 0.5) -> bool:
     in the folder, and it ends with the process however the process ends (even
     ``kill -9``): no stale lock is ever left behind.
 
-    What it does not cover: a folder renamed while its run trains (the lock stays with the
-    renamed folder, while the run keeps writing by the old name), runs on two machines
-    sharing a network filesystem (a folder's flock may be seen by one machine only), and
-    filesystems without locks, where nothing is locked (as on Windows).
+    A folder deleted, renamed or replaced while its run trains keeps the lock on the old
+    folder; the run notices before its next write (``what_became_of``) and stops. What it
+    does not cover: runs on two machines sharing a network filesystem (a folder's flock
+    may be seen by one machine only), and filesystems without locks, where nothing is
+    locked (as on Windows).
     """
     folder = Path(out).resolve()
     if folder in _locked_folders or fcntl is None:
@@ -252,6 +253,30 @@ def unlock_run_folder(out: Path) -> None:
     descriptor = _locked_folders.pop(Path(out).resolve(), None)
     if descriptor is not None:
         os.close(descriptor)
+
+
+def what_became_of(out: Path) -> str | None:
+    """None while ``out`` is still the folder this process locked (or nothing was locked, so
+    there is no telling). Otherwise what happened to the locked folder while its run
+    trained: "deleted", "moved to NEW" (Linux says where, through /proc), or "deleted,
+    moved or replaced". The lock's descriptor still points at the folder it locked, so
+    the run notices even when another folder has been made under the old name."""
+    descriptor = _locked_folders.get(Path(out).resolve())
+    if descriptor is None:
+        return None
+    locked = os.fstat(descriptor)
+    try:
+        here = os.stat(out)
+        if (here.st_dev, here.st_ino) == (locked.st_dev, locked.st_ino):
+            return None
+    except OSError:  # nothing there any more
+        pass
+    if locked.st_nlink == 0:  # a deleted folder has no name left
+        return "deleted"
+    try:
+        return f"moved to {os.readlink(f'/proc/self/fd/{descriptor}')}"
+    except OSError:
+        return "deleted, moved or replaced"
 
 
 def in_use_by_another_process(out: Path) -> str | None:

@@ -189,6 +189,27 @@ class CouldNotWrite(RuntimeError):
         super().__init__(f"{self.problem}; {kept}")
 
 
+class RunFolderGone(RuntimeError):
+    """The run folder was deleted, moved or replaced while the run trained in it
+    (``runfiles.what_became_of`` says which). The run stops at ``step`` and writes nothing
+    more: not into a new folder of the same name, which would then look like a run. A
+    moved folder (``moved_to``) still holds the files up to ``checkpoint_step``."""
+
+    def __init__(self, out: Path, what: str, step: int, checkpoint_step: int | None):
+        self.out, self.step, self.checkpoint_step = out, step, checkpoint_step
+        self.moved_to = what.removeprefix("moved to ") if what.startswith("moved to ") else None
+        self.problem = (f"{out} was {what} while the run trained in it (noticed at step "
+                        f"{step}); the run stopped and wrote nothing more")
+        if self.moved_to and checkpoint_step is not None:
+            kept = (f"its files, up to the checkpoint at step {checkpoint_step}, are in "
+                    f"{self.moved_to}: continue there with train(..., resume=True)")
+        elif what == "deleted":
+            kept = "nothing is kept"
+        else:
+            kept = "if the folder still exists elsewhere, resume it there"
+        super().__init__(f"{self.problem}; {kept}")
+
+
 class DamagedRun(ValueError):
     """A run cannot be resumed exactly: a file is missing or unreadable, or its logs do
     not reach the checkpoint's step."""
@@ -329,13 +350,22 @@ class Run:
 
     @contextlib.contextmanager
     def writing(self):
-        """Turn a failed write (a full disk, say) into CouldNotWrite, which names the step
-        and the checkpoint that is kept. The files already written stay whole: a resume
-        keeps what they logged up to the checkpoint's step and drops the rest."""
+        """Around every write: first check that the run folder is still the one this run
+        locked (RunFolderGone if it was deleted, moved or replaced), then turn a failed
+        write (a full disk, say) into CouldNotWrite, which names the step and the
+        checkpoint that is kept. The files already written stay whole: a resume keeps what
+        they logged up to the checkpoint's step and drops the rest."""
+        self.check_folder()
         try:
             yield
         except OSError as error:
+            self.check_folder()  # the folder went away during the write
             raise CouldNotWrite(error, self.step, self.checkpoint_step) from None
+
+    def check_folder(self) -> None:
+        what = runfiles.what_became_of(self.out)
+        if what is not None:
+            raise RunFolderGone(self.out, what, self.step, self.checkpoint_step)
 
     def load_checkpoint(self) -> None:
         """Everything the checkpoint saved, and the logs up to its step. Raises DamagedRun
@@ -475,9 +505,10 @@ def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> di
     ``on_log(run, row)`` is called after every metrics row (for progress display).
     Raises ``Interrupted`` after saving a checkpoint on Ctrl-C, SIGTERM or SIGHUP
     (``terminal.stop_signals``), ``NonFiniteLoss`` when the loss blows up,
-    ``CouldNotWrite`` when a file cannot be written (a full disk), ``DamagedRun`` when a
-    run to resume cannot be resumed exactly, ``runfiles.FolderInUse`` when another process
-    is training in ``out_dir``.
+    ``CouldNotWrite`` when a file cannot be written (a full disk), ``RunFolderGone`` when
+    the folder is deleted or moved while the run trains in it, ``DamagedRun`` when a run
+    to resume cannot be resumed exactly, ``runfiles.FolderInUse`` when another process is
+    training in ``out_dir``.
     """
     # Ctrl-C, SIGTERM and SIGHUP only raise a flag; the loop checks it between steps, so
     # the checkpoint never catches a half-applied update. The handlers go in first, so that
