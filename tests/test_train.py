@@ -1201,7 +1201,7 @@ def test_closing_the_terminal_stops_the_command_with_a_checkpoint_at_its_step(tm
     if pid == 0:
         os.execv(sys.executable, [*COMMAND, "--steps", "1000000", "--out", str(out)])
     shown, deadline = b"", time.monotonic() + 120
-    while b"training" not in shown and time.monotonic() < deadline:  # the progress bar
+    while b"/1000000" not in shown and time.monotonic() < deadline:  # the progress bar
         if select.select([terminal], [], [], 1)[0]:
             try:
                 shown += os.read(terminal, 4096)
@@ -1217,6 +1217,15 @@ def test_closing_the_terminal_stops_the_command_with_a_checkpoint_at_its_step(tm
     assert runfiles.read_csv(out / "metrics.csv")[-1]["step"] == saved // 5 * 5
 
 
+def test_the_command_with_its_output_closed_trains_all_the_same(tmp_path):
+    out = tmp_path / "run"
+    finished = subprocess.run([*COMMAND, "--out", str(out)], stdout=None, stderr=subprocess.PIPE,
+                              close_fds=True, preexec_fn=lambda: os.close(1),
+                              timeout=300) if sys.platform != "win32" else pytest.skip("POSIX")
+    assert finished.returncode == 0, finished.stderr.decode()
+    assert run_state(out) == "complete"
+
+
 def test_a_reader_that_quits_does_not_stop_the_run(tmp_path):
     """python -m tinygrok.run | head -1: the display goes, the run completes quietly."""
     out = tmp_path / "run"
@@ -1230,22 +1239,56 @@ def test_a_reader_that_quits_does_not_stop_the_run(tmp_path):
     assert "Error" not in errors and "Exception" not in errors, errors
 
 
-def test_the_progress_bar_goes_quiet_when_its_terminal_fails(monkeypatch):
-    class GoneTerminal(io.StringIO):
-        def isatty(self):
-            return True
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
 
+
+class TinyRun:
+    class config:
+        log_every = 5
+
+
+@pytest.mark.parametrize("columns, term, bar", [(80, "xterm", True), (200, "xterm", True),
+                                                (60, "xterm", False), (80, "dumb", False)])
+def test_the_progress_bar_fits_the_terminal_or_gives_way_to_lines(monkeypatch, columns, term,
+                                                                   bar):
+    import shutil
+
+    monkeypatch.setattr(sys, "stdout", Terminal())
+    monkeypatch.setattr(shutil, "get_terminal_size",
+                        lambda *args, **kwargs: os.terminal_size((columns, 24)))
+    monkeypatch.setenv("TERM", term)
+    progress = run_module.Progress(7500)
+    for step in range(10, 7501, 10):
+        progress(TinyRun, {"step": step, "train_acc": 1.0, "val_acc": 0.5})
+    progress.close()
+    lines = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line)
+             for line in re.split(r"[\r\n]", sys.stdout.getvalue()) if line.strip()]
+    assert (progress.bar is not None) == bar
+    if bar:  # every redraw stays within one line of the terminal
+        assert max(len(line) for line in lines) <= columns
+        assert lines[-1].startswith("[#") and "7500/7500  train acc 1.000  val acc 0.500" in \
+            lines[-1]
+    else:
+        assert lines[0].startswith("step    500/7500  train acc 1.000  val acc 0.500")
+        assert len(lines) == 15
+
+
+def test_the_progress_bar_goes_quiet_when_its_terminal_fails(monkeypatch):
+    class GoneTerminal(Terminal):
         def write(self, text):
             raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    class Run:
-        class config:
-            log_every = 5
+    import shutil
 
     monkeypatch.setattr(sys, "stdout", GoneTerminal())
+    monkeypatch.setattr(shutil, "get_terminal_size",
+                        lambda *args, **kwargs: os.terminal_size((100, 24)))
+    monkeypatch.setenv("TERM", "xterm")
     progress = run_module.Progress(20)
     for step in (5, 10, 15, 20):
-        progress(Run, {"step": step, "train_acc": 1.0, "val_acc": 0.5})
+        progress(TinyRun, {"step": step, "train_acc": 1.0, "val_acc": 0.5})
     progress.close()
     assert progress.gone and progress.bar is None
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
 import sys
@@ -157,15 +158,24 @@ def resolve_resume(ctx: click.Context, out: Path, options: dict) -> tuple[dict, 
 
 class Progress:
     """A progress bar on a terminal; otherwise one line each time the run passes a multiple
-    of ``every`` steps (at the first row logged at or after it), and one at the end."""
+    of ``every`` steps (at the first row logged at or after it), and one at the end.
+
+    The bar is as wide as the terminal leaves room for, so that each redraw stays on one
+    line (a longer line wraps, and every redraw would leave a line behind); a terminal too
+    narrow for the numbers, or one that cannot redraw (TERM=dumb), gets the lines."""
 
     def __init__(self, total: int, every: int = 500):
         self.total, self.every = total, every
         self.last_step, self.last_time = None, time.perf_counter()
         self.rate = 0.0
         self.bar, self.gone = None, False  # gone: the terminal or pipe has (terminal.py)
-        if sys.stdout.isatty():
-            bar = click.progressbar(length=total, label="training", show_pos=True,
+        # "[####    ]  1500/7500  00:03:41  train acc 1.000  val acc 0.031  29 steps/s"
+        numbers = len(f"[]  {total}/{total}  00:00:00  train acc 1.000  val acc 1.000  "
+                      f"99 steps/s")
+        if (sys.stdout is not None and sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+                and shutil.get_terminal_size().columns >= numbers + 10):
+            bar = click.progressbar(length=total, show_pos=True, width=0,  # 0: fill the line
+                                    bar_template="[%(bar)s]  %(info)s",
                                     item_show_func=lambda text: text)
             try:
                 bar.__enter__()
