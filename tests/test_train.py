@@ -1293,6 +1293,31 @@ def test_the_progress_bar_goes_quiet_when_its_terminal_fails(monkeypatch):
     assert progress.gone and progress.bar is None
 
 
+def test_the_commands_it_prints_can_be_pasted_into_a_shell(tmp_path, monkeypatch):
+    import shlex
+
+    from tinygrok.adamw import AdamW
+
+    real_step = AdamW.step
+
+    def step_then_ctrl_c(self):
+        real_step(self)
+        if self.step_count == 12:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(AdamW, "step", step_then_ctrl_c)
+    out = tmp_path / "my run's folder"  # a space and a quote
+    result = invoke(*TINY_CLI, "--out", str(out))
+    assert result.exit_code == 130, result.output
+    pasted = result.output.splitlines()[-1].strip()
+    assert shlex.split(pasted) == ["python", "-m", "tinygrok.run", "--out", str(out), "--resume"]
+    monkeypatch.setattr(AdamW, "step", real_step)
+    resumed = invoke(*shlex.split(pasted)[3:])
+    assert resumed.exit_code == 0, resumed.output
+    pasted = resumed.output.splitlines()[-1].removeprefix("analyse it with: ")
+    assert shlex.split(pasted) == ["python", "-m", "tinygrok.analyze", str(out)]
+
+
 def test_the_command_exits_1_naming_the_step_when_the_loss_is_not_finite(tmp_path):
     result = invoke(*TINY_CLI, "--lr", "1e30", "--log-every", "1", "--out", str(tmp_path / "r"))
     assert result.exit_code == 1, result.output

@@ -11,6 +11,7 @@ A missing or incomplete run directory is a usage error: one line on stderr, exit
 """
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -72,8 +73,8 @@ def analyze_command(run_dir, no_figures, threshold, clusters):
         raise RunDirectoryUsageError(str(error)) from None
     if not run.complete:
         raise RunDirectoryUsageError(
-            f"{run_dir}: incomplete run (no readable summary.json); let it finish or "
-            f"resume it first (python -m tinygrok.run --out {run_dir} --resume)"
+            f"{run_dir}: incomplete run (no readable summary.json); let it finish or resume "
+            f"it first (python -m tinygrok.run --out {shlex.quote(str(run_dir))} --resume)"
         )
     try:  # before the analysis, which takes a while: analysis.json and figures/ go here
         check_writable(run.path)

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import shlex
 import signal
 import sys
 import time
@@ -405,7 +406,7 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
     except Interrupted as stop:
         progress.close()
         show(f"\ninterrupted at step {stop.step}; checkpoint saved. Continue with:\n"
-             f"  python -m tinygrok.run --out {out} --resume", err=True)
+             f"  {resume_command(out)}", err=True)
         sys.exit(128 + stop.signal_number)  # the shell's convention: 130 for Ctrl-C
     except NonFiniteLoss as failure:
         progress.close()
@@ -416,7 +417,7 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
         if failure.moved_to and failure.checkpoint_step is not None:
             show(f"\nerror: {failure.problem}. Its files, up to the checkpoint at step "
                  f"{failure.checkpoint_step}, are in {failure.moved_to}; continue there "
-                 f"with:\n  python -m tinygrok.run --out {failure.moved_to} --resume", err=True)
+                 f"with:\n  {resume_command(failure.moved_to)}", err=True)
         else:
             show(f"\nerror: {failure}", err=True)
         sys.exit(1)
@@ -428,7 +429,7 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
         else:
             show(f"\nerror: {failure.problem}; its checkpoint at step "
                  f"{failure.checkpoint_step} is kept. Once the folder can be written again, "
-                 f"continue with:\n  python -m tinygrok.run --out {out} --resume", err=True)
+                 f"continue with:\n  {resume_command(out)}", err=True)
         sys.exit(1)
     progress.close()
     # The run is complete: a Ctrl-C now would only turn its last lines into "Aborted!".
@@ -440,6 +441,12 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
             signal.signal(number, handler)
 
 
+def resume_command(out) -> str:
+    """The command that resumes the run in ``out``, quoted for the shell (a folder name
+    with a space in it, say)."""
+    return f"python -m tinygrok.run --out {shlex.quote(str(out))} --resume"
+
+
 def say_where_everything_went(summary: dict, config: TrainConfig, out: Path) -> None:
     grok = summary["step_val_acc_99"]
     grokked = f"step {grok}" if summary["grokked"] else f"never (budget {config.steps})"
@@ -448,7 +455,7 @@ def say_where_everything_went(summary: dict, config: TrainConfig, out: Path) -> 
          f"{summary['final_val_acc']:.4f}")
     show(f"run directory: {out}/ (metrics.csv, attention.npz, embeddings.npz, checkpoint.npz, "
          f"summary.json)")
-    show(f"analyse it with: python -m tinygrok.analyze {out}")
+    show(f"analyse it with: python -m tinygrok.analyze {shlex.quote(str(out))}")
 
 
 if __name__ == "__main__":

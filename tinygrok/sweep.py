@@ -872,7 +872,8 @@ def perform_sweep(out: Path, tasks: list[str], seeds: list[int], extra: list[str
     if failures:
         report_failures(failures)
         sys.exit(EXIT_FAILED)
-    show(f"all {len(plan)} run(s) complete. Report: python -m tinygrok.report {out}")
+    show(f"all {len(plan)} run(s) complete. Report: python -m tinygrok.report "
+         f"{shlex.quote(str(out))}")
 
 
 def announce(plan: list[Job], threads: int | None = None) -> tuple[list[Job], list[Outcome]]:
