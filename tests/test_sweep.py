@@ -4,6 +4,7 @@ Every run here is tiny (p = 5, width 8, 20 steps: about 3 s including start-up) 
 file takes well under a minute on two cores.
 """
 
+import errno
 import json
 import os
 import re
@@ -560,6 +561,56 @@ def test_a_reader_that_quits_leaves_the_sweep_and_its_runs_to_finish(tmp_path):
     assert command.wait(timeout=300) == 0, errors
     assert [run_state(tmp_path / f"x_plus_y-s{seed}") for seed in (0, 1)] == ["complete"] * 2
     assert "Error" not in errors and "Exception" not in errors, errors
+
+
+def test_a_run_that_cannot_start_fails_alone_and_the_others_finish(tmp_path):
+    (tmp_path / "logs" / "x_plus_y-s1.log").mkdir(parents=True)  # its log cannot be opened
+    result = CliRunner().invoke(sweep, ["--tasks", "x_plus_y", "--seeds", "0,1,2", "--jobs",
+                                        "2", "--no-analyze", "--out", str(tmp_path), *TINY])
+    assert result.exit_code == 1, result.output
+    assert "x_plus_y-s1 FAILED after 0 s: could not start: [Errno 21] Is a directory" in \
+        result.output
+    assert [run_state(tmp_path / f"x_plus_y-s{seed}") for seed in (0, 1, 2)] == \
+        ["complete", "missing", "complete"]
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_sweep_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch):
+    class FullDisk:
+        def __init__(self, descriptor, mode):
+            os.close(descriptor)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *error):
+            return False
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(sweep_module.os, "fdopen", FullDisk)
+    result = CliRunner().invoke(sweep, ["--tasks", "x_plus_y", "--seeds", "0", "--out",
+                                        str(tmp_path), *TINY])
+    assert result.exit_code == 1, result.output
+    assert f"cannot write {tmp_path / '.sweep.lock'}: No space left on device" in result.output
+    assert not (tmp_path / ".sweep.lock").exists()  # an empty one would refuse every sweep
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs a filesystem that takes any bytes")
+def test_a_folder_name_that_is_not_utf8_is_swept_and_reported(tmp_path):
+    out = os.path.join(bytes(tmp_path), b"caf\xe9")  # Latin-1 bytes, not UTF-8
+    swept = subprocess.run([sys.executable, "-m", "tinygrok.sweep", "--tasks", "x_plus_y",
+                            "--seeds", "0", "--out", out, *TINY], capture_output=True,
+                           timeout=300)
+    assert swept.returncode == 0, swept.stderr.decode(errors="replace")
+    out = Path(os.fsdecode(out))
+    assert run_state(out / "x_plus_y-s0") == "complete"
+    assert b"caf\xe9" in (out / "logs" / "x_plus_y-s0.log").read_bytes()
+    reported = subprocess.run([sys.executable, "-m", "tinygrok.report", out],
+                              capture_output=True, timeout=300)
+    assert reported.returncode == 0, reported.stderr.decode(errors="replace")
+    assert (out / "report.md").exists()
 
 
 def test_an_empty_sweep_lock_is_a_sweep_starting_now_not_a_dead_one(tmp_path):

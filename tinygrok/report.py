@@ -502,7 +502,8 @@ def write_report(folder: Path, out: Path, analyze_missing: bool = True) -> dict:
     figure_path = out / "figure1.png"
     save_figure(figure_1(groups), figure_path, dpi=100)
     markdown = report_markdown(groups, folder, analyze_missing)
-    write_atomically(out / "report.md", markdown.encode())
+    # surrogateescape: a folder name that is not valid UTF-8 is written back as its own bytes
+    write_atomically(out / "report.md", markdown.encode("utf-8", "surrogateescape"))
     records = [r for records in groups.values() for r in records]
     return {"report": out / "report.md", "figure": figure_path, "groups": groups,
             "complete": sum(r.complete for r in records),

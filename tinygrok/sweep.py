@@ -338,7 +338,8 @@ def error_in_log(path: Path) -> str:
     follow the error (a --resume command) is not for the sweep, which resumes by itself,
     and the "# date command" lines are the sweep's own."""
     try:
-        lines = [line.strip() for line in path.read_text(errors="replace").splitlines()
+        text = path.read_text(encoding="utf-8", errors="replace")
+        lines = [line.strip() for line in text.splitlines()
                  if line.strip() and not line.startswith("# ")]
     except OSError:
         return ""
@@ -351,7 +352,7 @@ def last_progress(log: Path) -> str:
     acc ...", as ``run.Progress`` prints it): "at step 1500/7500", or "starting" before the
     first such line."""
     try:
-        lines = log.read_text(errors="replace").splitlines()
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return "starting"
     steps = [line.split()[1] for line in lines if line.startswith("step ") and
@@ -405,8 +406,12 @@ def take_lock(out: Path) -> Path:
                                       f"{out}; wait for it, or delete {lock} if it is gone")
             lock.unlink(missing_ok=True)  # its sweep died: take over
             continue
-        with os.fdopen(descriptor, "w") as f:
-            f.write(f"{socket.gethostname()} {os.getpid()}\n")
+        try:
+            with os.fdopen(descriptor, "w") as f:
+                f.write(f"{socket.gethostname()} {os.getpid()}\n")
+        except OSError as error:  # a full disk: an empty lock would stop every later sweep
+            lock.unlink(missing_ok=True)
+            raise click.ClickException(f"cannot write {lock}: {error.strerror}") from None
         return lock
     raise SweepUsageError(f"cannot take {lock}; delete it if no sweep is running")
 
@@ -436,22 +441,29 @@ def holder_is_alive(holder: str) -> bool:
 
 
 class Running:
-    """One run's process, its log file and when it started."""
+    """One run's process, its log file and when it started. Raises OSError if the run
+    cannot be started (its log cannot be written, say), leaving no file open."""
 
     def __init__(self, job: Job, threads: int, extra: list[str]):
         self.job = job
         threads = job.threads or threads
         job.log.parent.mkdir(parents=True, exist_ok=True)
         command = run_command(job, threads, extra)
-        self.log_file = open(job.log, "a")
-        self.log_file.write(f"# {datetime.datetime.now():%Y-%m-%d %H:%M:%S} "
-                            f"{shlex.join(command)}\n")
-        self.log_file.flush()
-        self.started = time.perf_counter()
-        # A new session: the terminal's Ctrl-C goes to the sweep only, which forwards it once.
-        self.process = subprocess.Popen(command, stdout=self.log_file, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=thread_environment(threads),
-                                        start_new_session=True)
+        self.log_file = open(job.log, "a", encoding="utf-8", errors="surrogateescape")
+        try:
+            self.log_file.write(f"# {datetime.datetime.now():%Y-%m-%d %H:%M:%S} "
+                                f"{shlex.join(command)}\n")
+            self.log_file.flush()
+            self.started = time.perf_counter()
+            # A new session: the terminal's Ctrl-C goes to the sweep only, which forwards it
+            # once.
+            self.process = subprocess.Popen(command, stdout=self.log_file,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            env=thread_environment(threads),
+                                            start_new_session=True)
+        except BaseException:
+            self.log_file.close()
+            raise
 
     def outcome(self) -> Outcome:
         """How the finished process ended (call once ``process.poll()`` is not None)."""
@@ -476,7 +488,12 @@ def run_locally(jobs: list[Job], parallel: int, threads: int, extra: list[str]) 
     try:
         while waiting or running:
             while waiting and len(running) < parallel:
-                running.append(Running(waiting.pop(0), threads, extra))
+                job = waiting.pop(0)
+                try:
+                    running.append(Running(job, threads, extra))
+                except OSError as error:  # a full disk, say: this run fails, the others go on
+                    outcomes.append(Outcome(job, False, 0.0, f"could not start: {error}"))
+                    show(finished_line(f"[{len(outcomes)}/{len(jobs)}]", outcomes[-1]))
             time.sleep(0.2)
             for entry in [r for r in running if r.process.poll() is not None]:
                 running.remove(entry)
@@ -570,7 +587,7 @@ def train_on_worker(job: Job, extra: list[str], files: dict[str, bytes], stop_na
         log_path = Path(temporary) / "run.log"
         command = run_command(job, threads, extra, directory)
         started = time.perf_counter()
-        with open(log_path, "w") as log:
+        with open(log_path, "w", encoding="utf-8", errors="surrogateescape") as log:
             log.write(f"on the dask worker {worker}: {shlex.join(command)}\n")
             log.flush()
             process = subprocess.Popen(command, stdout=log,
@@ -581,7 +598,8 @@ def train_on_worker(job: Job, extra: list[str], files: dict[str, bytes], stop_na
                     process.send_signal(signal.SIGINT)
                     process.wait(timeout=STOP_WAIT_SECONDS)
         return {"code": process.returncode, "seconds": time.perf_counter() - started,
-                "files": read_run_files(directory), "log": log_path.read_text(errors="replace")}
+                "files": read_run_files(directory),
+                "log": log_path.read_text(encoding="utf-8", errors="replace")}
 
 
 def threads_per_worker(client) -> dict[str, int]:
@@ -615,7 +633,7 @@ def receive(job: Job, result: dict) -> Outcome:
     from tinygrok.runfiles import FolderInUse, lock_run_folder, unlock_run_folder
 
     job.log.parent.mkdir(parents=True, exist_ok=True)
-    with open(job.log, "a") as log:
+    with open(job.log, "a", encoding="utf-8", errors="surrogateescape") as log:
         log.write(f"# {datetime.datetime.now():%Y-%m-%d %H:%M:%S} {result['log']}")
         log.write(f"# (paths above are the worker's temporary folder; the files are now in "
                   f"{job.directory})\n")
