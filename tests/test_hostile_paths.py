@@ -24,8 +24,9 @@ def listing(folder):
     return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
 
 
-def assert_refused(result, text):
-    assert result.exit_code == 2, result.output  # an uncaught exception would give 1
+def assert_refused(result, text, code=2):
+    assert result.exit_code == code, result.output  # (an uncaught exception gives 1)
+    assert result.exception is None or isinstance(result.exception, SystemExit)
     assert result.output.strip().splitlines()[-1].startswith("Error: ")
     assert text in result.output.strip().splitlines()[-1], result.output
 
@@ -110,14 +111,15 @@ def test_a_write_that_fails_leaves_no_temporary_file_and_names_the_file(tmp_path
 
 
 def test_analyze_and_report_say_which_file_they_could_not_write(tmp_path):
+    """Exit code 1, as the run command's for a failed write: 2 would say 'bad usage'."""
     directory = write_synthetic_run(tmp_path / "runs")
     (directory / "analysis.json").mkdir()
     assert_refused(CliRunner().invoke(analyze_command, [str(directory), "--no-figures"]),
-                   f"cannot write {directory / 'analysis.json'}: Is a directory")
+                   f"cannot write {directory / 'analysis.json'}: Is a directory", code=1)
     (tmp_path / "runs" / "report.md").mkdir()
     assert_refused(CliRunner().invoke(report_command, [str(tmp_path / "runs"),
                                                        "--no-analyze-missing"]),
-                   f"cannot write {tmp_path / 'runs' / 'report.md'}: Is a directory")
+                   f"cannot write {tmp_path / 'runs' / 'report.md'}: Is a directory", code=1)
     assert not [p for p in listing(tmp_path) if p.endswith(".tmp")]
 
 

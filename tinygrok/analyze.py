@@ -95,7 +95,8 @@ def analyze_command(run_dir, no_figures, threshold, clusters):
 
             figures = make_figures(run, analysis)
     except OSError as error:  # each file is whole or not there (runfiles.write_atomically)
-        raise RunDirectoryUsageError(f"cannot write {error.filename}: {error.strerror}") from None
+        # exit code 1, not usage's 2: the command line was fine, the writing failed
+        raise click.ClickException(f"cannot write {error.filename}: {error.strerror}") from None
     click.echo(summary_text(analysis.report))
     where = f" and {len(figures)} figures in {run.path / 'figures'}" if figures else ""
     click.echo(f"wrote {json_path}{where}")

@@ -534,7 +534,8 @@ def main(folder, out, analyze_missing):
                    "report.md; run the command again", err=True)
         sys.exit(130)
     except OSError as error:  # a full disk, a folder named report.md, ...: files are whole
-        raise ReportUsageError(f"cannot write {error.filename}: {error.strerror}") from None
+        # exit code 1, not usage's 2: the command line was fine, the writing failed
+        raise click.ClickException(f"cannot write {error.filename}: {error.strerror}") from None
     click.echo(table_1(written["groups"]))
     for note in written["notes"]:
         click.echo(f"\n{note.replace('**', '')}")
