@@ -256,3 +256,17 @@ def test_a_step_without_any_gradient_still_advances_the_warm_up():
     opt.step()
     assert p.data.tolist() == [1.0]
     assert opt.step_count == 1 and opt.current_lr() == 0.25
+
+
+def test_a_warmup_of_one_step_still_starts_at_zero():
+    assert [warmup_factor(t, 1) for t in (0, 1, 2)] == [0.0, 1.0, 1.0]
+
+
+def test_a_saved_state_with_impossible_hyperparameters_is_refused_whole():
+    p = Tensor(np.ones(3), requires_grad=True)
+    optimizer = AdamW([p], lr=0.1)
+    state = optimizer.state_dict()
+    for key, value in (("lr", -1.0), ("beta1", 1.0)):
+        with pytest.raises(ValueError, match=f"invalid {key}="):
+            optimizer.load_state_dict({**state, key: value})
+        assert (optimizer.lr, optimizer.betas) == (0.1, (0.9, 0.98))  # nothing loaded

@@ -283,6 +283,7 @@ def test_gradcheck_at_head_sizes_that_take_the_vector_paths(d):
     ((np.zeros((1, 2, 3, 8)), np.zeros((1, 2, 2, 8))), "same B, H and d"),
     ((np.zeros((1, 3, 3, 8)), np.zeros((1, 3, 3, 8))), "same B, H and d"),
     ((np.zeros((1, 2, 3, 4)), np.zeros((1, 2, 3, 4))), "same B, H and d"),
+    ((np.zeros((1, 2, 3, 8)), np.zeros((1, 2, 3, 16))), "same B, H and d"),
     ((np.zeros((1, 2, 3, 8), np.float32), np.zeros((1, 2, 3, 8))), "one dtype"),
 ])
 def test_bad_kv_cache_is_refused(fn, past, fragment):
@@ -513,6 +514,8 @@ def arrays(q_shape, k_shape, v_shape, dtypes=(np.float64,) * 3):
     ((1, 2, 4, 8), (1, 2, 4, 8), (1, 2, 5, 8), "same B, H and d"),
     ((1, 2, 4, 8), (1, 3, 4, 8), (1, 3, 4, 8), "same B, H and d"),
     ((1, 2, 4, 8), (1, 2, 4, 4), (1, 2, 4, 4), "same B, H and d"),
+    ((1, 2, 4, 8), (1, 2, 4, 8), (1, 2, 4, 16), "same B, H and d"),  # v wider than k
+    ((1, 2, 4, 8), (1, 2, 4, 8), (2, 2, 4, 8), "same B, H and d"),   # v with another B
     ((1, 2, 5, 8), (1, 2, 4, 8), (1, 2, 4, 8), "Tq <= Tk"),
     ((1, 2, 0, 8), (1, 2, 4, 8), (1, 2, 4, 8), "Tq <= Tk"),
 ])

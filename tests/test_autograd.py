@@ -256,6 +256,11 @@ def test_backward_from_non_scalar_needs_a_gradient():
         (x * 2.0).backward()
     (x * 2.0).backward(np.array([1.0, 0.0, 3.0]))
     np.testing.assert_allclose(x.grad, [2.0, 0.0, 6.0])
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):  # as many dimensions, not numbers
+        (x * 2.0).backward(np.ones(1))
+    y = rand(2, 3)
+    with pytest.raises(ValueError, match=r"shape \(2, 3\)"):  # it would broadcast
+        (y * 2.0).backward(np.ones((1, 3)))
 
 
 def test_gradients_accumulate_until_cleared():
@@ -418,6 +423,23 @@ def test_zero_to_the_power_zero_has_slope_zero_not_nan():
     np.testing.assert_array_equal(x.grad, [0.0, 0.0])  # was [nan, 0]: 0 * 0**-1
 
 
+@pytest.mark.parametrize("c", [2, 3])
+def test_a_power_has_its_slope_at_zero_not_nan(c):
+    x = Tensor(np.array([0.0, 1.0, -2.0]), requires_grad=True)
+    (x ** c).sum().backward()
+    np.testing.assert_array_equal(x.grad, c * np.array([0.0, 1.0, -2.0]) ** (c - 1))
+
+
+def test_layer_norm_of_a_single_vector():
+    """A 1-D input is one row: the weight's and bias's gradients keep their shape."""
+    x, w, b = rand(5, seed=40), rand(5, seed=41), rand(5, seed=42)
+    assert gradcheck(lambda x, w, b: ag.layer_norm(x, w, b), [x, w, b])
+    x.grad = w.grad = b.grad = None  # gradcheck leaves its own
+    (ag.layer_norm(x, w, b) * np.arange(5.0)).sum().backward()
+    assert w.grad.shape == b.grad.shape == (5,)
+    np.testing.assert_allclose(b.grad, np.arange(5.0))
+
+
 def test_a_single_gradient_of_a_0d_tensor_is_an_array_too():
     a = Tensor(np.array(2.0), requires_grad=True)
     (a * 3.0).backward()  # one gradient, a NumPy scalar from 0-d arithmetic
@@ -535,6 +557,15 @@ def test_gradcheck_rejects_a_backward_that_forgets_a_transpose():
     assert gradcheck(forgot, [rand(3, 3, seed=32)], raise_on_failure=False) is False
     right = custom_op(lambda a: a @ b, lambda g, a: [g @ b.T])
     assert gradcheck(right, [rand(3, 3, seed=32)])
+
+
+def test_gradcheck_rejects_a_backward_that_forgets_a_permutation():
+    # f(a) = a reversed: dL/da is g reversed back. g itself has the right sum, so a check
+    # that projected the output on a vector of ones would pass it.
+    forgot = custom_op(lambda a: a[::-1].copy(), lambda g, a: [g])
+    assert gradcheck(forgot, [rand(4, seed=35)], raise_on_failure=False) is False
+    right = custom_op(lambda a: a[::-1].copy(), lambda g, a: [g[::-1]])
+    assert gradcheck(right, [rand(4, seed=35)])
 
 
 def test_gradcheck_checks_every_input_not_only_the_first():

@@ -75,6 +75,16 @@ def test_layer_norm_kernel_matches_numpy(dtype, tol, n):
     np.testing.assert_allclose(y, expected * w + b, rtol=tol, atol=10 * tol)
 
 
+def test_float64_layer_norm_keeps_eps_in_float64():
+    """A row whose variance is far below eps, where eps rounded to float32 would show."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 16)) * 1e-3
+    w, b = np.ones(16), np.zeros(16)
+    y, _, _ = kernels.layer_norm_forward(x, w, b, 1e-5)
+    expected = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(y, expected, rtol=1e-12)
+
+
 @pytest.mark.parametrize("n", [13, 128])
 def test_float32_layer_norm_backward_matches_float64(n):
     """The float32 input gradient (gh = g * weight; r (gh - mean(gh) - xhat mean(gh xhat)))

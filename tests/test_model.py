@@ -244,6 +244,9 @@ def test_state_dict_round_trip_and_refusals():
         b.load_state_dict({**state, "extra.weight": np.zeros(3)})
     with pytest.raises(ValueError, match=r"wrong shape: norm.bias \(expected \(8,\), got \(9,\)\)"):
         b.load_state_dict({**state, "norm.bias": np.zeros(9)})
+    with pytest.raises(ValueError, match=r"wrong shape: head.bias \(expected \(5,\), got "
+                                         r"\(1, 5\)\)"):  # as many numbers, another shape
+        b.load_state_dict({**state, "head.bias": state["head.bias"].reshape(1, -1)})
 
 
 def test_float32_model_stays_float32():
@@ -278,6 +281,17 @@ def test_distinct_rows_equals_numpys_unique_rows(shape, high, dtype):
     np.testing.assert_array_equal(rows, expected_rows)
     np.testing.assert_array_equal(index, expected_index.reshape(-1))
     np.testing.assert_array_equal(rows[index], tokens)
+
+
+def test_distinct_rows_is_sorted_where_the_packed_rows_would_pass_int64():
+    """60000**4 lies between 2**63 and 2**64: packing each row into one integer would
+    overflow int64 there, so such rows must take np.unique's path and still come out
+    sorted."""
+    tokens = np.array([[59999, 0, 0, 0], [0, 0, 0, 0], [1, 2, 3, 4]])
+    rows, index = distinct_rows(tokens)
+    expected_rows, expected_index = np.unique(tokens, axis=0, return_inverse=True)
+    np.testing.assert_array_equal(rows, expected_rows)
+    np.testing.assert_array_equal(index, expected_index.reshape(-1))
 
 
 def test_tokens_outside_the_vocabulary_are_refused():
