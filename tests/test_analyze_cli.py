@@ -42,6 +42,18 @@ def test_an_incomplete_run_is_a_one_line_error(tmp_path):
     assert_one_line_usage_error(invoke(directory), "incomplete run")
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no folder locks")
+def test_a_run_still_training_is_named_as_such_not_sent_to_resume(tmp_path):
+    from lock_holder import locked_by_another_process
+
+    directory = write_synthetic_run(tmp_path, complete=False)
+    with locked_by_another_process(directory) as training:
+        result = invoke(directory)
+    assert_one_line_usage_error(result, f"{directory} is in use: process {training.pid} is "
+                                        f"training in it now; analyse it when it has finished")
+    assert "--resume" not in result.output
+
+
 def test_a_run_without_metrics_is_a_one_line_error(tmp_path):
     directory = write_synthetic_run(tmp_path)
     (directory / "metrics.csv").unlink()

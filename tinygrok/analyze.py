@@ -21,7 +21,7 @@ from tinygrok.analysis import RunDirectoryError, Settings, analyze_run, load_run
 from tinygrok.analysis.attention_metrics import EMERGENCE_SIMILARITY
 from tinygrok.analysis.claims import CLAIM_TITLES, verdict_word
 from tinygrok.analysis.run_analysis import phase_end_name
-from tinygrok.runfiles import check_writable, write_atomically
+from tinygrok.runfiles import check_writable, in_use_by_another_process, write_atomically
 from tinygrok.tasks import has_modulus
 
 class RunDirectoryUsageError(click.ClickException):
@@ -71,6 +71,9 @@ def analyze_command(run_dir, no_figures, threshold, clusters):
         run = load_run(run_dir)
     except RunDirectoryError as error:
         raise RunDirectoryUsageError(str(error)) from None
+    if not run.complete and in_use_by_another_process(run.path):  # it is training now
+        raise RunDirectoryUsageError(f"{in_use_by_another_process(run.path)}; analyse it "
+                                     f"when it has finished")
     if not run.complete:
         raise RunDirectoryUsageError(
             f"{run_dir}: incomplete run (no readable summary.json); let it finish or resume "
