@@ -1134,7 +1134,8 @@ def test_train_puts_back_the_signal_handlers_it_found(tmp_path):
     def ours(number, frame):
         pass
 
-    before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    numbers = [signal.SIGINT, signal.SIGTERM] + ([SIGHUP] if SIGHUP is not None else [])
+    before = {number: signal.getsignal(number) for number in numbers}
     try:
         for number in before:
             signal.signal(number, ours)
@@ -1186,6 +1187,29 @@ def test_a_run_started_with_hangups_ignored_trains_on_through_one(tmp_path, monk
     train(tiny(steps=20), tmp_path / "run")
     assert run_state(tmp_path / "run") == "complete"
     assert signal.getsignal(SIGHUP) is signal.SIG_IGN
+
+
+def test_a_run_started_with_ctrl_c_ignored_still_stops_on_it(tmp_path, monkeypatch):
+    """A shell script's `cmd &` starts cmd with SIGINT ignored, and a sweep passes that on
+    to its runs; the sweep stops them with SIGINT, so they must catch it all the same."""
+    from tinygrok.adamw import AdamW
+
+    real_step = AdamW.step
+
+    def step_then_ctrl_c(self):
+        real_step(self)
+        if self.step_count == 12:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(AdamW, "step", step_then_ctrl_c)
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with pytest.raises(Interrupted) as stop:
+            train(tiny(steps=20), tmp_path / "run")
+        assert stop.value.step == 12
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # put back as it was
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 COMMAND = [sys.executable, "-m", "tinygrok.run", *TINY_CLI]

@@ -22,11 +22,15 @@ import click
 def stop_signals() -> list[int]:
     """The signals that stop a run, with a checkpoint at the step it was in: SIGINT (Ctrl-C),
     SIGTERM (``kill``, a job scheduler) and, where the system has it, SIGHUP (the terminal
-    was closed, an ssh session dropped). One that this process ignores stays ignored: a
-    run started under ``nohup`` trains on when its terminal goes away."""
-    numbers = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
-               if hasattr(signal, name)]  # Windows has no SIGHUP
-    return [number for number in numbers if signal.getsignal(number) is not signal.SIG_IGN]
+    was closed, an ssh session dropped). SIGHUP only if this process does not ignore it: a
+    run started under ``nohup`` trains on when its terminal goes away. SIGINT is caught even
+    when the process started with it ignored (as a shell script's ``cmd &`` starts it),
+    because that is how a sweep stops its runs."""
+    stops = [signal.SIGINT, signal.SIGTERM]
+    hangup = getattr(signal, "SIGHUP", None)  # Windows has none
+    if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
+        stops.append(hangup)
+    return stops
 
 
 def show(message: str = "", err: bool = False) -> None:
