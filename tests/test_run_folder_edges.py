@@ -271,16 +271,21 @@ def test_failure_message_advises_delete_only_for_a_usage_error_of_a_resume(tmp_p
 
 
 @pytest.mark.parametrize("log, said", [
-    ("step 500/7500 ...\n\nerror: could not write x/metrics.csv (No space left on device) at "
-     "step 700; its checkpoint at step 500 is kept. Once the folder can be written again, "
+    ("step 500/7500 ...\n\nerror: cannot write x/metrics.csv: No space left on device (at "
+     "step 700); its checkpoint at step 500 is kept.\nOnce the folder can be written again, "
      "continue with:\n  python -m tinygrok.run --out x --resume\n",
-     "exit 1: error: could not write x/metrics.csv (No space left on device) at step 700"),
+     "exit 1: error: cannot write x/metrics.csv: No space left on device (at step 700); its "
+     "checkpoint at step 500 is kept. (log:"),
     ("Usage: python -m tinygrok.run [OPTIONS]\nTry 'python -m tinygrok.run -h' for help.\n\n"
      "Error: Invalid value for '--p': 7 is not in the range x>=11.\n",
      "exit 2: Error: Invalid value for '--p'"),
     ("Traceback (most recent call last):\n  File ...\nMemoryError: Unable to allocate\n\n",
      "exit 1: MemoryError: Unable to allocate"),
-    ("", "exit 1:  (log:")], ids=["advice-after-the-error", "usage", "traceback", "empty"])
+    ("", "exit 1:  (log:"),
+    ("error: cannot write x/metrics.csv: No space left on device (at step 700); ...\n"
+     "# 2026-12-01 00:00:00 python -m tinygrok.run --out x --resume\nTraceback ...\n"
+     "MemoryError: Unable to allocate\n", "exit 1: MemoryError: Unable to allocate")],
+    ids=["advice-after-the-error", "usage", "traceback", "empty", "the-last-attempt"])
 def test_failure_message_quotes_the_error_not_the_advice_after_it(tmp_path, log, said):
     job = Job("x_plus_y", 0, tmp_path / "x_plus_y-s0", "start")
     job.log.parent.mkdir(exist_ok=True)

@@ -568,11 +568,32 @@ def test_a_run_that_cannot_start_fails_alone_and_the_others_finish(tmp_path):
     result = CliRunner().invoke(sweep, ["--tasks", "x_plus_y", "--seeds", "0,1,2", "--jobs",
                                         "2", "--no-analyze", "--out", str(tmp_path), *TINY])
     assert result.exit_code == 1, result.output
-    assert "x_plus_y-s1 FAILED after 0 s: could not start: [Errno 21] Is a directory" in \
-        result.output
+    assert (f"x_plus_y-s1 FAILED after 0 s: could not start: cannot write "
+            f"{tmp_path / 'logs' / 'x_plus_y-s1.log'}: Is a directory") in result.output
     assert [run_state(tmp_path / f"x_plus_y-s{seed}") for seed in (0, 1, 2)] == \
         ["complete", "missing", "complete"]
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_run_whose_process_cannot_start_leaves_its_log_closed(tmp_path, monkeypatch):
+    import builtins
+
+    opened = []
+
+    def recording_open(*args, **kwargs):
+        opened.append(builtins.open(*args, **kwargs))
+        return opened[-1]
+
+    def no_process(*args, **kwargs):
+        raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+    monkeypatch.setattr(sweep_module, "open", recording_open, raising=False)
+    monkeypatch.setattr(sweep_module.subprocess, "Popen", no_process)
+    job = sweep_module.Job("x_plus_y", 0, tmp_path / "x_plus_y-s0", "start")
+    outcomes = sweep_module.run_locally([job], 1, 1, TINY)
+    assert not outcomes[0].ok and "could not start: " in outcomes[0].message
+    assert os.strerror(errno.EAGAIN) in outcomes[0].message
+    assert opened and all(f.closed for f in opened)
 
 
 def test_a_sweep_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch):

@@ -320,7 +320,7 @@ def test_a_full_disk_stops_the_run_with_its_checkpoint_kept_and_resume_finishes_
         train(tiny(), out)
     monkeypatch.undo()
     assert (failure.value.step, failure.value.checkpoint_step) == (30, 15)
-    assert (f"could not write {out / name} ({os.strerror(errno.ENOSPC)}) at step 30; its "
+    assert (f"cannot write {out / name}: {os.strerror(errno.ENOSPC)} (at step 30); its "
             f"checkpoint at step 15 is kept") in str(failure.value)
     # no temporary file left behind, nothing that says complete, the checkpoint whole
     assert sorted(path.name for path in out.iterdir()) == sorted(
@@ -337,26 +337,38 @@ def test_a_full_disk_before_the_first_checkpoint_says_there_is_nothing_to_resume
     from tinygrok.train import CouldNotWrite
 
     disk_full_at(monkeypatch, "checkpoint.npz", call=1)
-    with pytest.raises(CouldNotWrite, match="at step 0; no checkpoint had been saved yet") \
-            as failure:
+    with pytest.raises(CouldNotWrite, match=r"\(at step 0\); no checkpoint had been saved "
+                                            r"yet") as failure:
         train(tiny(), tmp_path / "run")
     assert failure.value.checkpoint_step is None
     assert run_state(tmp_path / "run") == "started"
 
 
-@pytest.mark.skipif(runfiles.fcntl is None, reason="no folder lock to tell the folder by")
-@pytest.mark.parametrize("change", ["delete", "move", "delete and make again"])
+needs_folder_descriptors = pytest.mark.skipif(sys.platform == "win32",
+                                              reason="folders cannot be opened there")
+
+
+@needs_folder_descriptors
+@pytest.mark.parametrize("change", ["delete", "move", "delete and make again",
+                                    "link pointed elsewhere"])
 def test_a_run_whose_folder_goes_away_stops_and_writes_nothing_more(tmp_path, change):
     import shutil
 
     from tinygrok.train import RunFolderGone
 
     out, moved = tmp_path / "run", tmp_path / "moved"
+    if change == "link pointed elsewhere":  # --out is a link to the run's folder
+        (tmp_path / "target").mkdir()
+        out.symlink_to(tmp_path / "target")
 
     def change_the_folder(run, row):
         if row["step"] == 20:  # after the checkpoint at step 15, before the one at 30
             if change == "move":
                 out.rename(moved)
+            elif change == "link pointed elsewhere":
+                (tmp_path / "other").mkdir()
+                out.unlink()
+                out.symlink_to(tmp_path / "other")
             else:
                 shutil.rmtree(out)
             if change == "delete and make again":
@@ -365,15 +377,18 @@ def test_a_run_whose_folder_goes_away_stops_and_writes_nothing_more(tmp_path, ch
     with pytest.raises(RunFolderGone) as failure:
         train(tiny(), out, on_log=change_the_folder)
     assert (failure.value.step, failure.value.checkpoint_step) == (30, 15)
-    assert f"{out} was " in str(failure.value)
-    if change == "move":
-        assert not out.exists()
-        if sys.platform == "linux":  # /proc says where the folder went
-            assert failure.value.moved_to == str(moved)
-            assert f"are in {moved}: continue there" in str(failure.value)
+    assert failure.value.__context__ is None or failure.value.__suppress_context__
+    if change in ("move", "link pointed elsewhere"):
+        where = moved if change == "move" else tmp_path / "target"
+        assert f"{out} no longer leads to the run's folder" in str(failure.value)
+        if sys.platform == "linux":  # /proc says where the folder is
+            assert failure.value.moved_to == str(where)
+            assert (f"which is now {where}, while the run trained in it (noticed at step 30)"
+                    in str(failure.value))
+        assert not any((tmp_path / "other").iterdir()) if change != "move" else True
         train(tiny(), tmp_path / "straight")
-        train(tiny(), moved, resume=True)
-        assert_same_run(tmp_path / "straight", moved)
+        train(tiny(), where, resume=True)
+        assert_same_run(tmp_path / "straight", where)
     else:
         assert "was deleted while the run trained in it (noticed at step 30)" in \
             str(failure.value) and "nothing is kept" in str(failure.value)
@@ -381,7 +396,26 @@ def test_a_run_whose_folder_goes_away_stops_and_writes_nothing_more(tmp_path, ch
         assert (list(out.iterdir()) == []) if out.exists() else change == "delete"
 
 
-@pytest.mark.skipif(runfiles.fcntl is None, reason="no folder lock to tell the folder by")
+@needs_folder_descriptors
+def test_a_folder_deleted_during_a_write_is_named_as_deleted(tmp_path, monkeypatch):
+    import shutil
+
+    from tinygrok.train import RunFolderGone
+
+    out = tmp_path / "run"
+    real_write = runfiles.write_atomically
+
+    def write_after_the_folder_went(path, data):
+        if path.name == "metrics.csv" and (out / "checkpoint.npz").exists():
+            shutil.rmtree(out)  # between the check before the write and the write itself
+        real_write(path, data)
+
+    monkeypatch.setattr(runfiles, "write_atomically", write_after_the_folder_went)
+    with pytest.raises(RunFolderGone, match="was deleted while the run trained in it"):
+        train(tiny(), out)
+
+
+@needs_folder_descriptors
 def test_the_command_whose_folder_was_deleted_exits_1_saying_nothing_is_kept(tmp_path,
                                                                              monkeypatch):
     import shutil
@@ -1225,13 +1259,13 @@ def test_closing_the_terminal_stops_the_command_with_a_checkpoint_at_its_step(tm
     if pid == 0:
         os.execv(sys.executable, [*COMMAND, "--steps", "1000000", "--out", str(out)])
     shown, deadline = b"", time.monotonic() + 120
-    while b"/1000000" not in shown and time.monotonic() < deadline:  # the progress bar
+    # until the progress bar shows a step past the checkpoint at step 0
+    while not re.search(rb"[1-9]\d*/1000000", shown) and time.monotonic() < deadline:
         if select.select([terminal], [], [], 1)[0]:
             try:
                 shown += os.read(terminal, 4096)
             except OSError:  # the child ended
                 break
-    time.sleep(1)  # some steps after the checkpoint at step 0
     os.close(terminal)  # the window closes: the kernel sends SIGHUP, writes fail
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 128 + SIGHUP, shown.decode(errors="replace")
@@ -1299,22 +1333,34 @@ def test_the_progress_bar_fits_the_terminal_or_gives_way_to_lines(monkeypatch, c
         assert len(lines) == 15
 
 
-def test_the_progress_bar_goes_quiet_when_its_terminal_fails(monkeypatch):
-    class GoneTerminal(Terminal):
-        def write(self, text):
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-
+@pytest.mark.parametrize("tty", [True, False], ids=["bar", "lines"])
+@pytest.mark.parametrize("fails_from", [1, 3], ids=["at-once", "mid-run"])
+def test_the_progress_display_goes_quiet_when_its_terminal_fails(monkeypatch, tty, fails_from):
+    """A terminal that closes (EIO) or a pipe whose reader quits (EPIPE) mid-run."""
     import shutil
 
-    monkeypatch.setattr(sys, "stdout", GoneTerminal())
+    class ClosingTerminal(io.StringIO):
+        writes = 0
+
+        def isatty(self):
+            return tty
+
+        def write(self, text):
+            self.writes += 1
+            if self.writes >= fails_from:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            return super().write(text)
+
+    monkeypatch.setattr(sys, "stdout", ClosingTerminal())
     monkeypatch.setattr(shutil, "get_terminal_size",
                         lambda *args, **kwargs: os.terminal_size((100, 24)))
     monkeypatch.setenv("TERM", "xterm")
-    progress = run_module.Progress(20)
-    for step in (5, 10, 15, 20):
+    progress = run_module.Progress(2000, every=100)
+    for step in range(10, 2001, 10):
         progress(TinyRun, {"step": step, "train_acc": 1.0, "val_acc": 0.5})
     progress.close()
     assert progress.gone and progress.bar is None
+    assert sys.stdout.writes >= fails_from  # it did fail, at the write it was meant to
 
 
 def test_the_commands_it_prints_can_be_pasted_into_a_shell(tmp_path, monkeypatch):
@@ -1348,19 +1394,27 @@ def test_the_command_exits_1_naming_the_step_when_the_loss_is_not_finite(tmp_pat
     assert re.search(r"error: .*the loss became nan at step \d+", result.output), result.output
 
 
-@pytest.mark.parametrize("call, said", [
-    (2, "at step 20; its checkpoint at step 0 is kept. Once the folder can be written again, "
-        "continue with:\n  python -m tinygrok.run --out {out} --resume"),
-    (1, "at step 0; no checkpoint had been saved yet, so there is nothing to resume: run the "
-        "command again")], ids=["after-a-checkpoint", "before-any"])
+@pytest.mark.parametrize("name, call, said", [
+    ("attention.npz", 2, "(at step 20); its checkpoint at step 0 is kept.\nOnce the folder "
+                         "can be written again, continue with:\n"
+                         "  python -m tinygrok.run --out {out} --resume\n"),
+    ("attention.npz", 1, "(at step 0); no checkpoint had been saved yet.\nOnce the folder can "
+                         "be written again, start it from step 0 with:\n"
+                         "  python -m tinygrok.run --out {out} --resume\n"),
+    ("config.json", 1, "(at step 0); nothing had been saved yet: run the command again\n")],
+    ids=["after-a-checkpoint", "before-any", "before-the-settings"])
 def test_the_command_on_a_full_disk_exits_1_with_one_error_and_what_to_do(
-        tmp_path, monkeypatch, call, said):
-    disk_full_at(monkeypatch, "attention.npz", call=call)  # saved at steps 0 and 20
+        tmp_path, monkeypatch, name, call, said):
+    disk_full_at(monkeypatch, name, call=call)  # attention.npz is saved at steps 0 and 20
     out = tmp_path / "run"
     result = invoke(*TINY_CLI, "--out", str(out))
     assert result.exit_code == 1, result.output
-    assert (f"\nerror: could not write {out / 'attention.npz'} ({os.strerror(errno.ENOSPC)}) "
+    assert (f"\nerror: cannot write {out / name}: {os.strerror(errno.ENOSPC)} "
             + said.format(out=out)) in result.output
+    monkeypatch.undo()
+    if "--resume" in said:  # the advice works
+        assert invoke("--out", str(out), "--resume").exit_code == 0
+        assert run_state(out) == "complete"
     assert "Traceback" not in result.output and result.exception is not None
     assert isinstance(result.exception, SystemExit)
 

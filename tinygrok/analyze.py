@@ -7,7 +7,9 @@ accuracies, the phases, dips after grokking, the emergence step of every head, t
 clusters at the end of each phase (or at the final step), the key Fourier frequencies and
 the verdict on each of the paper's three claims with the numbers behind it.
 
-A missing or incomplete run directory is a usage error: one line on stderr, exit status 2.
+A missing or incomplete run directory (or one a run is training in now) is a usage error:
+one line on stderr, exit status 2. A file that cannot be written during the work (a full
+disk) is one line too, with exit status 1.
 """
 
 import json
@@ -71,9 +73,9 @@ def analyze_command(run_dir, no_figures, threshold, clusters):
         run = load_run(run_dir)
     except RunDirectoryError as error:
         raise RunDirectoryUsageError(str(error)) from None
-    if not run.complete and in_use_by_another_process(run.path):  # it is training now
-        raise RunDirectoryUsageError(f"{in_use_by_another_process(run.path)}; analyse it "
-                                     f"when it has finished")
+    training = None if run.complete else in_use_by_another_process(run.path)
+    if training:  # "runs/x is in use: process 123 is training in it now"
+        raise RunDirectoryUsageError(f"{training}; analyse it when it has finished")
     if not run.complete:
         raise RunDirectoryUsageError(
             f"{run_dir}: incomplete run (no readable summary.json); let it finish or resume "

@@ -28,7 +28,7 @@ import click
 
 from tinygrok import runfiles
 from tinygrok import threads as thread_control
-from tinygrok.terminal import show, stop_signals, stop_writing_to
+from tinygrok.terminal import show, stop_signals
 from tinygrok.tasks import TASK_NAMES, EmptySplit, has_modulus, is_prime
 from tinygrok.train import (CHECKPOINT, SUMMARY, CouldNotWrite, DamagedRun, Interrupted,
                             NonFiniteLoss, Run, RunFolderGone, TrainConfig, run_state,
@@ -169,7 +169,8 @@ class Progress:
         self.total, self.every = total, every
         self.last_step, self.last_time = None, time.perf_counter()
         self.rate = 0.0
-        self.bar, self.gone = None, False  # gone: the terminal or pipe has (terminal.py)
+        self.bar = None
+        self.gone = False  # whether the terminal or pipe has gone (terminal.py)
         # "[####    ]  1500/7500  00:03:41  train acc 1.000  val acc 0.031  29 steps/s"
         numbers = len(f"[]  {total}/{total}  00:00:00  train acc 1.000  val acc 1.000  "
                       f"99 steps/s")
@@ -193,9 +194,8 @@ class Progress:
             self.went_away()
 
     def went_away(self) -> None:
-        """The terminal or pipe has gone: the run trains on without a display."""
+        """The terminal or pipe has gone (terminal.py): the run trains on without a display."""
         self.bar, self.gone = None, True
-        stop_writing_to(sys.stdout)
 
     def draw(self, run, row) -> None:
         now = time.perf_counter()
@@ -415,21 +415,26 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
     except RunFolderGone as failure:
         progress.close()
         if failure.moved_to and failure.checkpoint_step is not None:
-            show(f"\nerror: {failure.problem}. Its files, up to the checkpoint at step "
-                 f"{failure.checkpoint_step}, are in {failure.moved_to}; continue there "
-                 f"with:\n  {resume_command(failure.moved_to)}", err=True)
+            show(f"\nerror: {failure.problem}; its files, up to the checkpoint at step "
+                 f"{failure.checkpoint_step}, are there.\nContinue with:\n"
+                 f"  {resume_command(failure.moved_to)}", err=True)
         else:
             show(f"\nerror: {failure}", err=True)
         sys.exit(1)
     except CouldNotWrite as failure:  # a full disk, say: the last checkpoint is still whole
         progress.close()
-        if failure.checkpoint_step is None:
-            show(f"\nerror: {failure.problem}; no checkpoint had been saved yet, so there is "
-                 f"nothing to resume: run the command again", err=True)
-        else:
+        # Each first line is whole: a sweep quotes it as the run's error.
+        if failure.checkpoint_step is not None:
             show(f"\nerror: {failure.problem}; its checkpoint at step "
-                 f"{failure.checkpoint_step} is kept. Once the folder can be written again, "
-                 f"continue with:\n  {resume_command(out)}", err=True)
+                 f"{failure.checkpoint_step} is kept.\nOnce the folder can be written "
+                 f"again, continue with:\n  {resume_command(out)}", err=True)
+        elif run_state(out) == "started":  # --resume starts it again with its own settings
+            show(f"\nerror: {failure.problem}; no checkpoint had been saved yet.\nOnce the "
+                 f"folder can be written again, start it from step 0 with:\n"
+                 f"  {resume_command(out)}", err=True)
+        else:
+            show(f"\nerror: {failure.problem}; nothing had been saved yet: run the command "
+                 f"again", err=True)
         sys.exit(1)
     progress.close()
     # The run is complete: a Ctrl-C now would only turn its last lines into "Aborted!".

@@ -215,8 +215,8 @@ def lock_run_folder(out: Path, patience: float = 0.5) -> bool:
     ``kill -9``): no stale lock is ever left behind.
 
     A folder deleted, renamed or replaced while its run trains keeps the lock on the old
-    folder; the run notices before its next write (``what_became_of``) and stops. What it
-    does not cover: runs on two machines sharing a network filesystem (a folder's flock
+    folder; the run notices before its next write (``what_became_of``) and stops. What the
+    lock does not cover: runs on two machines sharing a network filesystem (a folder's flock
     may be seen by one machine only), and filesystems without locks, where nothing is
     locked (as on Windows).
     """
@@ -255,28 +255,37 @@ def unlock_run_folder(out: Path) -> None:
         os.close(descriptor)
 
 
-def what_became_of(out: Path) -> str | None:
-    """None while ``out`` is still the folder this process locked (or nothing was locked, so
-    there is no telling). Otherwise what happened to the locked folder while its run
-    trained: "deleted", "moved to NEW" (Linux says where, through /proc), or "deleted,
-    moved or replaced". The lock's descriptor still points at the folder it locked, so
-    the run notices even when another folder has been made under the old name."""
-    descriptor = _locked_folders.get(Path(out).resolve())
+def open_folder(out: Path) -> int | None:
+    """A descriptor of the folder ``out`` names now. It stays with that folder wherever the
+    folder is moved, so ``what_became_of`` can tell later whether ``out`` still names it.
+    None where folders cannot be opened (Windows): there is then no telling."""
+    try:
+        return os.open(out, os.O_RDONLY)
+    except OSError:
+        return None
+
+
+def what_became_of(out: Path, descriptor: int | None) -> tuple[str, str | None] | None:
+    """None while ``out`` still names the folder that ``descriptor`` was opened on (or there
+    is no descriptor). Otherwise ("deleted", None), or ("moved", where the folder is now),
+    where is None if the system cannot say (Linux says, through /proc). "moved" also covers
+    a path that no longer leads there: a symbolic link pointed elsewhere, a folder
+    replaced by another of the same name, a folder in the path renamed."""
     if descriptor is None:
         return None
-    locked = os.fstat(descriptor)
+    held = os.fstat(descriptor)
     try:
-        here = os.stat(out)
-        if (here.st_dev, here.st_ino) == (locked.st_dev, locked.st_ino):
+        named = os.stat(out)
+        if (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino):
             return None
     except OSError:  # nothing there any more
         pass
-    if locked.st_nlink == 0:  # a deleted folder has no name left
-        return "deleted"
+    if held.st_nlink == 0:  # a deleted folder has no name left
+        return "deleted", None
     try:
-        return f"moved to {os.readlink(f'/proc/self/fd/{descriptor}')}"
+        return "moved", os.readlink(f"/proc/self/fd/{descriptor}")
     except OSError:
-        return "deleted, moved or replaced"
+        return "moved", None
 
 
 def in_use_by_another_process(out: Path) -> str | None:

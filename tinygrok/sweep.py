@@ -71,8 +71,9 @@ A dask.distributed cluster (``--scheduler tcp://HOST:PORT``)
     their runs, which save a checkpoint and are sent back like a finished run.
 
 Exit codes: 0 all runs complete; 1 a run failed or was left alone (the others still
-finish; they are listed at the end with their log or the reason); 2 bad usage (one line,
-nothing written); 130 Ctrl-C; 143 SIGTERM; 129 SIGHUP.
+finish; they are listed at the end with their log or the reason), or the sweep's lock
+could not be written; 2 bad usage (one line, nothing written); 130 Ctrl-C; 143 SIGTERM;
+129 SIGHUP.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ import dataclasses
 import datetime
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -141,7 +143,7 @@ class Outcome:
     job: Job
     ok: bool
     seconds: float = 0.0
-    message: str = ""  # for a failure: the exit code and the log's last line
+    message: str = ""  # for a failure: the exit code and the error in the log
 
 
 # ---- reading the options -------------------------------------------------------------------
@@ -332,17 +334,22 @@ def read_summary(directory: Path) -> dict | None:
 
 
 def error_in_log(path: Path) -> str:
-    """What a failed run's log says went wrong: its last line that starts with "error:" (the
-    run command's own errors, or click's "Error:"), else its last non-empty line (a
-    traceback's last line, say); '' for an empty or unreadable log. The advice that may
-    follow the error (a --resume command) is not for the sweep, which resumes by itself,
-    and the "# date command" lines are the sweep's own."""
+    """What a failed run's log says went wrong in its last attempt (the log gathers every
+    attempt, each after a "# date command" line of the sweep's): the last line that starts
+    with "error:" (the run command's own errors, or click's "Error:"), else the last
+    non-empty line (a traceback's last line, say); '' for an empty or unreadable log. The
+    advice that may follow the error (a --resume command) is not for the sweep, which
+    resumes by itself."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
-        lines = [line.strip() for line in text.splitlines()
-                 if line.strip() and not line.startswith("# ")]
     except OSError:
         return ""
+    lines = []
+    for line in text.splitlines():
+        if re.match(r"# \d{4}-\d\d-\d\d ", line):  # another attempt starts here
+            lines = []
+        elif line.strip() and not line.startswith("# "):
+            lines.append(line.strip())
     errors = [line for line in lines if line.lower().startswith("error:")]
     return (errors or lines or [""])[-1]
 
@@ -361,7 +368,7 @@ def last_progress(log: Path) -> str:
 
 
 def failure_message(job: Job, code: int | None) -> str:
-    """A failed run's exit code and the error its log ends with. A run that
+    """A failed run's exit code and the error in its log (``error_in_log``). A run that
     could not be resumed (a damaged file) is never deleted by the sweep: it says how to
     start it again, since the run command's own advice, --force, is not a sweep option."""
     error = error_in_log(job.log)
@@ -492,7 +499,9 @@ def run_locally(jobs: list[Job], parallel: int, threads: int, extra: list[str]) 
                 try:
                     running.append(Running(job, threads, extra))
                 except OSError as error:  # a full disk, say: this run fails, the others go on
-                    outcomes.append(Outcome(job, False, 0.0, f"could not start: {error}"))
+                    where = f"cannot write {error.filename}: " if error.filename else ""
+                    outcomes.append(Outcome(job, False, 0.0, f"could not start: {where}"
+                                                             f"{error.strerror or error}"))
                     show(finished_line(f"[{len(outcomes)}/{len(jobs)}]", outcomes[-1]))
             time.sleep(0.2)
             for entry in [r for r in running if r.process.poll() is not None]:
@@ -502,7 +511,7 @@ def run_locally(jobs: list[Job], parallel: int, threads: int, extra: list[str]) 
             if running and time.monotonic() >= next_progress:
                 next_progress = time.monotonic() + PROGRESS_SECONDS
                 show("  ... " + "; ".join(f"{entry.job.name} {last_progress(entry.job.log)}"
-                                                for entry in running))
+                                          for entry in running))
     except KeyboardInterrupt:
         stop_all(running)
         raise
@@ -513,7 +522,7 @@ def stop_all(running: list[Running]) -> None:
     """SIGINT to every run, then wait for them to save their checkpoints."""
     if running:
         show(f"\nstopping {len(running)} running run(s); each saves a checkpoint...",
-                   err=True)
+             err=True)
     for entry in running:
         entry.stop()
     deadline = time.monotonic() + STOP_WAIT_SECONDS
@@ -663,7 +672,7 @@ def run_on_cluster(client, jobs: list[Job], extra: list[str]) -> list[Outcome]:
     stop = Event(stop_name, client=client)
     threads = threads_per_worker(client)
     show(f"cluster: {len(threads)} worker(s); threads per run: "
-               f"{sorted(set(threads.values())) or 'none yet'}")
+         f"{sorted(set(threads.values())) or 'none yet'}")
     futures = {}
     for job in jobs:
         # Only a run to resume needs its files; a restart starts from an empty folder.
@@ -687,7 +696,7 @@ def run_on_cluster(client, jobs: list[Job], extra: list[str]) -> list[Outcome]:
                 collect(futures[future], future)
         except TimeoutError:
             show("some runs did not come back in time; they start afresh next time",
-                       err=True)
+                 err=True)
         raise
     return outcomes
 
@@ -833,7 +842,7 @@ def sweep_command(ctx, tasks, seeds, out, jobs, cores, analyze, scheduler, dry_r
                               "out to run here)")
     if scheduler is None and cores and cores > machine_cores():
         show(f"--cores {cores} is more than the {machine_cores()} this machine has: "
-                   f"using {machine_cores()}")
+             f"using {machine_cores()}")
         cores = machine_cores()
     cores = cores or machine_cores()
     if scheduler is None and jobs and jobs > cores:
@@ -907,7 +916,7 @@ def announce(plan: list[Job], threads: int | None = None) -> tuple[list[Job], li
            if job.action == "resume" and job.threads and job.threads != threads]
     if own:
         show(f"resumed with the thread count each started with, so that its numbers "
-                   f"match an uninterrupted run: {', '.join(own)}")
+             f"match an uninterrupted run: {', '.join(own)}")
     return [job for job in plan if job.action not in ("skip", "conflict")], conflicts
 
 

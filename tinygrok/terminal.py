@@ -7,14 +7,11 @@ drops) or the reader of a pipe can quit (``python -m tinygrok.run | head``).
   its step with a checkpoint, and a sweep stops its runs that way (``stop_signals``).
 - A write to the terminal or pipe then fails (EIO, EPIPE), and Python would end the command
   with that error: losing the steps since the last checkpoint, or, in a sweep, leaving its
-  runs without the sweep that stops them. The commands print through ``show`` instead: a
-  line that cannot be written is dropped, and the output goes to the null device from then
-  on, so that the work goes on.
+  runs without the sweep that stops them. The run and sweep commands print through
+  ``show`` instead: a line that cannot be written is dropped, and the work goes on.
 """
 
-import os
 import signal
-import sys
 
 import click
 
@@ -35,20 +32,8 @@ def stop_signals() -> list[int]:
 
 def show(message: str = "", err: bool = False) -> None:
     """``click.echo(message, err=err)``, unless the terminal or pipe has gone: then the line
-    is dropped and later ones go nowhere (``stop_writing_to``)."""
+    is dropped, and so will every later one be."""
     try:
         click.echo(message, err=err)
     except OSError:
-        stop_writing_to(sys.stderr if err else sys.stdout)
-
-
-def stop_writing_to(stream) -> None:
-    """Point ``stream``'s file descriptor at the null device, so that later writes, and
-    Python's last flush at exit, go nowhere instead of failing again."""
-    try:
-        descriptor = stream.fileno()
-    except (OSError, ValueError):  # not a real file (a test's captured output)
-        return
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, descriptor)
-    os.close(null)
+        pass

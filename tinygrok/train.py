@@ -172,14 +172,14 @@ class Interrupted(RuntimeError):
 
 
 class CouldNotWrite(RuntimeError):
-    """A run file could not be written (a full disk, the folder deleted or made read-only).
-    The run stopped at ``step``; ``checkpoint_step`` is the step of the last checkpoint it
-    saved, which is kept whole (every file is written to a temporary name, then renamed),
-    or None if it had saved none yet."""
+    """A run file could not be written (a full disk, a folder made read-only). The run
+    stopped at ``step``; ``checkpoint_step`` is the step of the last checkpoint it saved,
+    which is kept whole (every file is written to a temporary name, then renamed), or None
+    if it had saved none yet."""
 
     def __init__(self, error: OSError, step: int, checkpoint_step: int | None):
-        what = f"could not write {error.filename}" if error.filename else "could not write"
-        self.problem = f"{what} ({error.strerror or error}) at step {step}"
+        what = f"cannot write {error.filename}" if error.filename else "cannot write"
+        self.problem = f"{what}: {error.strerror or error} (at step {step})"
         self.step, self.checkpoint_step = step, checkpoint_step
         if checkpoint_step is None:
             kept = "no checkpoint had been saved yet: start the run again"
@@ -190,21 +190,28 @@ class CouldNotWrite(RuntimeError):
 
 
 class RunFolderGone(RuntimeError):
-    """The run folder was deleted, moved or replaced while the run trained in it
-    (``runfiles.what_became_of`` says which). The run stops at ``step`` and writes nothing
-    more: not into a new folder of the same name, which would then look like a run. A
-    moved folder (``moved_to``) still holds the files up to ``checkpoint_step``."""
+    """The run folder was deleted, or ``out`` no longer leads to it (moved, replaced),
+    while the run trained in it (``runfiles.what_became_of``). The run stops at ``step``
+    and writes nothing more: not into a new folder of the same name, which would then look
+    like a run. A moved folder (now at ``moved_to``, where the system says) still holds the
+    files up to ``checkpoint_step``."""
 
-    def __init__(self, out: Path, what: str, step: int, checkpoint_step: int | None):
-        self.out, self.step, self.checkpoint_step = out, step, checkpoint_step
-        self.moved_to = what.removeprefix("moved to ") if what.startswith("moved to ") else None
-        self.problem = (f"{out} was {what} while the run trained in it (noticed at step "
-                        f"{step}); the run stopped and wrote nothing more")
-        if self.moved_to and checkpoint_step is not None:
-            kept = (f"its files, up to the checkpoint at step {checkpoint_step}, are in "
-                    f"{self.moved_to}: continue there with train(..., resume=True)")
-        elif what == "deleted":
+    def __init__(self, out: Path, what: str, where: str | None, step: int,
+                 checkpoint_step: int | None):
+        self.out, self.step, self.checkpoint_step, self.moved_to = out, step, checkpoint_step, where
+        if what == "deleted":
+            happened = f"{out} was deleted"
+        elif where is not None:
+            happened = f"{out} no longer leads to the run's folder, which is now {where},"
+        else:
+            happened = f"{out} no longer leads to the run's folder (moved or replaced)"
+        self.problem = (f"{happened} while the run trained in it (noticed at step {step}); "
+                        f"the run stopped and wrote nothing more")
+        if what == "deleted":
             kept = "nothing is kept"
+        elif where is not None and checkpoint_step is not None:
+            kept = (f"its files, up to the checkpoint at step {checkpoint_step}, are there: "
+                    f"continue with train(..., resume=True) on {where}")
         else:
             kept = "if the folder still exists elsewhere, resume it there"
         super().__init__(f"{self.problem}; {kept}")
@@ -274,6 +281,7 @@ class Run:
         self.embedding_steps, self.embeddings = [], []
         self.elapsed_before = 0.0  # wall seconds spent before a resume
         self.checkpoint_step = None  # the step of the last checkpoint saved or loaded
+        self.folder = None  # a descriptor of the run folder, once train() has claimed it
 
     # -- what gets logged ---------------------------------------------------------------
     def log_attention(self) -> None:
@@ -359,13 +367,19 @@ class Run:
         try:
             yield
         except OSError as error:
-            self.check_folder()  # the folder went away during the write
-            raise CouldNotWrite(error, self.step, self.checkpoint_step) from None
+            gone = self.folder_gone()  # the folder went away during the write?
+            raise (gone or CouldNotWrite(error, self.step, self.checkpoint_step)) from None
 
     def check_folder(self) -> None:
-        what = runfiles.what_became_of(self.out)
-        if what is not None:
-            raise RunFolderGone(self.out, what, self.step, self.checkpoint_step)
+        gone = self.folder_gone()
+        if gone is not None:
+            raise gone
+
+    def folder_gone(self) -> RunFolderGone | None:
+        """RunFolderGone if ``self.out`` no longer names the folder this run trains in."""
+        became = runfiles.what_became_of(self.out, self.folder)
+        return None if became is None else RunFolderGone(self.out, *became, self.step,
+                                                          self.checkpoint_step)
 
     def load_checkpoint(self) -> None:
         """Everything the checkpoint saved, and the logs up to its step. Raises DamagedRun
@@ -519,7 +533,7 @@ def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> di
     if catch_signals:
         previous_handlers = {number: signal.signal(number, lambda n, _: interrupted.append(n))
                              for number in stop_signals()}
-    took_lock, folder = False, None
+    took_lock, folder, run = False, None, None
     try:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got a {type(config).__name__} "
@@ -531,9 +545,12 @@ def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> di
         took_lock = claim_folder(out_dir, resume)
         folder = Path(out_dir).resolve()
         _TRAINING_HERE.add(folder)
+        run.folder = runfiles.open_folder(out_dir)  # to notice if the folder goes away
         return _train(run, resume, on_log, interrupted)
     finally:
         _TRAINING_HERE.discard(folder)
+        if run is not None and run.folder is not None:
+            os.close(run.folder)
         if took_lock:
             runfiles.unlock_run_folder(out_dir)
         if catch_signals:
