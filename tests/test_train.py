@@ -385,7 +385,8 @@ def test_a_run_whose_folder_goes_away_stops_and_writes_nothing_more(tmp_path, ch
             assert failure.value.moved_to == str(where)
             assert (f"which is now {where}, while the run trained in it (noticed at step 30)"
                     in str(failure.value))
-        assert not any((tmp_path / "other").iterdir()) if change != "move" else True
+        if change == "link pointed elsewhere":  # nothing written through the new link
+            assert list((tmp_path / "other").iterdir()) == []
         train(tiny(), tmp_path / "straight")
         train(tiny(), where, resume=True)
         assert_same_run(tmp_path / "straight", where)
@@ -1275,11 +1276,11 @@ def test_closing_the_terminal_stops_the_command_with_a_checkpoint_at_its_step(tm
     assert runfiles.read_csv(out / "metrics.csv")[-1]["step"] == saved // 5 * 5
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="closes a descriptor before exec")
 def test_the_command_with_its_output_closed_trains_all_the_same(tmp_path):
-    out = tmp_path / "run"
-    finished = subprocess.run([*COMMAND, "--out", str(out)], stdout=None, stderr=subprocess.PIPE,
-                              close_fds=True, preexec_fn=lambda: os.close(1),
-                              timeout=300) if sys.platform != "win32" else pytest.skip("POSIX")
+    out = tmp_path / "run"  # as `python -m tinygrok.run ... >&-` starts it
+    finished = subprocess.run([*COMMAND, "--out", str(out)], stderr=subprocess.PIPE,
+                              preexec_fn=lambda: os.close(1), timeout=300)
     assert finished.returncode == 0, finished.stderr.decode()
     assert run_state(out) == "complete"
 

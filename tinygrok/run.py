@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -28,8 +28,8 @@ import click
 
 from tinygrok import runfiles
 from tinygrok import threads as thread_control
-from tinygrok.terminal import show, stop_signals
 from tinygrok.tasks import TASK_NAMES, EmptySplit, has_modulus, is_prime
+from tinygrok.terminal import show, stop_signals
 from tinygrok.train import (CHECKPOINT, SUMMARY, CouldNotWrite, DamagedRun, Interrupted,
                             NonFiniteLoss, Run, RunFolderGone, TrainConfig, run_state,
                             saved_settings, train, warm_up_kernels)

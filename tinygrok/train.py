@@ -198,7 +198,8 @@ class RunFolderGone(RuntimeError):
 
     def __init__(self, out: Path, what: str, where: str | None, step: int,
                  checkpoint_step: int | None):
-        self.out, self.step, self.checkpoint_step, self.moved_to = out, step, checkpoint_step, where
+        self.out, self.step, self.checkpoint_step = out, step, checkpoint_step
+        self.moved_to = where
         if what == "deleted":
             happened = f"{out} was deleted"
         elif where is not None:
@@ -358,22 +359,19 @@ class Run:
 
     @contextlib.contextmanager
     def writing(self):
-        """Around every write: first check that the run folder is still the one this run
-        locked (RunFolderGone if it was deleted, moved or replaced), then turn a failed
+        """Around every write: first check that ``out`` still leads to the folder this run
+        trains in (RunFolderGone if it was deleted, moved or replaced), then turn a failed
         write (a full disk, say) into CouldNotWrite, which names the step and the
         checkpoint that is kept. The files already written stay whole: a resume keeps what
         they logged up to the checkpoint's step and drops the rest."""
-        self.check_folder()
+        gone = self.folder_gone()
+        if gone is not None:
+            raise gone
         try:
             yield
         except OSError as error:
             gone = self.folder_gone()  # the folder went away during the write?
             raise (gone or CouldNotWrite(error, self.step, self.checkpoint_step)) from None
-
-    def check_folder(self) -> None:
-        gone = self.folder_gone()
-        if gone is not None:
-            raise gone
 
     def folder_gone(self) -> RunFolderGone | None:
         """RunFolderGone if ``self.out`` no longer names the folder this run trains in."""
