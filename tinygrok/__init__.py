@@ -47,3 +47,10 @@ from tinygrok.allocator import keep_freed_memory  # noqa: E402  (after the setti
 
 if not (os.environ.get("MALLOC_MMAP_THRESHOLD_") or os.environ.get("MALLOC_TRIM_THRESHOLD_")):
     keep_freed_memory()
+
+# Numba keeps the compiled kernels in tinygrok/__pycache__ or the user's cache folder; where
+# neither can be written it refuses to define them at all, so a cache in the system's
+# temporary folder is used then, and only then (numba_cache.py). Your NUMBA_CACHE_DIR wins.
+from tinygrok.numba_cache import use_a_temporary_cache_if_needed  # noqa: E402
+
+use_a_temporary_cache_if_needed()

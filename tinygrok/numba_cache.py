@@ -1,0 +1,43 @@
+"""Where Numba keeps the compiled kernels, when neither of its own places can be written.
+
+Every kernel is compiled with ``cache=True``: the first run compiles them (10-20 s), later
+ones load them (half a second). Numba keeps them next to the source, in
+``tinygrok/__pycache__``, or, where that folder cannot be written (a read-only install),
+in the user's cache folder (``~/.cache/numba`` on Linux). Where neither can be written (a
+read-only install run by a user without a writable home, as in some containers), Numba
+does not fall back to compiling each time: it refuses to define the kernels at all, and
+``import tinygrok.train`` ends in "RuntimeError: cannot cache function ...: no locator
+available". In that case only, ``use_a_temporary_cache_if_needed`` points Numba at a folder
+of the system's temporary directory. A ``NUMBA_CACHE_DIR`` you set is always left alone.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def can_write_into(folder) -> bool:
+    """Can a file be made in ``folder`` (created if missing)? Numba's own test."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+        return True
+    except OSError:
+        return False
+
+
+def use_a_temporary_cache_if_needed() -> str | None:
+    """Set NUMBA_CACHE_DIR to a temporary folder if Numba could cache the kernels nowhere;
+    return that folder, or None when nothing needed changing."""
+    if os.environ.get("NUMBA_CACHE_DIR") or can_write_into(Path(__file__).parent / "__pycache__"):
+        return None
+    import numba.core.config
+    from numba.misc.appdirs import AppDirs  # Numba's user cache folder, as Numba finds it
+
+    if can_write_into(AppDirs(appname="numba", appauthor=False).user_cache_dir):
+        return None
+    user = os.environ.get("USER") or str(os.getuid() if hasattr(os, "getuid") else "")
+    folder = os.path.join(tempfile.gettempdir(), f"tinygrok-numba-cache-{user}")
+    os.environ["NUMBA_CACHE_DIR"] = folder  # for the processes this one starts (a sweep's)
+    numba.core.config.CACHE_DIR = folder  # Numba read its settings when it was imported
+    return folder
