@@ -54,6 +54,28 @@ def test_a_run_still_training_is_named_as_such_not_sent_to_resume(tmp_path):
     assert "--resume" not in result.output
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no folder locks")
+def test_no_run_can_start_in_the_folder_while_it_is_analysed(tmp_path, monkeypatch):
+    """run --force would delete the files being read, and the old run's figures would land
+    in the new run (a hostile-environment probe saw it happen)."""
+    from tinygrok.analysis import analyze_run
+
+    directory = write_synthetic_run(tmp_path)
+    tried = []
+
+    def analyse_while_a_run_tries_to_start(run, settings):
+        tried.append(subprocess.run([sys.executable, "-c", (
+            "import fcntl, os, sys; fcntl.flock(os.open(sys.argv[1], os.O_RDONLY), "
+            "fcntl.LOCK_EX | fcntl.LOCK_NB)"), str(directory)], capture_output=True))
+        return analyze_run(run, settings)
+
+    monkeypatch.setattr("tinygrok.analyze.analyze_run", analyse_while_a_run_tries_to_start)
+    result = invoke(directory, "--no-figures")
+    assert result.exit_code == 0, result.output
+    assert tried[0].returncode != 0 and b"BlockingIOError" in tried[0].stderr
+    assert (directory / "analysis.json").exists()
+
+
 def test_a_run_without_metrics_is_a_one_line_error(tmp_path):
     directory = write_synthetic_run(tmp_path)
     (directory / "metrics.csv").unlink()

@@ -102,10 +102,11 @@ def test_write_atomically_syncs_before_renaming(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(runfiles.fcntl is None or not os.path.exists("/proc/locks"),
                     reason="needs flock and /proc/locks")
-def test_a_checks_shared_lock_is_never_named_as_the_trainer(tmp_path):
-    with locked_by_another_process(tmp_path, shared=True):
+def test_a_shared_lock_is_never_named_as_the_trainer(tmp_path):
+    with locked_by_another_process(tmp_path, shared=True) as reader:
         assert runfiles.lock_holder(tmp_path.resolve()) is None
-        assert "another process" in runfiles.in_use(tmp_path)
+        assert runfiles.in_use(tmp_path) == (f"{tmp_path} is in use: process {reader.pid} is "
+                                             f"reading it now (an analysis, say)")
 
 
 # ---- train ------------------------------------------------------------------------------

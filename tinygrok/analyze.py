@@ -23,7 +23,8 @@ from tinygrok.analysis import RunDirectoryError, Settings, analyze_run, load_run
 from tinygrok.analysis.attention_metrics import EMERGENCE_SIMILARITY
 from tinygrok.analysis.claims import CLAIM_TITLES, verdict_word
 from tinygrok.analysis.run_analysis import phase_end_name
-from tinygrok.runfiles import check_writable, in_use_by_another_process, write_atomically
+from tinygrok.runfiles import (FolderInUse, check_writable, reading_run_folder,
+                               write_atomically)
 from tinygrok.tasks import has_modulus
 
 class RunDirectoryUsageError(click.ClickException):
@@ -68,14 +69,21 @@ def main(run_dir, no_figures, threshold, clusters):
 
 
 def analyze_command(run_dir, no_figures, threshold, clusters):
-    """The work of ``main``: load, check, analyse, write, print."""
+    """The work of ``main``, with the run folder locked for reading all along, so that no
+    run can start training in it (``runfiles.reading_run_folder``)."""
+    try:
+        with reading_run_folder(run_dir):
+            analyze_folder(run_dir, no_figures, threshold, clusters)
+    except FolderInUse as busy:  # "runs/x is in use: process 123 is training in it now"
+        raise RunDirectoryUsageError(f"{busy}; analyse it when it has finished") from None
+
+
+def analyze_folder(run_dir, no_figures, threshold, clusters):
+    """Load, check, analyse, write, print."""
     try:
         run = load_run(run_dir)
     except RunDirectoryError as error:
         raise RunDirectoryUsageError(str(error)) from None
-    training = None if run.complete else in_use_by_another_process(run.path)
-    if training:  # "runs/x is in use: process 123 is training in it now"
-        raise RunDirectoryUsageError(f"{training}; analyse it when it has finished")
     if not run.complete:
         raise RunDirectoryUsageError(
             f"{run_dir}: incomplete run (no readable summary.json); let it finish or resume "

@@ -25,6 +25,7 @@ overwrite the first one's checkpoint and metrics with its own.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -288,6 +289,32 @@ def what_became_of(out: Path, descriptor: int | None) -> tuple[str, str | None] 
         return "moved", None
 
 
+@contextlib.contextmanager
+def reading_run_folder(out: Path):
+    """Hold a *shared* lock on the folder ``out`` while a command reads the run in it and
+    writes its own files beside it (analyze: analysis.json and figures/). Meanwhile no run
+    can start training there: a ``--force`` would delete the files being read, and the
+    figures of the old run would land in the new one. Raises ``FolderInUse`` if a run is
+    training there now. Where there are no file locks, nothing is locked."""
+    descriptor = None
+    if fcntl is not None:
+        try:
+            descriptor = os.open(out, os.O_RDONLY)
+            fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise FolderInUse(in_use(out)) from None
+        except OSError:  # no such folder (the reader will say so), or no locks here
+            if descriptor is not None:
+                os.close(descriptor)
+            descriptor = None
+    try:
+        yield
+    finally:
+        if descriptor is not None:
+            os.close(descriptor)  # closing releases the lock
+
+
 def in_use_by_another_process(out: Path) -> str | None:
     """Why ``out`` cannot be used now (``FolderInUse``'s message), or None: for a sweep or a
     report, to tell a run that is training from one that stopped. It takes a *shared* lock
@@ -312,16 +339,21 @@ def in_use_by_another_process(out: Path) -> str | None:
 
 
 def in_use(out: Path) -> str:
-    """'runs/x is in use: process 123 is training in it now' (the process, where known)."""
-    holder = lock_holder(Path(out).resolve())
+    """'runs/x is in use: process 123 is training in it now' (the process, where known), or
+    '... process 123 is reading it now' for an analysis's shared lock."""
+    folder = Path(out).resolve()
+    holder, reader = lock_holder(folder), lock_holder(folder, kind="READ")
+    if holder is None and reader is not None:
+        return f"{out} is in use: process {reader} is reading it now (an analysis, say)"
     who = f"process {holder}" if holder else "another process"
     return f"{out} is in use: {who} is training in it now"
 
 
-def lock_holder(folder: Path) -> int | None:
-    """The id of the process holding ``folder``'s exclusive lock, from Linux's /proc/locks
-    (a line per lock: "1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> ...", the
-    device's numbers in hex; a check's shared lock says READ); None elsewhere."""
+def lock_holder(folder: Path, kind: str = "WRITE") -> int | None:
+    """The id of a process holding ``folder``'s exclusive lock (``kind`` "WRITE": a run
+    training) or a shared one ("READ": an analysis, or a check for an instant), from
+    Linux's /proc/locks (a line per lock: "1: FLOCK ADVISORY WRITE <pid>
+    <major>:<minor>:<inode> ...", the device's numbers in hex); None elsewhere."""
     try:
         status = os.stat(folder)
         lines = Path("/proc/locks").read_text().splitlines()
@@ -331,7 +363,7 @@ def lock_holder(folder: Path) -> int | None:
              f"{status.st_ino}")
     for line in lines:
         fields = line.split()
-        if len(fields) > 5 and fields[1:4] == ["FLOCK", "ADVISORY", "WRITE"] \
+        if len(fields) > 5 and fields[1:4] == ["FLOCK", "ADVISORY", kind] \
                 and fields[5] == where:
             return int(fields[4])
     return None
