@@ -51,6 +51,22 @@ def tiny(**overrides):
     return TrainConfig(**{**TINY, **overrides})
 
 
+def signal_after_step(monkeypatch, step, signal_number):
+    """Make AdamW send ``signal_number`` to this process right after its ``step``-th update
+    (in the middle of a training step, as a real Ctrl-C would land); ``monkeypatch.undo()``
+    puts AdamW back."""
+    from tinygrok.adamw import AdamW
+
+    real_step = AdamW.step
+
+    def step_then_signal(self):
+        real_step(self)
+        if self.step_count == step:
+            os.kill(os.getpid(), signal_number)
+
+    monkeypatch.setattr(AdamW, "step", step_then_signal)
+
+
 def read_bytes(path):
     return path.read_bytes()
 
@@ -104,20 +120,11 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path):
 
 @pytest.mark.parametrize("signal_number", STOP_SIGNALS, ids=["SIGINT", "SIGTERM", "SIGHUP"])
 def test_ctrl_c_then_resume_is_bit_identical(tmp_path, monkeypatch, signal_number):
-    from tinygrok.adamw import AdamW
-
     train(tiny(), tmp_path / "straight")
-    real_step = AdamW.step
-
-    def step_then_ctrl_c(self):
-        real_step(self)
-        if self.step_count == 23:  # in the middle of a log window, mid-update
-            os.kill(os.getpid(), signal_number)
-
-    monkeypatch.setattr(AdamW, "step", step_then_ctrl_c)
+    signal_after_step(monkeypatch, 23, signal_number)  # in the middle of a log window
     with pytest.raises(Interrupted) as stop:
         train(tiny(), tmp_path / "stopped")
-    monkeypatch.setattr(AdamW, "step", real_step)
+    monkeypatch.undo()
     assert stop.value.step == 23  # the step running when Ctrl-C came was finished first
     assert stop.value.signal_number == signal_number
     assert run_state(tmp_path / "stopped") == "resumable"
@@ -1187,16 +1194,7 @@ def test_train_puts_back_the_signal_handlers_it_found(tmp_path):
     ids=["SIGINT", "SIGTERM", "SIGHUP"])
 def test_the_command_stopped_mid_run_exits_128_plus_the_signal_and_says_resume(
         tmp_path, monkeypatch, signal_number, code):
-    from tinygrok.adamw import AdamW
-
-    real_step = AdamW.step
-
-    def step_then_signal(self):
-        real_step(self)
-        if self.step_count == 12:
-            os.kill(os.getpid(), signal_number)
-
-    monkeypatch.setattr(AdamW, "step", step_then_signal)
+    signal_after_step(monkeypatch, 12, signal_number)
     out = tmp_path / "run"
     result = invoke(*TINY_CLI, "--out", str(out))
     assert result.exit_code == code, result.output
@@ -1208,16 +1206,7 @@ def test_the_command_stopped_mid_run_exits_128_plus_the_signal_and_says_resume(
 @pytest.mark.skipif(SIGHUP is None, reason="no SIGHUP on this system")
 def test_a_run_started_with_hangups_ignored_trains_on_through_one(tmp_path, monkeypatch):
     """nohup starts a process with SIGHUP ignored: the run must leave it so."""
-    from tinygrok.adamw import AdamW
-
-    real_step = AdamW.step
-
-    def step_then_hang_up(self):
-        real_step(self)
-        if self.step_count == 12:
-            os.kill(os.getpid(), SIGHUP)
-
-    monkeypatch.setattr(AdamW, "step", step_then_hang_up)
+    signal_after_step(monkeypatch, 12, SIGHUP)
     signal.signal(SIGHUP, signal.SIG_IGN)  # the fixture puts its own back afterwards
     train(tiny(steps=20), tmp_path / "run")
     assert run_state(tmp_path / "run") == "complete"
@@ -1227,16 +1216,7 @@ def test_a_run_started_with_hangups_ignored_trains_on_through_one(tmp_path, monk
 def test_a_run_started_with_ctrl_c_ignored_still_stops_on_it(tmp_path, monkeypatch):
     """A shell script's `cmd &` starts cmd with SIGINT ignored, and a sweep passes that on
     to its runs; the sweep stops them with SIGINT, so they must catch it all the same."""
-    from tinygrok.adamw import AdamW
-
-    real_step = AdamW.step
-
-    def step_then_ctrl_c(self):
-        real_step(self)
-        if self.step_count == 12:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(AdamW, "step", step_then_ctrl_c)
+    signal_after_step(monkeypatch, 12, signal.SIGINT)
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         with pytest.raises(Interrupted) as stop:
@@ -1367,22 +1347,13 @@ def test_the_progress_display_goes_quiet_when_its_terminal_fails(monkeypatch, tt
 def test_the_commands_it_prints_can_be_pasted_into_a_shell(tmp_path, monkeypatch):
     import shlex
 
-    from tinygrok.adamw import AdamW
-
-    real_step = AdamW.step
-
-    def step_then_ctrl_c(self):
-        real_step(self)
-        if self.step_count == 12:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(AdamW, "step", step_then_ctrl_c)
+    signal_after_step(monkeypatch, 12, signal.SIGINT)
     out = tmp_path / "my run's folder"  # a space and a quote
     result = invoke(*TINY_CLI, "--out", str(out))
     assert result.exit_code == 130, result.output
     pasted = result.output.splitlines()[-1].strip()
     assert shlex.split(pasted) == ["python", "-m", "tinygrok.run", "--out", str(out), "--resume"]
-    monkeypatch.setattr(AdamW, "step", real_step)
+    monkeypatch.undo()
     resumed = invoke(*shlex.split(pasted)[3:])
     assert resumed.exit_code == 0, resumed.output
     pasted = resumed.output.splitlines()[-1].removeprefix("analyse it with: ")
