@@ -252,6 +252,64 @@ def test_ctrl_c_while_analysis_json_is_written_leaves_no_part_of_it(tmp_path, mo
     assert not list(directory.glob(".*.tmp"))  # nor its temporary file
 
 
+def fail_at_the_third_figure(monkeypatch, error):
+    """plots.save_figure writes two figures, then raises ``error`` (a full disk, Ctrl-C)."""
+    import tinygrok.plots as plots
+
+    real_save, saved = plots.save_figure, []
+
+    def save_figure(figure, path, *args, **kwargs):
+        if len(saved) == 2:
+            raise error
+        saved.append(path)
+        return real_save(figure, path, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "save_figure", save_figure)
+    return saved
+
+
+@pytest.mark.parametrize("stop", ["full disk", "ctrl-c"])
+def test_an_analysis_stopped_among_its_figures_leaves_no_analysis_json(
+        tmp_path, monkeypatch, stop):
+    # A second analysis (another threshold) stopped after two of its figures: the first
+    # analysis.json must not stay beside figures that are partly the second's
+    directory = write_synthetic_run(tmp_path)
+    assert invoke(directory).exit_code == 0
+    assert (directory / "analysis.json").exists()
+    error = (OSError(28, "No space left on device", str(directory / "figures" / "c.png"))
+             if stop == "full disk" else KeyboardInterrupt())
+    saved = fail_at_the_third_figure(monkeypatch, error)
+    result = invoke(directory, "--threshold", "0.5")
+    assert len(saved) == 2
+    assert not (directory / "analysis.json").exists()
+    last_line = result.output.strip().splitlines()[-1]
+    if stop == "full disk":
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert last_line == (f"Error: cannot write {directory / 'figures' / 'c.png'}: No space "
+                             f"left on device (the analysis is not written in full: no "
+                             f"analysis.json; run the command again once that is fixed)")
+    else:
+        assert result.exit_code == 130 and "analysis.json (written last)" in last_line
+    monkeypatch.undo()
+    assert invoke(directory, "--threshold", "0.5").exit_code == 0  # the next try completes it
+    report = json.loads((directory / "analysis.json").read_text())
+    assert report["settings"]["emergence_similarity"] == 0.5
+
+
+def test_analysis_json_is_written_after_the_figures(tmp_path, monkeypatch):
+    import tinygrok.analyze as analyze_module
+
+    directory, order = write_synthetic_run(tmp_path), []
+    real_make_figures = __import__("tinygrok.plots", fromlist=["x"]).make_figures
+    real_write_json = analyze_module.write_json
+    monkeypatch.setattr("tinygrok.plots.make_figures",
+                        lambda *a: order.append("figures") or real_make_figures(*a))
+    monkeypatch.setattr(analyze_module, "write_json",
+                        lambda *a: order.append("analysis.json") or real_write_json(*a))
+    assert invoke(directory).exit_code == 0
+    assert order == ["figures", "analysis.json"]
+
+
 def replace_line(path, number, new_line):
     lines = path.read_text().splitlines()
     lines[number - 1] = new_line

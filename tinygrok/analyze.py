@@ -9,7 +9,9 @@ the verdict on each of the paper's three claims with the numbers behind it.
 
 A missing or incomplete run directory (or one a run is training in now) is a usage error:
 one line on stderr, exit status 2. A file that cannot be written during the work (a full
-disk) is one line too, with exit status 1.
+disk) is one line too, with exit status 1. analysis.json is written last, after the
+figures, and an old one is removed before they are drawn: whatever stopped an earlier
+attempt, an analysis.json is never older than the figures beside it.
 """
 
 import json
@@ -63,7 +65,8 @@ def main(run_dir, no_figures, threshold, clusters):
     try:
         analyze_command(run_dir, no_figures, threshold, clusters)
     except KeyboardInterrupt:  # every file is written whole (atomically), or not at all
-        click.echo("\ninterrupted: the files written so far are whole; run the command "
+        click.echo("\ninterrupted: the files written so far are whole, and analysis.json "
+                   "(written last) is there only if the analysis finished; run the command "
                    "again for the rest", err=True)
         sys.exit(130)
 
@@ -100,16 +103,22 @@ def analyze_folder(run_dir, no_figures, threshold, clusters):
         raise RunDirectoryUsageError(f"--clusters {clusters}: this run has {heads} heads to "
                                      f"cluster; give at most {heads}")
     analysis = analyze_run(run, Settings(emergence_similarity=threshold, clusters=clusters))
+    json_path = run.path / "analysis.json"
     try:  # the checks above cannot foresee everything (a full disk, a folder in the way)
-        json_path = write_json(run.path / "analysis.json", analysis.report)
         figures = []
         if not no_figures:
             from tinygrok.plots import make_figures  # matplotlib only when figures are wanted
 
+            # analysis.json comes last and vouches for the figures beside it: an old one
+            # must not stay next to figures half redrawn when a write fails or Ctrl-C comes.
+            json_path.unlink(missing_ok=True)
             figures = make_figures(run, analysis)
+        write_json(json_path, analysis.report)
     except OSError as error:  # each file is whole or not there (runfiles.write_atomically)
         # exit code 1, not usage's 2: the command line was fine, the writing failed
-        raise click.ClickException(f"cannot write {error.filename}: {error.strerror}") from None
+        raise click.ClickException(f"cannot write {error.filename}: {error.strerror} (the "
+                                   f"analysis is not written in full: no analysis.json; run "
+                                   f"the command again once that is fixed)") from None
     click.echo(summary_text(analysis.report))
     where = f" and {len(figures)} figures in {run.path / 'figures'}" if figures else ""
     click.echo(f"wrote {json_path}{where}")
