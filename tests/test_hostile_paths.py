@@ -132,3 +132,23 @@ def test_a_run_where_the_system_has_no_pathconf_or_file_locks(tmp_path, monkeypa
     result = CliRunner().invoke(run_command, [*TINY, "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert (out / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("command", ["analyze", "report"])
+def test_an_unknown_matplotlib_backend_is_one_line_before_any_work(tmp_path, command):
+    """matplotlib refuses MPLBACKEND=nonsense when it is imported: that was a traceback,
+    after the analysis. A fresh interpreter, since this one has matplotlib imported."""
+    import subprocess
+    import sys
+
+    directory = write_synthetic_run(tmp_path / "runs")
+    before = listing(tmp_path)
+    folder = directory if command == "analyze" else directory.parent
+    result = subprocess.run([sys.executable, "-m", f"tinygrok.{command}", str(folder)],
+                            env={**os.environ, "MPLBACKEND": "nonsense"}, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == "" and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("Error: MPLBACKEND='nonsense' is not a backend matplotlib "
+                                    "knows (Agg is one); unset it")
+    assert listing(tmp_path) == before  # nothing written, nothing removed

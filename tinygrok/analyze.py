@@ -25,6 +25,7 @@ from tinygrok.analysis import RunDirectoryError, Settings, analyze_run, load_run
 from tinygrok.analysis.attention_metrics import EMERGENCE_SIMILARITY
 from tinygrok.analysis.claims import CLAIM_TITLES, verdict_word
 from tinygrok.analysis.run_analysis import phase_end_name
+from tinygrok.matplotlib_check import matplotlib_problem
 from tinygrok.runfiles import (FolderInUse, check_writable, reading_run_folder,
                                write_atomically)
 from tinygrok.tasks import has_modulus
@@ -98,6 +99,8 @@ def analyze_folder(run_dir, no_figures, threshold, clusters):
             check_writable(run.path / "figures")
     except click.BadParameter as error:
         raise RunDirectoryUsageError(error.message) from None
+    if not no_figures and (problem := matplotlib_problem()) is not None:
+        raise RunDirectoryUsageError(f"{problem} (or analyse with --no-figures)")
     heads = run.patterns.shape[1] * run.patterns.shape[2] if run.has_attention else None
     if clusters is not None and heads is not None and clusters > heads:
         raise RunDirectoryUsageError(f"--clusters {clusters}: this run has {heads} heads to "

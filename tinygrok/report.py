@@ -520,8 +520,11 @@ def write_report(folder: Path, out: Path, analyze_missing: bool = True) -> dict:
                    "or mark them 'not analysed'.")
 def main(folder, out, analyze_missing):
     """Table 1 (ours beside the paper's), Figure 1 and the claims of every run in FOLDER."""
+    from tinygrok.matplotlib_check import matplotlib_problem
     from tinygrok.runfiles import checked_out_folder
 
+    if (problem := matplotlib_problem()) is not None:  # before any work: figure1.png needs it
+        raise ReportUsageError(problem)
     hint = "--out: " if out is not None else ""  # without --out the report goes into FOLDER
     try:
         out = checked_out_folder(str(out if out is not None else folder))
