@@ -48,3 +48,47 @@ def test_can_write_into_makes_the_folder_and_tells_a_file_apart(tmp_path):
     assert (tmp_path / "new" / "cache").is_dir()
     (tmp_path / "a file").write_text("")
     assert not numba_cache.can_write_into(tmp_path / "a file")
+
+
+@pytest.mark.parametrize("damage", ["emptied", "cut short"])
+def test_a_damaged_cached_kernel_is_one_line_that_says_what_to_delete(tmp_path, damage):
+    """A cache file emptied or cut short made click print "Aborted!" (pickle's EOFError).
+    The real command, in a cache of its own (NUMBA_CACHE_DIR) filled with this checkout's
+    cached kernels, one of them damaged."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tinygrok.train import warm_up_kernels
+
+    warm_up_kernels()  # this checkout's cache holds every kernel a run uses now
+    ours = numba_cache.kernel_cache_folder()
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    where = subprocess.run([sys.executable, "-c", "from tinygrok.numba_cache import "
+                            "kernel_cache_folder as f; print(f())"], env=env,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    shutil.copytree(ours, where, dirs_exist_ok=True, ignore=lambda folder, names: [
+        n for n in names if not n.endswith((".nbi", ".nbc"))])
+    index = next(numba_cache.Path(where).glob("adamw._adamw_update-*.nbi"))
+    index.write_bytes(b"" if damage == "emptied" else index.read_bytes()[:20])
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "tinygrok.run", "--task", "x_plus_y", "--p", "7", "--steps",
+         "10", "--batch-size", "8", "--d-model", "8", "--heads", "2", "--log-every", "5",
+         "--probe-size", "3", "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("error: Numba's cache of compiled kernels is damaged ("), \
+        result.stderr
+    assert result.stderr.count("\n") == 1 and "Aborted" not in result.stderr
+    assert f"(rm {where}/*.nbi {where}/*.nbc)" in result.stderr
+    assert not out.exists()  # nothing written
+    # Deleting the files clears it. (Only the damaged kernel's here: compiling all of
+    # them again would cost the suite 20 s.)
+    for cached in numba_cache.Path(where).glob("adamw._adamw_update-*.nb[ic]"):
+        cached.unlink()
+    rerun = subprocess.run([sys.executable, "-c", "from tinygrok.train import warm_up_kernels\n"
+                            "warm_up_kernels()"], env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert index.stat().st_size > 20  # compiled and cached again

@@ -9,9 +9,16 @@ does not fall back to compiling each time: it refuses to define the kernels at a
 ``import tinygrok.train`` ends in "RuntimeError: cannot cache function ...: no locator
 available". In that case only, ``use_a_temporary_cache_if_needed`` points Numba at a folder
 of the system's temporary directory. A ``NUMBA_CACHE_DIR`` you set is always left alone.
+
+Numba writes each cached file whole (a temporary name, then a rename), but a file can
+still be damaged from outside: cut short by a crash of the filesystem, emptied by hand.
+Numba then fails with pickle's error ("EOFError: Ran out of input") instead of compiling
+again; ``train.warm_up_kernels`` turns that into ``DamagedKernelCache``, which says which
+folder to clear.
 """
 
 import os
+import shlex
 import tempfile
 from pathlib import Path
 
@@ -41,3 +48,23 @@ def use_a_temporary_cache_if_needed() -> str | None:
     os.environ["NUMBA_CACHE_DIR"] = folder  # for the processes this one starts (a sweep's)
     numba.core.config.CACHE_DIR = folder  # Numba read its settings when it was imported
     return folder
+
+
+def kernel_cache_folder() -> str:
+    """The folder where Numba keeps tinygrok's compiled kernels (the same for all of them:
+    the package's ``__pycache__``, or a folder for it in the user's or NUMBA_CACHE_DIR's
+    cache)."""
+    from tinygrok.adamw import _adamw_update  # any kernel: they all cache in one folder
+
+    return _adamw_update.stats.cache_path
+
+
+class DamagedKernelCache(RuntimeError):
+    """A cached kernel could not be read: ``pickle``'s error, with the folder to clear."""
+
+    def __init__(self, error: Exception):
+        self.folder = kernel_cache_folder()
+        folder = shlex.quote(self.folder)
+        super().__init__(f"Numba's cache of compiled kernels is damaged ({type(error).__name__}: "
+                         f"{error}); delete the cached kernels (rm {folder}/*.nbi "
+                         f"{folder}/*.nbc) and run again: they are compiled anew")

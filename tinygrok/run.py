@@ -28,6 +28,7 @@ import click
 
 from tinygrok import runfiles
 from tinygrok import threads as thread_control
+from tinygrok.numba_cache import DamagedKernelCache
 from tinygrok.tasks import TASK_NAMES, EmptySplit, has_modulus, is_prime
 from tinygrok.terminal import show, stop_signals
 from tinygrok.train import (CHECKPOINT, SUMMARY, CouldNotWrite, DamagedRun, Interrupted,
@@ -382,7 +383,11 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
         if note:
             show(note, err=True)
         show("preparing the Numba kernels (compiled once, then loaded from cache)...")
-        warm_up_kernels()
+        try:
+            warm_up_kernels()
+        except DamagedKernelCache as damage:  # nothing is written yet
+            show(f"error: {damage}", err=True)
+            sys.exit(1)
         if not signals:  # only now that all is checked
             created = claim_for_training(out, state)
         if force and not signals:

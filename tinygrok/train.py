@@ -29,6 +29,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import signal
 import threading
 import time
@@ -41,6 +42,7 @@ from tinygrok import __version__, runfiles
 from tinygrok.adamw import AdamW
 from tinygrok.autograd import no_grad
 from tinygrok.model import Transformer
+from tinygrok.numba_cache import DamagedKernelCache
 from tinygrok.tasks import has_modulus, make_task, sample_batch, split
 from tinygrok.terminal import stop_signals
 from tinygrok.threads import current_threads, kernels_on_one_thread
@@ -458,14 +460,18 @@ class Run:
 def warm_up_kernels() -> None:
     """Compile (or load from Numba's cache) every kernel a float32 run uses: one forward,
     backward and AdamW step of a tiny model through the shortcut path, then a forward
-    through the full path (the attention probes')."""
-    model = Transformer(vocab_size=5, num_classes=3, d_model=8, heads=2, layers=1)
-    tokens = np.array([[2, 0, 3, 1]])
-    loss, _ = model.loss(tokens, np.array([1]))
-    loss.backward()
-    AdamW(model.parameters()).step()
-    with no_grad():
-        model(tokens, return_attention=True)
+    through the full path (the attention probes'). A damaged cache file raises
+    ``DamagedKernelCache``, which names the folder to clear (numba_cache.py)."""
+    try:
+        model = Transformer(vocab_size=5, num_classes=3, d_model=8, heads=2, layers=1)
+        tokens = np.array([[2, 0, 3, 1]])
+        loss, _ = model.loss(tokens, np.array([1]))
+        loss.backward()
+        AdamW(model.parameters()).step()
+        with no_grad():
+            model(tokens, return_attention=True)
+    except (EOFError, pickle.UnpicklingError) as error:  # a cached file cut short or emptied
+        raise DamagedKernelCache(error) from error
 
 
 RUN_FILES = ("config.json", "metrics.csv", "timing.csv", "attention.npz", "embeddings.npz",
