@@ -22,8 +22,9 @@ examples (64 training and 64 validation pairs) every 10 steps, without touching 
 What you will learn: how to turn stored attention matrices into a few interpretable
 numbers, and how much (or how little) one run can say about the paper's claims.
 
-Uses the fast run of example 03 (trained now if it is not there yet: about half a
-minute); ``--full`` uses the paper's setup (x / y mod 97) instead (trained now if missing: long).
+Uses the fast run of example 03 (trained now if it is not there yet: about 5 s, 25 s
+with the first compile); ``--full`` uses the paper's setup (x / y mod 97) instead
+(trained now if missing: long).
 """
 
 # %% Imports and options
