@@ -21,7 +21,7 @@ from lock_holder import locked_by_another_process
 from tinygrok import runfiles
 import tinygrok.run as run_module
 from tinygrok.run import main as run_command
-from tinygrok.train import Interrupted, NonFiniteLoss, TrainConfig, run_state, train
+from tinygrok.train import Interrupted, NonFiniteLoss, Run, TrainConfig, run_state, train
 
 TINY = dict(task="x_plus_y", p=7, steps=40, batch_size=16, d_model=8, heads=2, layers=2,
             log_every=5, probe_size=3, embed_every=10, checkpoint_every=15)
@@ -349,6 +349,39 @@ def test_a_full_disk_before_the_first_checkpoint_says_there_is_nothing_to_resume
         train(tiny(), tmp_path / "run")
     assert failure.value.checkpoint_step is None
     assert run_state(tmp_path / "run") == "started"
+
+
+def out_of_memory_at_step(monkeypatch, step):
+    """Make the training step that would reach ``step`` fail as NumPy does when it cannot
+    allocate an array (a ``ulimit -v``, a machine short of memory)."""
+    real_train_step = Run.train_step
+
+    def train_step(self):
+        if self.step + 1 == step:
+            raise MemoryError("Unable to allocate 9.09 MiB for an array with shape (4656, "
+                              "512) and data type float32")
+        return real_train_step(self)
+
+    monkeypatch.setattr(Run, "train_step", train_step)
+
+
+def test_out_of_memory_stops_the_run_with_its_checkpoint_kept_and_resume_finishes_it(
+        tmp_path, monkeypatch):
+    from tinygrok.train import OutOfMemory
+
+    train(tiny(), tmp_path / "straight")
+    out_of_memory_at_step(monkeypatch, 20)  # checkpoints at steps 0, 15, 30 and 40
+    out = tmp_path / "short"
+    with pytest.raises(OutOfMemory) as failure:
+        train(tiny(), out)
+    monkeypatch.undo()
+    assert (failure.value.step, failure.value.checkpoint_step) == (19, 15)
+    assert str(failure.value).startswith(
+        "out of memory at step 19 (Unable to allocate 9.09 MiB for an array with shape "
+        "(4656, 512) and data type float32); its checkpoint at step 15 is kept")
+    assert run_state(out) == "resumable"
+    train(tiny(), out, resume=True)
+    assert_same_run(tmp_path / "straight", out)
 
 
 needs_folder_descriptors = pytest.mark.skipif(sys.platform == "win32",
@@ -1364,6 +1397,22 @@ def test_the_command_exits_1_naming_the_step_when_the_loss_is_not_finite(tmp_pat
     result = invoke(*TINY_CLI, "--lr", "1e30", "--log-every", "1", "--out", str(tmp_path / "r"))
     assert result.exit_code == 1, result.output
     assert re.search(r"error: .*the loss became nan at step \d+", result.output), result.output
+
+
+def test_the_command_out_of_memory_exits_1_with_one_error_and_what_to_do(tmp_path, monkeypatch):
+    out_of_memory_at_step(monkeypatch, 12)  # the default checkpoints: step 0, then 500
+    said = ("out of memory at step 11 (Unable to allocate 9.09 MiB for an array with shape "
+            "(4656, 512) and data type float32); its checkpoint at step 0 is kept.\nWith more "
+            "memory free (close other programs, or raise the limit), continue with:\n"
+            "  python -m tinygrok.run --out {out} --resume\n")
+    out = tmp_path / "run"
+    result = invoke(*TINY_CLI, "--out", str(out))
+    assert result.exit_code == 1, result.output
+    assert "\nerror: " + said.format(out=out) in result.output
+    assert "Traceback" not in result.output
+    monkeypatch.undo()
+    assert invoke("--out", str(out), "--resume").exit_code == 0  # the advice works
+    assert run_state(out) == "complete"
 
 
 @pytest.mark.parametrize("name, call, said", [

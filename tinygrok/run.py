@@ -32,8 +32,8 @@ from tinygrok.numba_cache import DamagedKernelCache
 from tinygrok.tasks import TASK_NAMES, EmptySplit, has_modulus, is_prime
 from tinygrok.terminal import show, stop_signals
 from tinygrok.train import (CHECKPOINT, SUMMARY, CouldNotWrite, DamagedRun, Interrupted,
-                            NonFiniteLoss, Run, RunFolderGone, TrainConfig, run_state,
-                            saved_settings, train, warm_up_kernels)
+                            NonFiniteLoss, OutOfMemory, Run, RunFolderGone, TrainConfig,
+                            run_state, saved_settings, train, warm_up_kernels)
 
 # The settings the command line exposes, with the paper's values (TrainConfig's) as defaults.
 DEFAULTS = {name: getattr(TrainConfig(), name) for name in (
@@ -426,20 +426,14 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
         else:
             show(f"\nerror: {failure}", err=True)
         sys.exit(1)
+    except OutOfMemory as failure:  # NumPy's MemoryError: the last checkpoint is still whole
+        progress.close()
+        say_how_to_go_on(failure, out, "With more memory free (close other programs, or raise "
+                                        "the limit)")
+        sys.exit(1)
     except CouldNotWrite as failure:  # a full disk, say: the last checkpoint is still whole
         progress.close()
-        # Each first line is whole: a sweep quotes it as the run's error.
-        if failure.checkpoint_step is not None:
-            show(f"\nerror: {failure.problem}; its checkpoint at step "
-                 f"{failure.checkpoint_step} is kept.\nOnce the folder can be written "
-                 f"again, continue with:\n  {resume_command(out)}", err=True)
-        elif run_state(out) == "started":  # --resume starts it again with its own settings
-            show(f"\nerror: {failure.problem}; no checkpoint had been saved yet.\nOnce the "
-                 f"folder can be written again, start it from step 0 with:\n"
-                 f"  {resume_command(out)}", err=True)
-        else:
-            show(f"\nerror: {failure.problem}; nothing had been saved yet: run the command "
-                 f"again", err=True)
+        say_how_to_go_on(failure, out, "Once the folder can be written again")
         sys.exit(1)
     progress.close()
     # The run is complete: a Ctrl-C now would only turn its last lines into "Aborted!".
@@ -449,6 +443,21 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def say_how_to_go_on(failure: CouldNotWrite | OutOfMemory, out: Path, once: str) -> None:
+    """The error that stopped the run, then how to go on from what it kept: ``once`` says
+    what must change first ("Once the folder can be written again")."""
+    # Each first line is whole: a sweep quotes it as the run's error.
+    if failure.checkpoint_step is not None:
+        show(f"\nerror: {failure.problem}; its checkpoint at step {failure.checkpoint_step} "
+             f"is kept.\n{once}, continue with:\n  {resume_command(out)}", err=True)
+    elif run_state(out) == "started":  # --resume starts it again with its own settings
+        show(f"\nerror: {failure.problem}; no checkpoint had been saved yet.\n{once}, start "
+             f"it from step 0 with:\n  {resume_command(out)}", err=True)
+    else:
+        show(f"\nerror: {failure.problem}; nothing had been saved yet: run the command again",
+             err=True)
 
 
 def resume_command(out) -> str:

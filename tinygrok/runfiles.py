@@ -46,15 +46,17 @@ METRIC_COLUMNS = ("step", "lr", "train_loss", "train_acc", "val_loss", "val_acc"
 TIMING_COLUMNS = ("step", "seconds")
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a rename. If either fails (a full
-    disk, ``path`` a folder) the temporary file is removed and the error raised, naming
-    ``path``."""
+@contextlib.contextmanager
+def atomic_file(path: Path):
+    """A file opened for writing ``path``'s new content: really a temporary file, renamed to
+    ``path`` once the ``with`` block has written it and it is on disk. If anything fails (a
+    full disk, ``path`` a folder, an exception in the block) the temporary file is removed
+    and the error raised; an OSError then names ``path``."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.tmp")
     try:
         with open(temporary, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)
@@ -64,6 +66,12 @@ def write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole, or leave ``path`` as it was (``atomic_file``)."""
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def write_json(path: Path, obj) -> None:
@@ -122,9 +130,10 @@ def read_json_object(path: Path) -> dict | None:
 
 
 def write_npz(path: Path, **arrays) -> None:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    write_atomically(path, buffer.getvalue())
+    """The arrays as an uncompressed .npz, written straight into the temporary file: no
+    copy of them in memory (the attention log is the largest thing a run keeps)."""
+    with atomic_file(path) as f:
+        np.savez(f, **arrays)
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:

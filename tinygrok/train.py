@@ -191,6 +191,24 @@ class CouldNotWrite(RuntimeError):
         super().__init__(f"{self.problem}; {kept}")
 
 
+class OutOfMemory(RuntimeError):
+    """NumPy could not allocate an array at ``step``: the machine ran short of memory, or a
+    limit did (``ulimit -v``, as shared servers set). The run stopped; ``checkpoint_step``
+    is the step of the last checkpoint it saved, kept whole, or None if it had saved none.
+    (Where the system kills a process that runs out of memory instead, as Linux's OOM
+    killer does, nothing can be said: the last checkpoint is all that is left.)"""
+
+    def __init__(self, error: MemoryError, step: int, checkpoint_step: int | None):
+        self.problem = f"out of memory at step {step} ({error or 'MemoryError'})"
+        self.step, self.checkpoint_step = step, checkpoint_step
+        if checkpoint_step is None:
+            kept = "no checkpoint had been saved yet"
+        else:
+            kept = (f"its checkpoint at step {checkpoint_step} is kept: with more memory, "
+                    f"continue with train(..., resume=True)")
+        super().__init__(f"{self.problem}; {kept}")
+
+
 class RunFolderGone(RuntimeError):
     """The run folder was deleted, or ``out`` no longer leads to it (moved, replaced),
     while the run trained in it (``runfiles.what_became_of``). The run stops at ``step``
@@ -523,7 +541,8 @@ def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> di
     ``on_log(run, row)`` is called after every metrics row (for progress display).
     Raises ``Interrupted`` after saving a checkpoint on Ctrl-C, SIGTERM or SIGHUP
     (``terminal.stop_signals``), ``NonFiniteLoss`` when the loss blows up,
-    ``CouldNotWrite`` when a file cannot be written (a full disk), ``RunFolderGone`` when
+    ``CouldNotWrite`` when a file cannot be written (a full disk), ``OutOfMemory`` when an
+    array cannot be allocated, ``RunFolderGone`` when
     the folder is deleted or moved while the run trains in it, ``DamagedRun`` when a run
     to resume cannot be resumed exactly, ``runfiles.FolderInUse`` when another process is
     training in ``out_dir``.
@@ -551,6 +570,9 @@ def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> di
         _TRAINING_HERE.add(folder)
         run.folder = runfiles.open_folder(out_dir)  # to notice if the folder goes away
         return _train(run, resume, on_log, interrupted)
+    except MemoryError as error:  # whatever was being built is freed by now
+        raise OutOfMemory(error, run.step if run else 0,
+                          run.checkpoint_step if run else None) from None
     finally:
         _TRAINING_HERE.discard(folder)
         if run is not None and run.folder is not None:
