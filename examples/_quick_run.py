@@ -94,8 +94,8 @@ def parse(parser: argparse.ArgumentParser) -> argparse.Namespace:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         parser.error(f"--out {args.out}: cannot create it ({error.strerror})")
-    available = threads.available_threads()  # more than the machine has: use them all
-    args.threads = threads.set_threads(min(args.threads or available, available))
+    available = threads.available_threads()  # more than may be used: use them all
+    args.threads = threads.set_threads(min(args.threads, available) if args.threads else None)
     return args
 
 

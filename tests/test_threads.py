@@ -100,3 +100,21 @@ def test_other_running_threads_reads_the_running_count_of_this_instant(tmp_path)
     loadavg.write_text("1.90 1.20 0.80 1/412 12345\n")  # a run that just ended: only us
     assert threads.other_running_threads(str(loadavg), samples=2, interval=0) == 0
     assert threads.other_running_threads(str(tmp_path / "none"), samples=1) is None
+
+
+def test_more_threads_than_cores_gets_its_own_note_whatever_else_runs():
+    # --threads 8 on 2 cores (NUMBA_NUM_THREADS=8 allows it): 100 steps took 248 s, not 4
+    note = threads.busy_machine_note(8, others=0, cores=2)
+    assert note.startswith("note: 8 threads on this machine's 2 cores:")
+    assert "--threads 2 avoids that" in note and "other programs" not in note
+    assert threads.busy_machine_note(2, others=0, cores=2) is None
+
+
+def test_the_default_count_is_one_per_core_even_where_numba_may_use_more(monkeypatch):
+    before = threads.current_threads()
+    monkeypatch.setattr(threads, "available_threads", lambda: threads.machine_cores() + 6)
+    try:
+        assert threads.set_threads() == threads.machine_cores()  # not cores + 6
+    finally:
+        monkeypatch.undo()
+        threads.set_threads(before)

@@ -99,6 +99,7 @@ import click
 
 from tinygrok.tasks import TASK_NAMES
 from tinygrok.terminal import show, stop_signals
+from tinygrok.threads import machine_cores
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                     "NUMBA_NUM_THREADS")
@@ -222,13 +223,6 @@ def run_settings(task: str, seed: int, extra: list[str]) -> dict:
 
 
 # ---- sharing the cores ---------------------------------------------------------------------
-
-
-def machine_cores() -> int:
-    """The cores this process may run on (fewer than the machine's under a CPU limit)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def share_cores(jobs: int, cores: int) -> tuple[int, int]:

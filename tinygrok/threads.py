@@ -27,17 +27,28 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 
 def available_threads() -> int:
+    """The most threads a count may ask for: Numba's NUMBA_NUM_THREADS (by default the
+    cores; it can be set higher)."""
     return numba.config.NUMBA_NUM_THREADS
+
+
+def machine_cores() -> int:
+    """The cores this process may run on (fewer than the machine's under a CPU limit)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 _chosen = None  # the count set_threads last chose
 
 
 def set_threads(threads: int | None = None) -> int:
-    """Use ``threads`` threads (default: all that Numba may use) and return the count."""
+    """Use ``threads`` threads and return the count. The default is one per core: a
+    NUMBA_NUM_THREADS set above the cores (for another program, say) would otherwise make
+    every run oversubscribe them (``busy_machine_note`` says how much that costs)."""
     global _chosen
     if threads is None:
-        threads = available_threads()
+        threads = min(available_threads(), machine_cores())
     if not 1 <= threads <= available_threads():
         limit = ("NUMBA_NUM_THREADS" if "NUMBA_NUM_THREADS" in os.environ
                  else "the cores of this machine")
@@ -108,11 +119,20 @@ def busy_machine_note(threads: int, others: int | None = None,
     start-up) took 36.9 and 69.2 s with 2 threads, against 5.4 and 10.1 s with 1.
     ``others``: threads of other programs that are running (default:
     ``other_running_threads()``); ``cores``: default, this machine's.
+
+    More threads than cores (``--threads 8`` on 2 cores, allowed where NUMBA_NUM_THREADS is
+    8) is the same trap without another program: 100 default steps took 248 s with 8
+    threads and 4 s with 2, twice each, taking turns, on the 2-core machine.
     """
+    cores = cores or machine_cores()
+    if threads > cores:
+        return (f"note: {threads} threads on this machine's {cores} cores: each matrix product "
+                f"waits for threads that share a core, and steps can take many times longer "
+                f"(100 steps took 248 s with 8 threads on 2 cores, 4 s with 2); --threads "
+                f"{cores} avoids that (another thread count gives slightly different numbers)")
     others = other_running_threads() if others is None else others
     if others is None:
         return None
-    cores = cores or os.cpu_count() or 1
     free = max(1, cores - others)
     if threads <= free:
         return None
