@@ -41,8 +41,9 @@ from pathlib import Path
 
 from tinygrok import threads
 from tinygrok.tasks import has_modulus
-from tinygrok.train import (Interrupted, TrainConfig, run_state, saved_settings, train,
-                            warm_up_kernels)
+from tinygrok.numba_cache import DamagedKernelCache
+from tinygrok.train import (CouldNotWrite, Interrupted, OutOfMemory, TrainConfig, run_state,
+                            saved_settings, train, warm_up_kernels)
 
 EXAMPLES = Path(__file__).resolve().parent
 
@@ -94,7 +95,7 @@ def parse(parser: argparse.ArgumentParser) -> argparse.Namespace:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         parser.error(f"--out {args.out}: cannot create it ({error.strerror})")
-    available = threads.available_threads()  # more than may be used: use them all
+    available = threads.available_threads()  # a --threads above NUMBA_NUM_THREADS: capped
     args.threads = threads.set_threads(min(args.threads, available) if args.threads else None)
     return args
 
@@ -147,10 +148,14 @@ def get_run(config: TrainConfig, runs_dir: Path, name: str | None = None) -> Pat
     modulus = f"p={config.p}, " if has_modulus(config.task) else ""
     print(f"{verb} {config.task} ({modulus}d_model={config.d_model}, {config.steps} "
           f"steps) into {out} ...")
-    note = threads.busy_machine_note(threads.current_threads())  # as the run command says
+    # the note the run command prints on a busy machine
+    note = threads.busy_machine_note(threads.current_threads(), resuming=resume)
     if note:
         print(note, file=sys.stderr)
-    warm_up_kernels()  # compile the Numba kernels now, so the timing below is training only
+    try:
+        warm_up_kernels()  # compile the Numba kernels now, so the timing below is training only
+    except DamagedKernelCache as damage:
+        sys.exit(f"error: {damage}")
     started = time.perf_counter()
     every = max(config.steps // 10, config.log_every)
 
@@ -166,6 +171,9 @@ def get_run(config: TrainConfig, runs_dir: Path, name: str | None = None) -> Pat
         print(f"interrupted at step {stop.step}; run the example again to carry on from there",
               file=sys.stderr)
         sys.exit(128 + stop.signal_number)  # 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
+    except (OutOfMemory, CouldNotWrite) as failure:  # the last checkpoint, if any, is whole
+        sys.exit(f"error: {failure.problem}; run the example again to carry on (once there is "
+                 f"memory or room)")
     grokked = (f"val acc > 0.99 at step {summary['step_val_acc_99']}" if summary["grokked"]
                else "val acc never > 0.99")
     print(f"done in {time.perf_counter() - started:.0f} s: {grokked}")

@@ -289,11 +289,37 @@ def test_an_analysis_stopped_among_its_figures_leaves_no_analysis_json(
                              f"left on device (the analysis is not written in full: no "
                              f"analysis.json; run the command again once that is fixed)")
     else:
-        assert result.exit_code == 130 and "analysis.json (written last)" in last_line
+        assert result.exit_code == 130 and "analysis.json is written last" in last_line
     monkeypatch.undo()
     assert invoke(directory, "--threshold", "0.5").exit_code == 0  # the next try completes it
     report = json.loads((directory / "analysis.json").read_text())
     assert report["settings"]["emergence_similarity"] == 0.5
+
+
+@pytest.mark.parametrize("stop", ["full disk", "ctrl-c"])
+def test_an_analysis_stopped_before_its_figures_leaves_no_analysis_json(
+        tmp_path, monkeypatch, stop):
+    # --no-figures stopped while writing analysis.json, or any analysis stopped while it
+    # computes: the earlier analysis.json, with other settings, must not stay
+    import tinygrok.analyze as analyze_module
+
+    directory = write_synthetic_run(tmp_path)
+    assert invoke(directory).exit_code == 0
+    if stop == "full disk":
+        def full_disk(path, report):
+            raise OSError(28, "No space left on device", str(path))
+
+        monkeypatch.setattr(analyze_module, "write_json", full_disk)
+    else:
+        def ctrl_c(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(analyze_module, "analyze_run", ctrl_c)
+    result = invoke(directory, "--no-figures", "--threshold", "0.5")
+    assert result.exit_code == (1 if stop == "full disk" else 130), result.output
+    assert not (directory / "analysis.json").exists()
+    if stop == "full disk":  # and the message says so
+        assert "no analysis.json; run the command again" in result.output
 
 
 def test_analysis_json_is_written_after_the_figures(tmp_path, monkeypatch):

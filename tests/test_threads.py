@@ -110,6 +110,15 @@ def test_more_threads_than_cores_gets_its_own_note_whatever_else_runs():
     assert threads.busy_machine_note(2, others=0, cores=2) is None
 
 
+@pytest.mark.parametrize("threads_, others", [(8, 0), (2, 1)], ids=["too-many", "busy"])
+def test_a_resumed_run_is_not_told_to_change_its_thread_count(threads_, others):
+    # --resume refuses another --threads: the note must not suggest one
+    note = threads.busy_machine_note(threads_, others=others, cores=2, resuming=True)
+    assert note is not None and "--threads" not in note
+    assert note.endswith("a resumed run keeps the thread count it was started with, the "
+                         "only one that continues it exactly")
+
+
 def test_the_default_count_is_one_per_core_even_where_numba_may_use_more(monkeypatch):
     before = threads.current_threads()
     monkeypatch.setattr(threads, "available_threads", lambda: threads.machine_cores() + 6)

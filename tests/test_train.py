@@ -351,18 +351,59 @@ def test_a_full_disk_before_the_first_checkpoint_says_there_is_nothing_to_resume
     assert run_state(tmp_path / "run") == "started"
 
 
+def test_an_npz_file_is_written_without_a_copy_of_its_arrays_in_memory(tmp_path):
+    """The attention log is the biggest thing a run keeps, and its .npz was first built in
+    memory, then copied out: at the end of a long run that was where memory ran out."""
+    import tracemalloc
+
+    log = np.ones((128, 1024, 256), dtype=np.float32)  # 128 MB
+    tracemalloc.start()
+    try:
+        runfiles.write_npz(tmp_path / "log.npz", patterns=log)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < log.nbytes / 2, peak  # NumPy writes it in 16 MB pieces
+    assert np.array_equal(runfiles.read_npz(tmp_path / "log.npz")["patterns"], log)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["log.npz"]
+
+
+def test_an_npz_file_that_fails_midway_leaves_the_old_one(tmp_path, monkeypatch):
+    runfiles.write_npz(tmp_path / "log.npz", steps=np.arange(3))
+    real_write_array, written = np.lib.format.write_array, []
+
+    def write_array(*args, **kwargs):  # the second array fails, as when memory runs out
+        if written:
+            raise MemoryError("Unable to allocate 16.0 MiB")
+        written.append(True)
+        return real_write_array(*args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "write_array", write_array)
+    with pytest.raises(MemoryError):
+        runfiles.write_npz(tmp_path / "log.npz", steps=np.arange(5), patterns=np.ones(4))
+    monkeypatch.undo()
+    assert list(runfiles.read_npz(tmp_path / "log.npz")["steps"]) == [0, 1, 2]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["log.npz"]
+
+
 def out_of_memory_at_step(monkeypatch, step):
     """Make the training step that would reach ``step`` fail as NumPy does when it cannot
-    allocate an array (a ``ulimit -v``, a machine short of memory)."""
-    real_train_step = Run.train_step
+    allocate an array (a ``ulimit -v``, a machine short of memory). Returns a list that then
+    holds a weak reference to an array the failing step had built."""
+    import weakref
+
+    real_train_step, built = Run.train_step, []
 
     def train_step(self):
         if self.step + 1 == step:
+            activations = np.ones(1000)
+            built.append(weakref.ref(activations))
             raise MemoryError("Unable to allocate 9.09 MiB for an array with shape (4656, "
                               "512) and data type float32")
         return real_train_step(self)
 
     monkeypatch.setattr(Run, "train_step", train_step)
+    return built
 
 
 def test_out_of_memory_stops_the_run_with_its_checkpoint_kept_and_resume_finishes_it(
@@ -370,14 +411,15 @@ def test_out_of_memory_stops_the_run_with_its_checkpoint_kept_and_resume_finishe
     from tinygrok.train import OutOfMemory
 
     train(tiny(), tmp_path / "straight")
-    out_of_memory_at_step(monkeypatch, 20)  # checkpoints at steps 0, 15, 30 and 40
+    built = out_of_memory_at_step(monkeypatch, 20)  # checkpoints at steps 0, 15, 30 and 40
     out = tmp_path / "short"
     with pytest.raises(OutOfMemory) as failure:
         train(tiny(), out)
     monkeypatch.undo()
+    assert built[0]() is None  # the error does not keep the failed step's arrays alive
     assert (failure.value.step, failure.value.checkpoint_step) == (19, 15)
     assert str(failure.value).startswith(
-        "out of memory at step 19 (Unable to allocate 9.09 MiB for an array with shape "
+        "out of memory after step 19 (Unable to allocate 9.09 MiB for an array with shape "
         "(4656, 512) and data type float32); its checkpoint at step 15 is kept")
     assert run_state(out) == "resumable"
     train(tiny(), out, resume=True)
@@ -517,8 +559,8 @@ def test_bad_options_exit_2_and_write_nothing(tmp_path, args, message):
 
 
 def test_the_first_line_names_the_run_and_a_busy_machine_gets_its_note(tmp_path, monkeypatch):
-    monkeypatch.setattr("tinygrok.threads.busy_machine_note",
-                        lambda threads: f"note: busy machine, {threads} threads")
+    monkeypatch.setattr("tinygrok.threads.busy_machine_note", lambda threads, resuming:
+                        f"note: busy machine, {threads} threads, resuming: {resuming}")
     result = invoke("--task", "permutation", "--steps", "2", "--batch-size", "8", "--d-model",
                     "8", "--heads", "2", "--log-every", "1", "--probe-size", "2",
                     "--threads", "1", "--out", str(tmp_path / "run"))
@@ -526,7 +568,11 @@ def test_the_first_line_names_the_run_and_a_busy_machine_gets_its_note(tmp_path,
     # no modulus for S5 (it used to print the unused default, p=97)
     assert f"tinygrok: permutation, seed 0, 2 steps, 1 threads -> {tmp_path / 'run'}" \
         in result.output
-    assert "note: busy machine, 1 threads" in result.output
+    assert "note: busy machine, 1 threads, resuming: False" in result.output
+    # a resumed run keeps its thread count: the note must not suggest another
+    result = invoke("--out", str(crashed_run(tmp_path / "crashed")), "--resume")
+    assert result.exit_code == 0, result.output
+    assert "resuming: True" in result.output
 
 
 def test_a_run_killed_during_its_first_write_can_be_started_again(tmp_path):
@@ -1399,9 +1445,30 @@ def test_the_command_exits_1_naming_the_step_when_the_loss_is_not_finite(tmp_pat
     assert re.search(r"error: .*the loss became nan at step \d+", result.output), result.output
 
 
+def test_out_of_memory_while_a_resume_reads_the_run_is_one_line(tmp_path, monkeypatch):
+    out = crashed_run(tmp_path / "run")
+    real_read_npz = runfiles.read_npz
+
+    def read_npz(path):
+        if path.name == "attention.npz":
+            raise MemoryError("Unable to allocate 2.00 GiB for an array with shape (268435456,) "
+                              "and data type float64")
+        return real_read_npz(path)
+
+    monkeypatch.setattr(runfiles, "read_npz", read_npz)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    result = invoke("--out", str(out), "--resume")
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: out of memory while reading the run in {out} (Unable to allocate 2.00 GiB for "
+        f"an array with shape (268435456,) and data type float64); its files are unchanged: "
+        f"with more memory free, run the command again")
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
 def test_the_command_out_of_memory_exits_1_with_one_error_and_what_to_do(tmp_path, monkeypatch):
     out_of_memory_at_step(monkeypatch, 12)  # the default checkpoints: step 0, then 500
-    said = ("out of memory at step 11 (Unable to allocate 9.09 MiB for an array with shape "
+    said = ("out of memory after step 11 (Unable to allocate 9.09 MiB for an array with shape "
             "(4656, 512) and data type float32); its checkpoint at step 0 is kept.\nWith more "
             "memory free (close other programs, or raise the limit), continue with:\n"
             "  python -m tinygrok.run --out {out} --resume\n")

@@ -9,9 +9,10 @@ the verdict on each of the paper's three claims with the numbers behind it.
 
 A missing or incomplete run directory (or one a run is training in now) is a usage error:
 one line on stderr, exit status 2. A file that cannot be written during the work (a full
-disk) is one line too, with exit status 1. analysis.json is written last, after the
-figures, and an old one is removed before they are drawn: whatever stopped an earlier
-attempt, an analysis.json is never older than the figures beside it.
+disk) is one line too, with exit status 1. An old analysis.json is removed before the
+analysis and the new one written last, after the figures: whatever stops an analysis, an
+analysis.json in the folder comes from one that finished, and is never older than the
+figures beside it.
 """
 
 import json
@@ -66,9 +67,9 @@ def main(run_dir, no_figures, threshold, clusters):
     try:
         analyze_command(run_dir, no_figures, threshold, clusters)
     except KeyboardInterrupt:  # every file is written whole (atomically), or not at all
-        click.echo("\ninterrupted: the files written so far are whole, and analysis.json "
-                   "(written last) is there only if the analysis finished; run the command "
-                   "again for the rest", err=True)
+        click.echo("\ninterrupted: the analysis did not finish; run the command again "
+                   "(analysis.json is written last: a folder without one holds no finished "
+                   "analysis)", err=True)
         sys.exit(130)
 
 
@@ -83,7 +84,9 @@ def analyze_command(run_dir, no_figures, threshold, clusters):
 
 
 def analyze_folder(run_dir, no_figures, threshold, clusters):
-    """Load, check, analyse, write, print."""
+    """Check, load, analyse, write, print."""
+    if not no_figures and (problem := matplotlib_problem()) is not None:
+        raise RunDirectoryUsageError(f"{problem} (or analyse with --no-figures)")
     try:
         run = load_run(run_dir)
     except RunDirectoryError as error:
@@ -99,22 +102,20 @@ def analyze_folder(run_dir, no_figures, threshold, clusters):
             check_writable(run.path / "figures")
     except click.BadParameter as error:
         raise RunDirectoryUsageError(error.message) from None
-    if not no_figures and (problem := matplotlib_problem()) is not None:
-        raise RunDirectoryUsageError(f"{problem} (or analyse with --no-figures)")
     heads = run.patterns.shape[1] * run.patterns.shape[2] if run.has_attention else None
     if clusters is not None and heads is not None and clusters > heads:
         raise RunDirectoryUsageError(f"--clusters {clusters}: this run has {heads} heads to "
                                      f"cluster; give at most {heads}")
-    analysis = analyze_run(run, Settings(emergence_similarity=threshold, clusters=clusters))
     json_path = run.path / "analysis.json"
     try:  # the checks above cannot foresee everything (a full disk, a folder in the way)
+        # The old analysis.json goes now and the new one comes last: whatever stops this
+        # analysis, none is left beside figures half redrawn or settings half applied.
+        json_path.unlink(missing_ok=True)
+        analysis = analyze_run(run, Settings(emergence_similarity=threshold, clusters=clusters))
         figures = []
         if not no_figures:
             from tinygrok.plots import make_figures  # matplotlib only when figures are wanted
 
-            # analysis.json comes last and vouches for the figures beside it: an old one
-            # must not stay next to figures half redrawn when a write fails or Ctrl-C comes.
-            json_path.unlink(missing_ok=True)
             figures = make_figures(run, analysis)
         write_json(json_path, analysis.report)
     except OSError as error:  # each file is whole or not there (runfiles.write_atomically)

@@ -285,9 +285,10 @@ def checked_settings(ctx, out, resume, force, threads,
     """Every check of the options against each other, the folder and any run in it, before
     anything is written: the settings to train with, the folder, the thread count and the
     folder's ``run_state``. The thread count is also applied here, to the whole process's
-    BLAS and Numba pools (``set_threads``, which refuses more threads than the machine
-    has). An existing folder is locked from here on (``runfiles.lock_run_folder``); a new
-    one only once it is created, just before training (``claim_for_training``)."""
+    BLAS and Numba pools (``set_threads``, which refuses more threads than Numba may use:
+    NUMBA_NUM_THREADS, by default the cores). An existing folder is locked from here on
+    (``runfiles.lock_run_folder``); a new one only once it is created, just before training
+    (``claim_for_training``)."""
     if out == "":
         raise click.BadParameter("must name a folder, not be empty", param_hint="--out")
     out = Path(out) if out else Path("runs") / f"{options['task']}-s{options['seed']}"
@@ -376,10 +377,15 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
                 Run(config, out).load_checkpoint()  # a throwaway Run; train() makes its own
             except DamagedRun as damage:
                 raise click.UsageError(str(damage)) from None
+            except MemoryError as error:  # as in training (train.OutOfMemory): one line
+                show(f"error: out of memory while reading the run in {out} "
+                     f"({str(error) or 'MemoryError'}); its files are unchanged: with more "
+                     f"memory free, run the command again", err=True)
+                sys.exit(1)
         modulus = f" (p={config.p})" if has_modulus(config.task) else ""
         show(f"tinygrok: {config.task}{modulus}, seed {config.seed}, {config.steps} steps, "
              f"{used_threads} threads -> {out}")
-        note = thread_control.busy_machine_note(used_threads)
+        note = thread_control.busy_machine_note(used_threads, resuming=resume)
         if note:
             show(note, err=True)
         show("preparing the Numba kernels (compiled once, then loaded from cache)...")

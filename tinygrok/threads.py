@@ -107,8 +107,8 @@ def other_running_threads(loadavg: str = "/proc/loadavg", samples: int = 5,
     return max(0, min(counts))
 
 
-def busy_machine_note(threads: int, others: int | None = None,
-                      cores: int | None = None) -> str | None:
+def busy_machine_note(threads: int, others: int | None = None, cores: int | None = None,
+                      resuming: bool = False) -> str | None:
     """A warning when programs other than this one hold cores that ``threads`` threads
     need, or None.
 
@@ -118,7 +118,9 @@ def busy_machine_note(threads: int, others: int | None = None,
     single-threaded tinygrok run, two rounds taking turns: 60 training steps (and the
     start-up) took 36.9 and 69.2 s with 2 threads, against 5.4 and 10.1 s with 1.
     ``others``: threads of other programs that are running (default:
-    ``other_running_threads()``); ``cores``: default, this machine's.
+    ``other_running_threads()``); ``cores``: default, this machine's. ``resuming``: the
+    count is the resumed run's own, which no other count continues exactly, so the note
+    suggests none.
 
     More threads than cores (``--threads 8`` on 2 cores, allowed where NUMBA_NUM_THREADS is
     8) is the same trap without another program: 100 default steps took 248 s with 8
@@ -128,8 +130,8 @@ def busy_machine_note(threads: int, others: int | None = None,
     if threads > cores:
         return (f"note: {threads} threads on this machine's {cores} cores: each matrix product "
                 f"waits for threads that share a core, and steps can take many times longer "
-                f"(100 steps took 248 s with 8 threads on 2 cores, 4 s with 2); --threads "
-                f"{cores} avoids that (another thread count gives slightly different numbers)")
+                f"(100 steps took 248 s with 8 threads on 2 cores, 4 s with 2); "
+                + remedy(cores, resuming))
     others = other_running_threads() if others is None else others
     if others is None:
         return None
@@ -138,5 +140,14 @@ def busy_machine_note(threads: int, others: int | None = None,
         return None
     return (f"note: other programs keep {min(others, cores)} of this machine's {cores} cores "
             f"busy. With {threads} threads each matrix product waits for a core that another "
-            f"program holds, and steps can take several times longer; --threads {free} "
-            f"avoids that (another thread count gives slightly different numbers)")
+            f"program holds, and steps can take several times longer; "
+            + remedy(free, resuming))
+
+
+def remedy(threads: int, resuming: bool) -> str:
+    """The end of ``busy_machine_note``: what to do about it."""
+    if resuming:
+        return ("a resumed run keeps the thread count it was started with, the only one "
+                "that continues it exactly")
+    return (f"--threads {threads} avoids that (another thread count gives slightly different "
+            f"numbers)")

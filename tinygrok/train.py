@@ -192,14 +192,15 @@ class CouldNotWrite(RuntimeError):
 
 
 class OutOfMemory(RuntimeError):
-    """NumPy could not allocate an array at ``step``: the machine ran short of memory, or a
-    limit did (``ulimit -v``, as shared servers set). The run stopped; ``checkpoint_step``
-    is the step of the last checkpoint it saved, kept whole, or None if it had saved none.
+    """NumPy (or Python) could not allocate memory after ``step``, the last step the run
+    completed: the machine ran short of memory, or a limit did (``ulimit -v``, as shared
+    servers set). The run stopped; ``checkpoint_step`` is the step of the last checkpoint it
+    saved, kept whole, or None if it had saved none.
     (Where the system kills a process that runs out of memory instead, as Linux's OOM
     killer does, nothing can be said: the last checkpoint is all that is left.)"""
 
     def __init__(self, error: MemoryError, step: int, checkpoint_step: int | None):
-        self.problem = f"out of memory at step {step} ({error or 'MemoryError'})"
+        self.problem = f"out of memory after step {step} ({str(error) or 'MemoryError'})"
         self.step, self.checkpoint_step = step, checkpoint_step
         if checkpoint_step is None:
             kept = "no checkpoint had been saved yet"
@@ -570,7 +571,10 @@ def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> di
         _TRAINING_HERE.add(folder)
         run.folder = runfiles.open_folder(out_dir)  # to notice if the folder goes away
         return _train(run, resume, on_log, interrupted)
-    except MemoryError as error:  # whatever was being built is freed by now
+    except MemoryError as error:
+        # Without its traceback the error no longer holds the frames that failed, nor the
+        # arrays they had built: a caller that catches OutOfMemory gets that memory back.
+        error.__traceback__ = None
         raise OutOfMemory(error, run.step if run else 0,
                           run.checkpoint_step if run else None) from None
     finally:
