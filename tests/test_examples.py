@@ -159,3 +159,31 @@ def test_an_example_about_to_train_on_a_busy_machine_says_so(tmp_path, monkeypat
     noted = noted and used > 1  # one thread waits for no other
     assert ("note: other programs keep" in said) == noted
     assert ("--threads 1 avoids that" in said) == noted
+
+
+@pytest.mark.parametrize("where", ["warm-up", "training"])
+def test_an_example_that_cannot_go_on_says_so_in_one_line(tmp_path, monkeypatch, where):
+    """A damaged kernel cache, or memory running out: one error line, exit status 1, not a
+    traceback whose last line a student must find."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import _quick_run
+
+    from tinygrok.numba_cache import DamagedKernelCache
+    from tinygrok.train import OutOfMemory, TrainConfig
+
+    def fail(*args, **kwargs):
+        if where == "warm-up":
+            raise DamagedKernelCache(EOFError("Ran out of input"))
+        raise OutOfMemory(MemoryError("Unable to allocate 9.09 MiB"), 11, 0)
+
+    monkeypatch.setattr(_quick_run, "warm_up_kernels" if where == "warm-up" else "train", fail)
+    config = TrainConfig(task="x_plus_y", p=7, steps=10, batch_size=16, d_model=8, heads=2,
+                         log_every=5, probe_size=3)
+    with pytest.raises(SystemExit) as stop:
+        _quick_run.get_run(config, tmp_path, name="run")
+    said = str(stop.value.code)  # sys.exit(text) prints it to stderr, exit status 1
+    if where == "warm-up":
+        assert said.startswith("error: Numba's cache of compiled kernels is damaged (EOFError")
+    else:
+        assert said == ("error: out of memory after step 11 (Unable to allocate 9.09 MiB); run "
+                        "the example again to carry on (once there is memory or room)")
