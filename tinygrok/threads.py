@@ -131,7 +131,7 @@ def busy_machine_note(threads: int, others: int | None = None, cores: int | None
         return (f"note: {threads} threads on this machine's {cores} cores: each matrix product "
                 f"waits for threads that share a core, and steps can take many times longer "
                 f"(100 steps took 248 s with 8 threads on 2 cores, 4 s with 2); "
-                + remedy(cores, resuming))
+                + busy_machine_remedy(cores, resuming))
     others = other_running_threads() if others is None else others
     if others is None:
         return None
@@ -141,11 +141,11 @@ def busy_machine_note(threads: int, others: int | None = None, cores: int | None
     return (f"note: other programs keep {min(others, cores)} of this machine's {cores} cores "
             f"busy. With {threads} threads each matrix product waits for a core that another "
             f"program holds, and steps can take several times longer; "
-            + remedy(free, resuming))
+            + busy_machine_remedy(free, resuming))
 
 
-def remedy(threads: int, resuming: bool) -> str:
-    """The end of ``busy_machine_note``: what to do about it."""
+def busy_machine_remedy(threads: int, resuming: bool) -> str:
+    """The end of ``busy_machine_note``: what to do about it (use ``threads``)."""
     if resuming:
         return ("a resumed run keeps the thread count it was started with, the only one "
                 "that continues it exactly")

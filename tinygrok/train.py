@@ -196,8 +196,9 @@ class OutOfMemory(RuntimeError):
     completed: the machine ran short of memory, or a limit did (``ulimit -v``, as shared
     servers set). The run stopped; ``checkpoint_step`` is the step of the last checkpoint it
     saved, kept whole, or None if it had saved none.
-    (Where the system kills a process that runs out of memory instead, as Linux's OOM
-    killer does, nothing can be said: the last checkpoint is all that is left.)"""
+
+    Where the system kills a process that runs out of memory instead, as Linux's OOM killer
+    does, there is no error to catch: the last checkpoint is all that is left."""
 
     def __init__(self, error: MemoryError, step: int, checkpoint_step: int | None):
         self.problem = f"out of memory after step {step} ({str(error) or 'MemoryError'})"
@@ -543,10 +544,9 @@ def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> di
     Raises ``Interrupted`` after saving a checkpoint on Ctrl-C, SIGTERM or SIGHUP
     (``terminal.stop_signals``), ``NonFiniteLoss`` when the loss blows up,
     ``CouldNotWrite`` when a file cannot be written (a full disk), ``OutOfMemory`` when an
-    array cannot be allocated, ``RunFolderGone`` when
-    the folder is deleted or moved while the run trains in it, ``DamagedRun`` when a run
-    to resume cannot be resumed exactly, ``runfiles.FolderInUse`` when another process is
-    training in ``out_dir``.
+    array cannot be allocated, ``RunFolderGone`` when the folder is deleted or moved while
+    the run trains in it, ``DamagedRun`` when a run to resume cannot be resumed exactly,
+    ``runfiles.FolderInUse`` when another process is training in ``out_dir``.
     """
     # Ctrl-C, SIGTERM and SIGHUP only raise a flag; the loop checks it between steps, so
     # the checkpoint never catches a half-applied update. The handlers go in first, so that
