@@ -270,3 +270,73 @@ def test_a_saved_state_with_impossible_hyperparameters_is_refused_whole():
         with pytest.raises(ValueError, match=f"invalid {key}="):
             optimizer.load_state_dict({**state, key: value})
         assert (optimizer.lr, optimizer.betas) == (0.1, (0.9, 0.98))  # nothing loaded
+
+
+def a_parameter(size=3):
+    p = Tensor(np.ones(size, np.float32), requires_grad=True)
+    p.grad = np.ones(size, np.float32)
+    return p
+
+
+def test_a_single_tensor_is_refused_not_split_into_rows():
+    # list(w) gives w's rows: AdamW(w) then updated nothing, silently
+    w = Tensor(np.ones((2, 3), np.float32), requires_grad=True)
+    with pytest.raises(TypeError, match=r"a list of parameters, such as AdamW\(\[w\]\)"):
+        AdamW(w)
+
+
+@pytest.mark.parametrize("settings, named", [
+    (dict(lr="1e-3"), "lr"), (dict(lr=None), "lr"), (dict(lr=float("inf")), "lr"),
+    (dict(lr=np.array([1e-3])), "lr"), (dict(betas=0.9), "betas"),
+    (dict(betas=(0.9,)), "betas"), (dict(warmup_steps=True), "warmup_steps"),
+    (dict(eps="small"), "eps")])
+def test_hyperparameters_of_the_wrong_type_are_refused_by_name(settings, named):
+    with pytest.raises(ValueError, match=rf"invalid {named}="):
+        AdamW([a_parameter()], **settings)
+
+
+@pytest.mark.parametrize("change", ["bigger", "float64", "transposed"])
+def test_a_parameter_whose_data_was_replaced_is_refused_before_any_update(change):
+    # the kernel writes through a flat view of .data into buffers made for the old array:
+    # a bigger array was written out of bounds (a crash), a transposed one not at all
+    first, second = a_parameter(), Tensor(np.ones((2, 3), np.float32), requires_grad=True)
+    second.grad = np.ones((2, 3), np.float32)
+    optimizer = AdamW([first, second], warmup_steps=0)
+    if change == "bigger":
+        second.data, second.grad = np.ones((2, 30), np.float32), np.ones((2, 30), np.float32)
+    elif change == "float64":
+        second.data, second.grad = np.ones((2, 3)), np.ones((2, 3))
+    else:
+        second.data = np.ones((3, 2), np.float32).T
+        second.grad = np.ascontiguousarray(second.data)
+    with pytest.raises(ValueError, match=r"parameter 1: its \.data is no longer"):
+        optimizer.step()
+    assert np.all(first.data == 1) and optimizer.step_count == 0  # nothing half-applied
+
+
+def test_a_gradient_that_is_not_an_array_is_refused_by_name():
+    p = a_parameter()
+    optimizer = AdamW([p])
+    p.grad = Tensor(np.ones(3, np.float32))
+    with pytest.raises(TypeError, match=r"parameter 0: grad must be a NumPy array"):
+        optimizer.step()
+
+
+@pytest.mark.parametrize("damage", [
+    lambda d: d.update(bogus=1), lambda d: d.update(step_count=2.7),
+    lambda d: d.update(step_count=-1), lambda d: d.update(param_steps=np.array([1.5])),
+    lambda d: d.update(warmup_steps=10.7), lambda d: d.update(v_0=-np.ones(3, np.float32))],
+    ids=["unknown-key", "fractional-count", "negative-count", "float-param-steps",
+         "fractional-warmup", "negative-v"])
+def test_a_state_that_cannot_be_an_adamw_state_is_refused_and_changes_nothing(damage):
+    p = a_parameter()
+    optimizer = AdamW([p], lr=0.1, warmup_steps=0)
+    optimizer.step()
+    state = optimizer.state_dict()
+    damage(state)
+    before = optimizer.state_dict()
+    with pytest.raises(ValueError):
+        optimizer.load_state_dict(state)
+    after = optimizer.state_dict()
+    assert after.keys() == before.keys()
+    assert all(np.array_equal(after[k], before[k]) for k in before)

@@ -59,19 +59,26 @@ def warmup_factor(completed_steps, warmup_steps):
     return min(completed_steps / warmup_steps, 1.0)
 
 
+def _is_number(value) -> bool:
+    """A finite real number (a bool is not one here, nor a string or an array)."""
+    return (isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, (bool, np.bool_)) and math.isfinite(value))
+
+
 def _check_hyperparameters(lr, betas, eps, weight_decay, warmup_steps):
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+        raise ValueError(f"invalid betas={betas!r}: must be a pair (beta1, beta2)")
     b1, b2 = betas
     # Each rule states what must hold, so NaN (every comparison with it is False) fails too.
-    checks = [("lr", lr, lr >= 0, ">= 0"),
-              ("beta1", b1, 0 <= b1 < 1, "in [0, 1)"),
-              ("beta2", b2, 0 <= b2 < 1, "in [0, 1)"),
-              ("eps", eps, eps > 0, "> 0"),
-              ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
+    checks = [("lr", lr, lambda x: x >= 0, "a number >= 0"),
+              ("beta1", b1, lambda x: 0 <= x < 1, "a number in [0, 1)"),
+              ("beta2", b2, lambda x: 0 <= x < 1, "a number in [0, 1)"),
+              ("eps", eps, lambda x: x > 0, "a number > 0"),
+              ("weight_decay", weight_decay, lambda x: x >= 0, "a number >= 0"),
               ("warmup_steps", warmup_steps,
-               isinstance(warmup_steps, (int, np.integer)) and warmup_steps >= 0,
-               "an integer >= 0")]
-    for name, value, ok, rule in checks:
-        if not ok:
+               lambda x: isinstance(x, (int, np.integer)) and x >= 0, "an integer >= 0")]
+    for name, value, holds, rule in checks:
+        if not (_is_number(value) and holds(value)):
             raise ValueError(f"invalid {name}={value!r}: must be {rule}")
 
 
@@ -84,6 +91,9 @@ class AdamW:
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.5,
                  warmup_steps=50):
+        if hasattr(params, "data"):  # list(w) would give w's rows, which never get a .grad
+            raise TypeError(f"params must be a list of parameters, such as AdamW([w]) or "
+                            f"AdamW(model.parameters()), got a single {type(params).__name__}")
         self.params = list(params)
         if not self.params:
             raise ValueError("AdamW got an empty parameter list")
@@ -117,16 +127,16 @@ class AdamW:
             p.grad = None
 
     def step(self):
-        """One AdamW update of every parameter that has a gradient, in place."""
+        """One AdamW update of every parameter that has a gradient, in place. Every
+        parameter is checked first, so a bad one raises before any is updated."""
         lr = self.current_lr()
         b1, b2 = self.betas
+        for i, p in enumerate(self.params):
+            self._check(i, p)
         for i, p in enumerate(self.params):
             g = p.grad
             if g is None:
                 continue
-            if g.shape != p.data.shape or g.dtype != p.data.dtype:
-                raise ValueError(f"parameter {i}: grad {g.shape} {g.dtype} does not match data "
-                                 f"{p.data.shape} {p.data.dtype}")
             self.param_steps[i] += 1
             t = int(self.param_steps[i])
             # Scalars are computed in Python floats, then cast to the array's dtype, so
@@ -138,6 +148,25 @@ class AdamW:
                           c(1.0 - b2), c(lr / (1.0 - b1 ** t)), c(math.sqrt(1.0 - b2 ** t)),
                           c(self.eps))
         self.step_count += 1
+
+    def _check(self, i, p):
+        """Parameter ``i`` can be updated: its .data is still the array AdamW was made for
+        (same shape, dtype and layout as its moment buffers; the kernel writes through a
+        flat view), and its .grad is None or a NumPy array just like .data."""
+        data, g = p.data, p.grad
+        if (not isinstance(data, np.ndarray) or data.shape != self.m[i].shape
+                or data.dtype != self.m[i].dtype or not data.flags.c_contiguous):
+            raise ValueError(f"parameter {i}: its .data is no longer a C-contiguous "
+                             f"{self.m[i].shape} {self.m[i].dtype} array, as when AdamW was "
+                             f"made; make a new AdamW for the new arrays")
+        if g is None:
+            return
+        if not isinstance(g, np.ndarray):
+            raise TypeError(f"parameter {i}: grad must be a NumPy array (or None), got a "
+                            f"{type(g).__name__}")
+        if g.shape != data.shape or g.dtype != data.dtype:
+            raise ValueError(f"parameter {i}: grad {g.shape} {g.dtype} does not match data "
+                             f"{data.shape} {data.dtype}")
 
     def state_dict(self):
         """Everything needed to resume, as a flat dict of arrays and numbers (for np.savez)."""
@@ -159,11 +188,23 @@ class AdamW:
                     "eps": (), "weight_decay": (), "warmup_steps": ()}
         for i in range(n):
             expected[f"m_{i}"] = expected[f"v_{i}"] = self.m[i].shape
+        unknown = sorted(set(d) - set(expected))
+        if unknown:
+            raise ValueError(f"state has keys this optimizer does not know: {unknown}")
         for key, shape in expected.items():
             if key not in d:
                 raise ValueError(f"state is missing {key!r}")
             if np.shape(d[key]) != shape:
                 raise ValueError(f"{key!r} has shape {np.shape(d[key])}, expected {shape}")
+        for key in ("step_count", "param_steps", "warmup_steps"):  # counts: not 2.7, not -1
+            count = np.asarray(d[key])
+            if count.dtype.kind not in "iu" or (count < 0).any():
+                raise ValueError(f"{key!r} must hold integers >= 0, got {d[key]!r}")
+        for i in range(n):
+            m, v = np.asarray(d[f"m_{i}"]), np.asarray(d[f"v_{i}"])
+            if m.dtype.kind != "f" or v.dtype.kind != "f" or (v < 0).any():
+                raise ValueError(f"'m_{i}' and 'v_{i}' must be float arrays, v >= 0 (a mean "
+                                 f"of squares)")
         hyper = (float(d["lr"]), (float(d["beta1"]), float(d["beta2"])), float(d["eps"]),
                  float(d["weight_decay"]), int(d["warmup_steps"]))
         _check_hyperparameters(*hyper)
