@@ -663,3 +663,45 @@ def test_a_0d_array_joins_a_float32_tensor_as_a_plain_number_does():
 def test_boolean_data_becomes_float64():
     assert Tensor([True, False]).dtype == np.float64
     np.testing.assert_array_equal(Tensor([True, False]).data, [1.0, 0.0])
+
+
+@pytest.mark.parametrize("eps", [None, "1e-5", -1.0, 0.0, 1e-50, float("nan"), True])
+def test_layer_norm_refuses_an_eps_that_is_not_a_positive_number(eps):
+    # None became NaN in the kernel; 1e-50 rounds to 0 in float32: NaN on a constant row
+    x = Tensor(np.ones((2, 3), np.float32))
+    weight, bias = Tensor(np.ones(3, np.float32)), Tensor(np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match=r"eps must be a finite number > 0"):
+        ag.layer_norm(x, weight, bias, eps=eps)
+    from tinygrok.nn import LayerNorm
+
+    with pytest.raises(ValueError, match=r"eps must be a finite number > 0"):
+        LayerNorm(3, eps=eps)
+    assert np.isfinite(ag.layer_norm(x, weight, bias, eps=1e-5).data).all()
+
+
+@pytest.mark.parametrize("op", ["embedding", "getitem", "getitem-tuple"])
+def test_an_index_array_refilled_before_backward_does_not_change_the_gradient(op):
+    # the backward read the caller's array when it ran: refilled with other rows, the
+    # gradient went there; refilled with 100000000, the scatter-add wrote out of bounds
+    table = Tensor(np.arange(20.0).reshape(5, 4), requires_grad=True)
+    ids = np.array([0, 1, 2])
+    if op == "embedding":
+        y = ag.embedding(table, ids).sum()
+    elif op == "getitem":
+        y = table[ids].sum()
+    else:
+        y = table[ids, ids].sum()
+    ids[:] = 4  # the caller reuses its array
+    y.backward()
+    assert sorted(set(np.nonzero(table.grad)[0])) == [0, 1, 2]
+
+
+def test_targets_refilled_before_backward_do_not_change_the_gradient():
+    logits = Tensor(np.arange(20.0).reshape(5, 4), requires_grad=True)
+    targets = np.array([0, 1, 2, 3, 0])
+    loss = ag.cross_entropy(logits, targets)
+    targets[:] = 3
+    loss.backward()
+    fresh = Tensor(logits.data.copy(), requires_grad=True)
+    ag.cross_entropy(fresh, np.array([0, 1, 2, 3, 0])).backward()
+    assert np.array_equal(logits.grad, fresh.grad)

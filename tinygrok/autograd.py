@@ -672,6 +672,8 @@ def getitem(a: Tensor, index) -> Tensor:
         raise ValueError("index a Tensor with NumPy integers, slices or integer arrays")
     out = new_node(a.data[index], (a,), "getitem")
     if out.requires_grad:
+        index = kept_for_backward(index)
+
         def _backward(grad_out):
             if _is_row_lookup(index, a):  # a[rows]: the embedding's scatter-add, faster
                 rows = grad_out.reshape(len(index), math.prod(a.shape[1:]))
@@ -685,6 +687,18 @@ def getitem(a: Tensor, index) -> Tensor:
                 accumulate_grad_at(a, index, grad_out)
         out._backward = _backward
     return out
+
+
+def kept_for_backward(index):
+    """A private copy of ``index``'s arrays and lists, for a backward to use later. The
+    caller's own array may be refilled before ``backward()`` runs (reused for the next
+    batch, say): the gradient then went to the wrong rows, and a value out of range made
+    the scatter-add kernel write outside its array."""
+    if isinstance(index, tuple):
+        return tuple(kept_for_backward(part) for part in index)
+    if isinstance(index, (np.ndarray, list)):
+        return np.array(index)  # a copy
+    return index
 
 
 def _is_row_lookup(index, a: Tensor) -> bool:
@@ -812,10 +826,23 @@ def embedding(weight: Tensor, indices: np.ndarray) -> Tensor:
                          f"values from {indices.min()} to {indices.max()}")
     out = new_node(weight.data[indices], (weight,), "embedding")
     if out.requires_grad:
+        indices = kept_for_backward(indices)
+
         def _backward(grad_out):
             accumulate_grad(weight, kernels.scatter_add_rows(indices, grad_out, weight.shape[0]))
         out._backward = _backward
     return out
+
+
+def check_layer_norm_eps(eps, dtype) -> None:
+    """Raise ValueError unless eps is a finite number > 0 in ``dtype``: None or a string
+    became NaN in the kernel, and a negative eps, or one that rounds to 0 in float32
+    (1e-50), gave NaN on a constant row."""
+    is_number = isinstance(eps, (int, float, np.integer, np.floating)) and not isinstance(
+        eps, (bool, np.bool_))
+    if not (is_number and np.isfinite(eps) and np.dtype(dtype).type(eps) > 0):
+        raise ValueError(f"layer_norm's eps must be a finite number > 0 (in {np.dtype(dtype)}), "
+                         f"got {eps!r}")
 
 
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
@@ -841,6 +868,7 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Te
         raise ValueError(f"layer_norm needs x (..., n) with n >= 1, and weight and bias of "
                          f"shape (n,), all of one dtype; got x {x.shape} {x.dtype}, weight "
                          f"{weight.shape} {weight.dtype}, bias {bias.shape} {bias.dtype}")
+    check_layer_norm_eps(eps, x.dtype)
     y, xhat, rstd = kernels.layer_norm_forward(x.data, weight.data, bias.data, eps)
     out = new_node(y, (x, weight, bias), "layer_norm")
     if out.requires_grad:
@@ -898,6 +926,8 @@ def cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
     log_probs = _log_softmax_array(logits.data, axis=1)
     out = new_node(-log_probs[rows, targets].mean(), (logits,), "cross_entropy")
     if out.requires_grad:
+        targets = kept_for_backward(targets)
+
         def _backward(grad_out):
             grad = np.exp(log_probs)
             grad[rows, targets] -= 1

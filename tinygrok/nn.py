@@ -116,7 +116,9 @@ class LayerNorm(Module):
     def __init__(self, dim: int, dtype=np.float32, eps: float = 1e-5):
         self.weight = constant(1.0, (dim,), dtype)
         self.bias = constant(0.0, (dim,), dtype)
+        ag.check_layer_norm_eps(eps, dtype)
         self.eps = eps
+
 
     def __call__(self, x: Tensor) -> Tensor:
         return ag.layer_norm(x, self.weight, self.bias, self.eps)
