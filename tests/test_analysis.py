@@ -987,3 +987,22 @@ def test_key_frequencies_exceed_a_quarter_of_the_largest_and_noise_is_a_milliont
     # below a millionth of the spectrum's norm is rounding noise, above it a wave
     np.testing.assert_array_equal(fourier.wave_norms([1, 1e-7]), [0])
     np.testing.assert_array_equal(fourier.wave_norms([1, 1e-5]), [1e-5])
+
+
+@pytest.mark.parametrize("threshold", ["memorized_train_acc", "memorization_max_val_acc",
+                                       "grokked_val_acc"])
+def test_a_threshold_given_as_a_percentage_is_refused(threshold):
+    # grokked_val_acc=99 read every run as never grokked, with no error
+    with pytest.raises(ValueError, match=rf"{threshold} must be a fraction in \[0, 1\] \(not "
+                                         rf"a percentage\), got 99"):
+        find_phases([100, 200, 300], [1, 1, 1], [0.1, 0.995, 1.0], **{threshold: 99})
+
+
+def test_an_attention_timeline_refuses_steps_out_of_order():
+    from tinygrok.analysis.attention_metrics import attention_timeline
+
+    patterns = np.full((3, 1, 1, 2, 2, 2), 0.5)
+    attention_timeline([0, 10, 20], patterns)  # in order: fine
+    for steps in ([20, 10, 0], [0, 10, 10]):
+        with pytest.raises(ValueError, match="increasing order"):
+            attention_timeline(steps, patterns)

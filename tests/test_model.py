@@ -6,7 +6,8 @@ import pytest
 from tinygrok import autograd as ag
 from tinygrok.autograd import Tensor, no_grad
 from tinygrok.gradcheck import gradcheck
-from tinygrok.model import Transformer, distinct_rows
+from tinygrok.model import MultiHeadAttention, Transformer, distinct_rows
+from tinygrok.nn import Embedding, Linear
 
 SMALL = dict(vocab_size=7, num_classes=5, d_model=8, heads=2, layers=2)
 
@@ -424,3 +425,20 @@ def test_a_frozen_parameter_is_still_a_parameter_and_adamw_leaves_it_alone():
     optimizer.step()
     np.testing.assert_array_equal(model.token_embeddings.weight.data, frozen)
     assert not np.array_equal(model.head.weight.data, head)  # the others did train
+
+
+@pytest.mark.parametrize("make, error, says", [
+    (lambda: Linear(3, 4, 0), TypeError, "rng must be a numpy.random.Generator"),
+    (lambda: Linear(0, 4, np.random.default_rng(0)), ValueError, "positive integers"),
+    (lambda: Embedding(5, 2.0, np.random.default_rng(0)), ValueError, "positive integers"),
+    (lambda: MultiHeadAttention(8, 0, np.random.default_rng(0)), ValueError, "positive"),
+    (lambda: Transformer(9, 7, d_model=8.0), ValueError, "d_model must be a positive integer"),
+    (lambda: Transformer(9, 7, d_model=8, heads=True), ValueError, "heads must be a positive"),
+    (lambda: Transformer(9, 7, d_model=8, heads=2, seed=-1), ValueError, "seed must be an "
+                                                                          "integer >= 0")],
+    ids=["int-rng", "zero-size", "float-size", "zero-heads", "float-d", "bool-heads",
+         "negative-seed"])
+def test_layers_refuse_sizes_and_seeds_that_are_not_what_they_need(make, error, says):
+    # each failed deep inside NumPy (or ZeroDivisionError), or was accepted (heads=True)
+    with pytest.raises(error, match=says):
+        make()

@@ -387,3 +387,12 @@ def test_a_table_with_an_answer_outside_the_elements_is_refused(monkeypatch):
     monkeypatch.setitem(tasks.TASKS, "broken", tasks.Operation("+", off_by_one))
     with pytest.raises(ValueError, match=r"element indices in 0\.\.4"):
         make_task("broken", 5)
+
+
+@pytest.mark.parametrize("train_idx", [np.array([True, False, True]), np.array([0.0, 1.0]),
+                                       [0, 1, 2], np.arange(4).reshape(2, 2)],
+                         ids=["mask", "floats", "list", "2-D"])
+def test_sample_batch_refuses_what_is_not_an_array_of_indices(train_idx):
+    # a boolean mask came back as True/False "indices", floats as floats
+    with pytest.raises(TypeError, match="train_idx must be a 1-D NumPy array of example indices"):
+        sample_batch(np.random.default_rng(0), train_idx, 4)

@@ -1522,3 +1522,21 @@ def test_resume_names_a_differing_option_as_it_is_typed(tmp_path):
               on_log=lambda run, row: row["step"] != 15 or 1 / 0)
     result = invoke("--out", str(out), "--resume", "--batch-size", "8")
     assert result.exit_code == 2 and "--batch-size 8 differs" in result.output, result.output
+
+
+def test_train_refuses_an_on_log_or_resume_of_the_wrong_kind_before_writing(tmp_path):
+    # on_log=5 trained to the first log row, then failed; resume="no" resumed
+    with pytest.raises(TypeError, match="on_log must be a function"):
+        train(tiny(), tmp_path / "a", on_log=5)
+    with pytest.raises(TypeError, match="resume must be True or False"):
+        train(tiny(), tmp_path / "b", resume="no")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_memory_guard_counts_numpy_integers_without_overflow():
+    # p=np.int32(50000): p ** 2 wrapped around, and the estimate said 2.4 GB, not 250
+    small = TrainConfig(task="x_plus_y", p=np.int32(50000)).memory_estimate()
+    big = TrainConfig(task="x_plus_y", p=50000).memory_estimate()
+    assert small == big and sum(big.values()) > 200e9
+    assert TrainConfig(task="x_plus_y", p=np.int8(7)).memory_estimate() == \
+        TrainConfig(task="x_plus_y", p=7).memory_estimate()

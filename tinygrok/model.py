@@ -59,7 +59,7 @@ import numpy as np
 from tinygrok import autograd as ag
 from tinygrok.attention import attention
 from tinygrok.autograd import Tensor
-from tinygrok.nn import MLP, Embedding, LayerNorm, Linear, Module, uniform
+from tinygrok.nn import MLP, Embedding, LayerNorm, Linear, Module, is_size, uniform
 
 
 def distinct_rows(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,6 +93,9 @@ class MultiHeadAttention(Module):
     """
 
     def __init__(self, dim: int, heads: int, rng, dtype=np.float32):
+        if not (is_size(dim) and is_size(heads)):
+            raise ValueError(f"dim and heads must be positive integers, got {dim!r} and "
+                             f"{heads!r}")
         if dim % heads:
             raise ValueError(f"d_model ({dim}) must be divisible by the number of heads ({heads})")
         self.heads = heads
@@ -176,8 +179,10 @@ class Transformer(Module):
         for label, value in (("vocab_size", vocab_size), ("num_classes", num_classes),
                              ("d_model", d_model), ("heads", heads), ("layers", layers),
                              ("max_len", max_len)):
-            if int(value) < 1:
-                raise ValueError(f"{label} must be a positive integer, got {value}")
+            if not is_size(value):  # 8.0 or True failed later, deep inside NumPy
+                raise ValueError(f"{label} must be a positive integer, got {value!r}")
+        if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0):
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
         if np.dtype(dtype) not in (np.float32, np.float64):  # the kernels' two float types
             raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
         rng = np.random.default_rng(seed)

@@ -80,7 +80,24 @@ class Module:
 
 def uniform(rng: np.random.Generator, shape, bound: float, dtype) -> Tensor:
     """A parameter drawn uniformly from [-bound, bound]."""
+    check_initialisation(rng, shape)
     return Tensor(rng.uniform(-bound, bound, size=shape).astype(dtype), requires_grad=True)
+
+
+def check_initialisation(rng, shape) -> None:
+    """A layer's random start needs a Generator and positive integer sizes: an int seed
+    or a size of 0 or 8.0 failed deep inside NumPy."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), "
+                        f"got a {type(rng).__name__}")
+    if not all(is_size(n) for n in shape):
+        raise ValueError(f"a layer's sizes must be positive integers, got {tuple(shape)}")
+
+
+def is_size(value) -> bool:
+    """A positive integer (not a bool, not 8.0)."""
+    return (isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+            and value >= 1)
 
 
 def constant(value: float, shape, dtype) -> Tensor:
@@ -91,6 +108,7 @@ class Linear(Module):
     """y = x W^T + b, with W of shape (out, in) as in PyTorch."""
 
     def __init__(self, d_in: int, d_out: int, rng, dtype=np.float32):
+        check_initialisation(rng, (d_out, d_in))  # before 1 / sqrt(0)
         bound = 1 / np.sqrt(d_in)
         self.weight = uniform(rng, (d_out, d_in), bound, dtype)
         self.bias = uniform(rng, (d_out,), bound, dtype)
@@ -103,6 +121,7 @@ class Embedding(Module):
     """A table of vectors, one row per token id; lookup is ``weight[ids]``."""
 
     def __init__(self, num_embeddings: int, dim: int, rng, dtype=np.float32):
+        check_initialisation(rng, (num_embeddings, dim))
         self.weight = Tensor(rng.standard_normal((num_embeddings, dim)).astype(dtype),
                              requires_grad=True)
 

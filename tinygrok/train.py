@@ -128,18 +128,19 @@ class TrainConfig:
         """Rough bytes for the biggest things a run holds, so that settings that cannot
         fit are refused before anything is built or written. Generous on purpose: the
         default run estimates about 0.76 GB and measures a 0.33 GB peak."""
-        pairs = 120 ** 2 if self.task == "permutation" else self.p ** 2
-        vocab = 122 if self.task == "permutation" else self.p + 2
-        d, layers = self.d_model, self.layers
+        # Python ints: NumPy's (np.int8(7) is a valid p) would overflow in these products
+        p, d, layers, heads = int(self.p), int(self.d_model), int(self.layers), int(self.heads)
+        pairs = 120 ** 2 if self.task == "permutation" else p ** 2
+        vocab = 122 if self.task == "permutation" else p + 2
         parameters = (2 * vocab + 5) * d + layers * (12 * d * d + 13 * d)
-        rows = max(self.batch_size, min(self.eval_batch_size, pairs))  # examples at once
-        log_steps = self.steps // self.log_every + 2
+        rows = max(int(self.batch_size), min(int(self.eval_batch_size), pairs))  # at once
+        log_steps = int(self.steps) // int(self.log_every) + 2
         return {
             "the task's table of pairs": pairs * 100,  # int64 columns, and their copies
             "the model and AdamW": parameters * 4 * 4,  # weights, gradients, two moments
             "the activations of one batch": rows * 5 * d * 4 * 16 * layers,  # ~16 per block
-            "the attention log": 2 * log_steps * layers * self.heads
-                                 * min(2 * self.probe_size, pairs) * 25 * 2,  # float16, copied
+            "the attention log": 2 * log_steps * layers * heads
+                                 * min(2 * int(self.probe_size), pairs) * 25 * 2,  # float16
         }
 
 
@@ -562,6 +563,11 @@ def train(config: TrainConfig, out_dir, resume: bool = False, on_log=None) -> di
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got a {type(config).__name__} "
                             f"(TrainConfig(**settings) makes one from a dict)")
+        if not isinstance(resume, bool):  # resume="no" would have resumed
+            raise TypeError(f"resume must be True or False, got {resume!r}")
+        if on_log is not None and not callable(on_log):  # else a TypeError at the first log
+            raise TypeError(f"on_log must be a function on_log(run, row) or None, got "
+                            f"{on_log!r}")
         run = Run(config, out_dir)  # checks every setting before the folder is touched
         if str(out_dir) and Path(out_dir).resolve() in _TRAINING_HERE:
             raise runfiles.FolderInUse(f"{out_dir} is in use: this process is already "

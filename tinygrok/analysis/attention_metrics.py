@@ -163,6 +163,8 @@ def attention_timeline(steps, patterns, emergence_threshold=EMERGENCE_SIMILARITY
     if patterns.ndim != 6 or steps.shape != patterns.shape[:1]:
         raise ValueError(f"attention_timeline needs one step per pattern: steps (S,) and "
                          f"patterns (S, L, H, N, T, T), got {steps.shape} and {patterns.shape}")
+    if (np.diff(steps) <= 0).any():  # the last pattern is "final", and emergence is "first"
+        raise ValueError("attention_timeline needs its steps in increasing order, each once")
     vectors = pattern_vectors(patterns)
     similarity = similarity_to_final(vectors)
     return AttentionTimeline(

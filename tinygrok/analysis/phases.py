@@ -57,6 +57,14 @@ def find_phases(
     grokked_val_acc=GROKKED_VAL_ACC,
 ):
     """The phases, grokking step and dips of one run, as a JSON-serialisable dict."""
+    for name, value in (("memorized_train_acc", memorized_train_acc),
+                        ("memorization_max_val_acc", memorization_max_val_acc),
+                        ("grokked_val_acc", grokked_val_acc)):
+        # 99 (a percentage) would read every run as never grokked, with no error
+        if not (isinstance(value, (int, float, np.integer, np.floating))
+                and not isinstance(value, (bool, np.bool_)) and 0 <= value <= 1):
+            raise ValueError(f"{name} must be a fraction in [0, 1] (not a percentage), got "
+                             f"{value!r}")
     steps, train_acc, val_acc = _as_curves(steps, train_acc, val_acc)
     n = len(steps)
     grok = _first(val_acc > grokked_val_acc)
