@@ -248,6 +248,13 @@ def test_state_dict_round_trip_and_refusals():
     with pytest.raises(ValueError, match=r"wrong shape: head.bias \(expected \(5,\), got "
                                          r"\(1, 5\)\)"):  # as many numbers, another shape
         b.load_state_dict({**state, "head.bias": state["head.bias"].reshape(1, -1)})
+    # a Tensor or text among the values: refused before any parameter is overwritten
+    before = b.state_dict()
+    with pytest.raises(ValueError, match=r"not numbers: head.weight \(a Tensor: give its "
+                                         r"\.data\), norm.bias \(<U1\)"):
+        b.load_state_dict({**state, "head.weight": a.head.weight,
+                           "norm.bias": np.array(["x"] * 8)})
+    assert all(np.array_equal(b.state_dict()[k], before[k]) for k in before)
 
 
 def test_float32_model_stays_float32():

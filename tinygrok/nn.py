@@ -58,20 +58,27 @@ class Module:
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Copy arrays into the parameters (in place, keeping each parameter's dtype).
 
-        Refuses, before changing anything, any missing, unknown or mis-shaped entry.
+        Refuses, before changing anything, any missing, unknown, non-numeric or mis-shaped
+        entry (a Tensor among the values, say, failed after the first parameters had been
+        overwritten).
         """
         params = dict(self.named_parameters())
         missing = sorted(set(params) - set(state))
         unknown = sorted(set(state) - set(params))
-        wrong_shape = [f"{k} (expected {params[k].shape}, got {np.shape(state[k])})"
-                       for k in params if k in state and np.shape(state[k]) != params[k].shape]
+        arrays = {k: np.asarray(state[k]) for k in params if k in state
+                  and not isinstance(state[k], Tensor)}
+        not_numbers = [f"{k} (a Tensor: give its .data)" for k in params if k in state
+                       and isinstance(state[k], Tensor)]
+        not_numbers += [f"{k} ({a.dtype})" for k, a in arrays.items() if a.dtype.kind not in "fiu"]
+        wrong_shape = [f"{k} (expected {params[k].shape}, got {a.shape})"
+                       for k, a in arrays.items() if a.shape != params[k].shape]
         problems = [f"{label}: {', '.join(names)}" for label, names in
-                    (("missing", missing), ("unknown", unknown), ("wrong shape", wrong_shape))
-                    if names]
+                    (("missing", missing), ("unknown", unknown), ("not numbers", not_numbers),
+                     ("wrong shape", wrong_shape)) if names]
         if problems:
             raise ValueError("load_state_dict refused the state; " + "; ".join(problems))
         for name, p in params.items():
-            p.data[...] = state[name]
+            p.data[...] = arrays[name]
 
     def num_parameters(self) -> int:
         """How many numbers the parameters hold in all."""
