@@ -705,3 +705,12 @@ def test_targets_refilled_before_backward_do_not_change_the_gradient():
     fresh = Tensor(logits.data.copy(), requires_grad=True)
     ag.cross_entropy(fresh, np.array([0, 1, 2, 3, 0])).backward()
     assert np.array_equal(logits.grad, fresh.grad)
+
+
+def test_two_leaves_never_share_one_gradient_array():
+    # a + b handed the same array to a and b: halving a's gradient in place halved b's
+    a, b = Tensor(np.ones(3), requires_grad=True), Tensor(np.ones(3), requires_grad=True)
+    ((a + b) * Tensor(np.array([1.0, 2.0, 3.0]))).sum().backward()
+    a.grad *= 0.5
+    np.testing.assert_array_equal(a.grad, [0.5, 1.0, 1.5])
+    np.testing.assert_array_equal(b.grad, [1.0, 2.0, 3.0])

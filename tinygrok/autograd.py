@@ -165,6 +165,14 @@ class Tensor:
             for node in reversed(order):  # from the output back towards the leaves
                 if node._backward is not None and node.grad is not None:
                     node._backward(node.grad)
+            # Two leaves may have been handed one array (a + b sends its gradient to a and
+            # to b as it is): each gets its own, so scaling one in place leaves the other.
+            held = set()
+            for node in order:
+                if not node._parents and node.grad is not None:
+                    if id(node.grad) in held:
+                        node.grad = node.grad.copy()
+                    held.add(id(node.grad))
         finally:
             for node in order:  # the arrays this pass made may now be held by anyone
                 node._own_grad = None
