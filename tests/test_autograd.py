@@ -714,3 +714,22 @@ def test_two_leaves_never_share_one_gradient_array():
     a.grad *= 0.5
     np.testing.assert_array_equal(a.grad, [0.5, 1.0, 1.5])
     np.testing.assert_array_equal(b.grad, [1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: ag.exp(x), lambda x: ag.gelu(x), lambda x: ag.sum(x), lambda x: ag.max(x),
+    lambda x: ag.log_softmax(x), lambda x: ag.reshape(x, (3,)), lambda x: ag.getitem(x, 0),
+    lambda x: ag.cross_entropy(x, np.array([0])), lambda x: ag.embedding(x, np.array([0])),
+    lambda x: ag.concatenate([x, x])],
+    ids=["exp", "gelu", "sum", "max", "log_softmax", "reshape", "getitem", "cross_entropy",
+         "embedding", "concatenate"])
+def test_an_op_given_an_array_instead_of_a_tensor_says_so(call):
+    # these failed deep inside with "'memoryview' object has no attribute 'max'" and the like
+    with pytest.raises(TypeError, match=r"takes a Tensor, got a ndarray; wrap an array as "
+                                        r"Tensor\(array\)"):
+        call(np.ones((1, 3)))
+
+
+def test_concatenate_of_nothing_says_so():
+    with pytest.raises(ValueError, match="at least one Tensor"):
+        ag.concatenate([])

@@ -375,6 +375,15 @@ def as_tensor(value, dtype) -> Tensor:
     return Tensor(np.asarray(value, dtype=dtype))
 
 
+def _tensor(a, op: str) -> Tensor:
+    """``a``, checked to be a Tensor: an array given here failed deep inside the op (a
+    'memoryview' or 'requires_grad' AttributeError)."""
+    if not isinstance(a, Tensor):
+        raise TypeError(f"{op} takes a Tensor, got a {type(a).__name__}; wrap an array as "
+                        f"Tensor(array) (with requires_grad=True for its gradient)")
+    return a
+
+
 def _pair(a, b, op: str) -> tuple[Tensor, Tensor]:
     """Two operands of a binary op as tensors of one dtype, or a clear error."""
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
@@ -459,6 +468,7 @@ def div(a, b) -> Tensor:
 
 def neg(a: Tensor) -> Tensor:
     """-a.   d/da = -1."""
+    a = _tensor(a, "neg")
     out = new_node(-a.data, (a,), "neg")
     if out.requires_grad:
         out._backward = lambda grad_out: accumulate_grad(a, -grad_out)
@@ -467,6 +477,7 @@ def neg(a: Tensor) -> Tensor:
 
 def power(a: Tensor, exponent) -> Tensor:
     """a ** c for a constant number c.   d/da = c * a**(c-1)."""
+    a = _tensor(a, "power")
     if isinstance(exponent, Tensor) or np.ndim(exponent) != 0:
         raise ValueError("power: the exponent must be a plain number (a scalar constant)")
     c = a.dtype.type(exponent)
@@ -596,6 +607,7 @@ def _expand_reduced(grad: np.ndarray, axes: tuple, keepdims: bool) -> np.ndarray
 
 def sum(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 (mirrors numpy)
     """Sum over ``axis``.   Every input element gets the output's gradient."""
+    a = _tensor(a, "sum")
     axes = _normalise_axes(axis, a.ndim)
     out = new_node(a.data.sum(axis=axes, keepdims=keepdims), (a,), "sum")
     if out.requires_grad:
@@ -608,6 +620,7 @@ def sum(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 (
 
 def mean(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     """Mean over ``axis``.   Every input element gets the output's gradient / count."""
+    a = _tensor(a, "mean")
     axes = _normalise_axes(axis, a.ndim)
     count = a.dtype.type(math.prod(a.shape[ax] for ax in axes))
     out = new_node(a.data.mean(axis=axes, keepdims=keepdims), (a,), "mean")
@@ -622,6 +635,7 @@ def mean(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:
 def max(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
     """Maximum over ``axis``.   The gradient goes to the maximal element (split evenly
     between ties, so it still sums to the output's gradient)."""
+    a = _tensor(a, "max")
     axes = _normalise_axes(axis, a.ndim)
     peak = a.data.max(axis=axes, keepdims=True)
     out = new_node(peak if keepdims else np.squeeze(peak, axes), (a,), "max")
@@ -640,6 +654,7 @@ def max(a: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
 
 def reshape(a: Tensor, shape) -> Tensor:
     """Same elements, new shape.   The gradient is reshaped back."""
+    a = _tensor(a, "reshape")
     out = new_node(a.data.reshape(shape), (a,), "reshape")
     if out.requires_grad:
         out._backward = lambda grad_out: accumulate_grad(a, grad_out.reshape(a.shape))
@@ -649,6 +664,7 @@ def reshape(a: Tensor, shape) -> Tensor:
 def transpose(a: Tensor, axes=None) -> Tensor:
     """Permute the axes (reverse them when ``axes`` is None).   The gradient is permuted
     back with the inverse permutation."""
+    a = _tensor(a, "transpose")
     axes = tuple(range(a.ndim))[::-1] if axes is None else tuple(axes)
     data = a.data.transpose(axes)  # NumPy checks that axes is a permutation
     inverse = tuple(np.argsort([axis % a.ndim for axis in axes]))  # -1 is the last axis
@@ -676,6 +692,7 @@ def getitem(a: Tensor, index) -> Tensor:
     Numba loop ``kernels.scatter_add_rows``; any other integer-array index with
     ``np.add.at``.
     """
+    a = _tensor(a, "getitem")
     if isinstance(index, Tensor):
         raise ValueError("index a Tensor with NumPy integers, slices or integer arrays")
     out = new_node(a.data[index], (a,), "getitem")
@@ -717,7 +734,9 @@ def _is_row_lookup(index, a: Tensor) -> bool:
 
 def concatenate(tensors, axis: int = 0) -> Tensor:
     """Join tensors along ``axis``.   Each input gets its own slice of the gradient."""
-    tensors = list(tensors)
+    tensors = [_tensor(t, "concatenate") for t in tensors]
+    if not tensors:
+        raise ValueError("concatenate needs at least one Tensor")
     ndim = tensors[0].ndim
     if not -ndim <= axis < ndim:  # also 0-d tensors, which have no axis to join along
         raise ValueError(f"concatenate: axis {axis} is out of range for {ndim}-d tensors")
@@ -745,6 +764,7 @@ def split(a: Tensor, sections, axis: int = 0) -> list[Tensor]:
 
     Each piece is a ``getitem`` of a slice, so its gradient lands in its own slice.
     """
+    a = _tensor(a, "split")
     if not -a.ndim <= axis < a.ndim:
         raise ValueError(f"split: axis {axis} is out of range for a {a.ndim}-d Tensor")
     axis = axis % a.ndim
@@ -763,6 +783,7 @@ def split(a: Tensor, sections, axis: int = 0) -> list[Tensor]:
 
 def exp(a: Tensor) -> Tensor:
     """e^a.   d/da = e^a (the output itself)."""
+    a = _tensor(a, "exp")
     result = np.exp(a.data)
     out = new_node(result, (a,), "exp")
     if out.requires_grad:
@@ -772,6 +793,7 @@ def exp(a: Tensor) -> Tensor:
 
 def log(a: Tensor) -> Tensor:
     """ln a.   d/da = 1/a."""
+    a = _tensor(a, "log")
     out = new_node(np.log(a.data), (a,), "log")
     if out.requires_grad:
         out._backward = lambda grad_out: accumulate_grad(a, grad_out / a.data)
@@ -780,6 +802,7 @@ def log(a: Tensor) -> Tensor:
 
 def tanh(a: Tensor) -> Tensor:
     """tanh a.   d/da = 1 - tanh(a)^2."""
+    a = _tensor(a, "tanh")
     result = np.tanh(a.data)
     out = new_node(result, (a,), "tanh")
     if out.requires_grad:
@@ -789,6 +812,7 @@ def tanh(a: Tensor) -> Tensor:
 
 def relu(a: Tensor) -> Tensor:
     """max(a, 0).   d/da = 1 where a > 0, else 0."""
+    a = _tensor(a, "relu")
     out = new_node(np.maximum(a.data, 0), (a,), "relu")
     if out.requires_grad:
         out._backward = lambda grad_out: accumulate_grad(a, grad_out * (a.data > 0))
@@ -804,6 +828,7 @@ def gelu(a: Tensor) -> Tensor:
     with the exact erf, float32 with a polynomial erf good to 4.4e-7). When a gradient will
     be wanted, the same pass also computes the slope d/da, so the backward is one multiply.
     """
+    a = _tensor(a, "gelu")
     if not (_grad_enabled and a.requires_grad):  # new_node's rule for a gradient to flow
         return new_node(kernels.gelu_forward(a.data), (a,), "gelu")
     result, slope = kernels.gelu_and_slope(a.data)  # slope: kept until the backward
@@ -823,6 +848,7 @@ def embedding(weight: Tensor, indices: np.ndarray) -> Tensor:
     occurs many times in a batch collects the sum of all its gradients (scatter-add,
     ``np.add.at(grad, indices, g)``, done by a short Numba loop that is much faster).
     """
+    weight = _tensor(weight, "embedding")
     indices = np.asarray(indices)
     if weight.ndim != 2:
         raise ValueError(f"embedding: weight must be a 2-D table (rows, dim), got shape "
@@ -903,6 +929,7 @@ def log_softmax(a: Tensor, axis: int = -1) -> Tensor:
 
     d/da: with s = softmax(a) = exp(y),   dL/da = g - s * sum(g).
     """
+    a = _tensor(a, "log_softmax")
     result = _log_softmax_array(a.data, axis)
     out = new_node(result, (a,), "log_softmax")
     if out.requires_grad:
@@ -918,6 +945,7 @@ def cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
     Fused with the softmax because the gradient is then simple and exact:
         dL/dlogits = (softmax(logits) - onehot(target)) / N.
     """
+    logits = _tensor(logits, "cross_entropy")
     targets = np.asarray(targets)
     if logits.ndim != 2 or targets.shape != logits.shape[:1]:
         raise ValueError(f"cross_entropy: logits must be (N, classes) and targets (N,), got "
