@@ -340,3 +340,14 @@ def test_a_state_that_cannot_be_an_adamw_state_is_refused_and_changes_nothing(da
     after = optimizer.state_dict()
     assert after.keys() == before.keys()
     assert all(np.array_equal(after[k], before[k]) for k in before)
+
+
+@pytest.mark.parametrize("change", [("lr", -1.0), ("betas", (0.9, 1.0)), ("eps", 0.0)])
+def test_a_setting_changed_after_construction_is_checked_at_the_next_step(change):
+    # optimizer.lr = -1 climbed the loss; betas (0.9, 1.0) made the parameters NaN
+    p = a_parameter()
+    optimizer = AdamW([p], warmup_steps=0)
+    setattr(optimizer, *change)
+    with pytest.raises(ValueError, match=r"invalid (lr|beta2|eps)="):
+        optimizer.step()
+    assert np.all(p.data == 1)

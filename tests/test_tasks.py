@@ -396,3 +396,14 @@ def test_sample_batch_refuses_what_is_not_an_array_of_indices(train_idx):
     # a boolean mask came back as True/False "indices", floats as floats
     with pytest.raises(TypeError, match="train_idx must be a 1-D NumPy array of example indices"):
         sample_batch(np.random.default_rng(0), train_idx, 4)
+
+
+@pytest.mark.parametrize("examples, train_frac, error", [
+    (49.9, 0.5, TypeError), (np.arange(10), 0.5, TypeError), ("10", 0.5, TypeError),
+    (10, "0.5", TypeError), (10, True, TypeError)],
+    ids=["fractional-count", "an-array", "text", "text-fraction", "bool-fraction"])
+def test_split_refuses_what_is_not_a_count_and_a_fraction(examples, train_frac, error):
+    # 49.9 was cut to 49 silently; an array failed inside int()
+    with pytest.raises(error, match="split takes a Task or a number|train_frac must be a "
+                                    "number"):
+        split(examples, train_frac)

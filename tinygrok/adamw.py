@@ -127,8 +127,11 @@ class AdamW:
             p.grad = None
 
     def step(self):
-        """One AdamW update of every parameter that has a gradient, in place. Every
-        parameter is checked first, so a bad one raises before any is updated."""
+        """One AdamW update of every parameter that has a gradient, in place. The settings
+        (which may have been changed since, ``optimizer.lr = ...``) and every parameter are
+        checked first, so a bad one raises before anything is updated."""
+        _check_hyperparameters(self.lr, self.betas, self.eps, self.weight_decay,
+                               self.warmup_steps)
         lr = self.current_lr()
         b1, b2 = self.betas
         for i, p in enumerate(self.params):

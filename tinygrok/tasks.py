@@ -268,8 +268,14 @@ def split(task_or_num_examples, train_frac=0.5, seed=0):
     """
     if isinstance(task_or_num_examples, Task):
         n = task_or_num_examples.num_examples
-    else:
+    elif _is_integer(task_or_num_examples):  # not 49.9 (it was cut to 49), not an array
         n = int(task_or_num_examples)
+    else:
+        raise TypeError(f"split takes a Task or a number of examples, got "
+                        f"{task_or_num_examples!r:.60}")
+    if not (isinstance(train_frac, (int, float, np.integer, np.floating))
+            and not isinstance(train_frac, bool)):
+        raise TypeError(f"train_frac must be a number, got {train_frac!r}")
     if not 0 < train_frac < 1:  # also False for NaN
         raise ValueError(f"train_frac must be strictly between 0 and 1 (got {train_frac!r})")
     num_train = math.floor(train_frac * n)
