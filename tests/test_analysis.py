@@ -1006,3 +1006,22 @@ def test_an_attention_timeline_refuses_steps_out_of_order():
     for steps in ([20, 10, 0], [0, 10, 10]):
         with pytest.raises(ValueError, match="increasing order"):
             attention_timeline(steps, patterns)
+
+
+def test_a_nan_accuracy_is_named_as_such():
+    # it said "got values from 0.5 to 0.5": nanmin hid the NaN
+    with pytest.raises(ValueError, match="val_acc must be fractions in \\[0, 1\\], got NaN or "
+                                         "infinity at index 1"):
+        find_phases([1, 2], [0.5, 0.5], [0.5, np.nan])
+
+
+def test_pattern_and_analyze_run_name_a_bad_argument(tmp_path):
+    from tinygrok.analysis import analyze_run, load_run
+
+    run = load_run(write_synthetic_run(tmp_path))
+    with pytest.raises(ValueError, match="step must be an integer, got '10'"):
+        run.pattern(step="10", layer=0)
+    with pytest.raises(ValueError, match="layer must be an integer from 0 to 1, got 5"):
+        run.pattern(step=int(run.attention_steps[0]), layer=5)
+    with pytest.raises(TypeError, match="analyze_run takes a run directory's path"):
+        analyze_run(None)

@@ -182,9 +182,12 @@ def _as_curves(steps, train_acc, val_acc):
     if np.any(np.diff(steps) <= 0):
         raise ValueError("steps must be strictly increasing")
     for name, acc in (("train_acc", train_acc), ("val_acc", val_acc)):
-        if acc.size and not (np.all(np.isfinite(acc)) and 0 <= acc.min() and acc.max() <= 1):
+        if acc.size and not np.all(np.isfinite(acc)):  # nanmin below would hide them
+            raise ValueError(f"{name} must be fractions in [0, 1], got NaN or infinity at "
+                             f"index {int(np.flatnonzero(~np.isfinite(acc))[0])}")
+        if acc.size and not (0 <= acc.min() and acc.max() <= 1):
             raise ValueError(f"{name} must be fractions in [0, 1] (not percentages), got "
-                             f"values from {np.nanmin(acc)} to {np.nanmax(acc)}")
+                             f"values from {acc.min()} to {acc.max()}")
     return steps, train_acc, val_acc
 
 

@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 
 from . import attention_metrics, claims, clustering, fourier, phases as phases_module
-from .rundir import load_run, nearest_index
+from .rundir import Run, load_run, nearest_index
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,11 @@ def analyze_run(run, settings=Settings()):
     returns, or the path of a run directory, which is loaded first."""
     if isinstance(run, (str, os.PathLike)):
         run = load_run(run)
+    if not isinstance(run, Run):
+        raise TypeError(f"analyze_run takes a run directory's path or what load_run returns, "
+                        f"got {run!r:.60}")
+    if not isinstance(settings, Settings):
+        raise TypeError(f"settings must be a Settings(...), got {settings!r:.60}")
     metrics = run.metrics
     phases = phases_module.find_phases(
         metrics["step"], metrics["train_acc"], metrics["val_acc"],

@@ -113,6 +113,10 @@ class Run:
         """The (H, N, T, T) attention patterns of one layer at one logged step."""
         if not self.has_attention:
             raise RunDirectoryError(f"{self.path}: no attention.npz")
+        layers = self.patterns.shape[1]
+        if not (isinstance(layer, (int, np.integer)) and not isinstance(layer, bool)
+                and 0 <= layer < layers):
+            raise ValueError(f"layer must be an integer from 0 to {layers - 1}, got {layer!r}")
         return self.patterns[exact_index(self.attention_steps, step, "attention"), layer]
 
     def embeddings(self, step):
@@ -124,6 +128,8 @@ class Run:
 
 def exact_index(steps, step, what="logged"):
     """The position of ``step`` in ``steps``; a ValueError naming the nearest steps if absent."""
+    if not (isinstance(step, (int, np.integer)) and not isinstance(step, bool)):
+        raise ValueError(f"step must be an integer, got {step!r}")
     steps = np.asarray(steps, dtype=np.int64)
     matches = np.flatnonzero(steps == step)
     if matches.size:
