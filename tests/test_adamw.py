@@ -278,6 +278,11 @@ def a_parameter(size=3):
     return p
 
 
+def test_betas_may_be_any_two_numbers():
+    for betas in ((0.9, 0.98), [0.9, 0.98], np.array([0.9, 0.98])):
+        assert AdamW([a_parameter()], betas=betas).betas == (0.9, 0.98)
+
+
 def test_a_single_tensor_is_refused_not_split_into_rows():
     # list(w) gives w's rows: AdamW(w) then updated nothing, silently
     w = Tensor(np.ones((2, 3), np.float32), requires_grad=True)
@@ -325,9 +330,10 @@ def test_a_gradient_that_is_not_an_array_is_refused_by_name():
 @pytest.mark.parametrize("damage", [
     lambda d: d.update(bogus=1), lambda d: d.update(step_count=2.7),
     lambda d: d.update(step_count=-1), lambda d: d.update(param_steps=np.array([1.5])),
-    lambda d: d.update(warmup_steps=10.7), lambda d: d.update(v_0=-np.ones(3, np.float32))],
+    lambda d: d.update(warmup_steps=10.7), lambda d: d.update(v_0=-np.ones(3, np.float32)),
+    lambda d: d.update(m_0=np.array(["x"] * 3))],
     ids=["unknown-key", "fractional-count", "negative-count", "float-param-steps",
-         "fractional-warmup", "negative-v"])
+         "fractional-warmup", "negative-v", "text-m"])
 def test_a_state_that_cannot_be_an_adamw_state_is_refused_and_changes_nothing(damage):
     p = a_parameter()
     optimizer = AdamW([p], lr=0.1, warmup_steps=0)

@@ -996,6 +996,8 @@ def test_a_threshold_given_as_a_percentage_is_refused(threshold):
     with pytest.raises(ValueError, match=rf"{threshold} must be a fraction in \[0, 1\] \(not "
                                          rf"a percentage\), got 99"):
         find_phases([100, 200, 300], [1, 1, 1], [0.1, 0.995, 1.0], **{threshold: 99})
+    with pytest.raises(ValueError, match=rf"{threshold} must be a fraction"):
+        find_phases([100, 200, 300], [1, 1, 1], [0.1, 0.995, 1.0], **{threshold: True})
 
 
 def test_an_attention_timeline_refuses_steps_out_of_order():
@@ -1019,9 +1021,14 @@ def test_pattern_and_analyze_run_name_a_bad_argument(tmp_path):
     from tinygrok.analysis import analyze_run, load_run
 
     run = load_run(write_synthetic_run(tmp_path))
-    with pytest.raises(ValueError, match="step must be an integer, got '10'"):
-        run.pattern(step="10", layer=0)
-    with pytest.raises(ValueError, match="layer must be an integer from 0 to 1, got 5"):
-        run.pattern(step=int(run.attention_steps[0]), layer=5)
+    first = int(run.attention_steps[0])
+    for step in ("10", True):
+        with pytest.raises(ValueError, match=f"step must be a number, got {step!r}"):
+            run.pattern(step=step, layer=0)
+    with pytest.raises(ValueError, match=r"layer must be an integer from 0 to 1 \(or from -2"):
+        run.pattern(step=first, layer=5)
+    np.testing.assert_array_equal(run.pattern(first, -1), run.pattern(float(first), 1))
     with pytest.raises(TypeError, match="analyze_run takes a run directory's path"):
         analyze_run(None)
+    with pytest.raises(TypeError, match="settings must be a Settings"):
+        analyze_run(run, {"grokked_val_acc": 0.9})

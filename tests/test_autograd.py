@@ -665,7 +665,8 @@ def test_boolean_data_becomes_float64():
     np.testing.assert_array_equal(Tensor([True, False]).data, [1.0, 0.0])
 
 
-@pytest.mark.parametrize("eps", [None, "1e-5", -1.0, 0.0, 1e-50, float("nan"), True])
+@pytest.mark.parametrize("eps", [None, "1e-5", -1.0, 0.0, 1e-50, float("nan"), True,
+                                 np.array([1e-5])])
 def test_layer_norm_refuses_an_eps_that_is_not_a_positive_number(eps):
     # None became NaN in the kernel; 1e-50 rounds to 0 in float32: NaN on a constant row
     x = Tensor(np.ones((2, 3), np.float32))
@@ -677,6 +678,7 @@ def test_layer_norm_refuses_an_eps_that_is_not_a_positive_number(eps):
     with pytest.raises(ValueError, match=r"eps must be a finite number > 0"):
         LayerNorm(3, eps=eps)
     assert np.isfinite(ag.layer_norm(x, weight, bias, eps=1e-5).data).all()
+    assert np.isfinite(ag.layer_norm(x, weight, bias, eps=np.array(1e-5)).data).all()
 
 
 @pytest.mark.parametrize("op", ["embedding", "getitem", "getitem-tuple"])
@@ -714,18 +716,32 @@ def test_two_leaves_never_share_one_gradient_array():
     a.grad *= 0.5
     np.testing.assert_array_equal(a.grad, [0.5, 1.0, 1.5])
     np.testing.assert_array_equal(b.grad, [1.0, 2.0, 3.0])
+    # nor views of one: a.reshape(2, 3) + b gave a a reshaped view of b's gradient
+    a, b = Tensor(np.ones(6), requires_grad=True), Tensor(np.ones((2, 3)), requires_grad=True)
+    (a.reshape(2, 3) + b).backward(np.ones((2, 3)))
+    b.grad *= 10
+    np.testing.assert_array_equal(a.grad, np.ones(6))
+
+
+def test_an_empty_list_index_still_has_a_backward():
+    a = Tensor(np.ones((3, 2)), requires_grad=True)
+    a[[]].sum().backward()
+    np.testing.assert_array_equal(a.grad, np.zeros((3, 2)))
 
 
 @pytest.mark.parametrize("call", [
     lambda x: ag.exp(x), lambda x: ag.gelu(x), lambda x: ag.sum(x), lambda x: ag.max(x),
     lambda x: ag.log_softmax(x), lambda x: ag.reshape(x, (3,)), lambda x: ag.getitem(x, 0),
     lambda x: ag.cross_entropy(x, np.array([0])), lambda x: ag.embedding(x, np.array([0])),
-    lambda x: ag.concatenate([x, x])],
+    lambda x: ag.concatenate([x, x]), lambda x: ag.neg(x), lambda x: ag.power(x, 2),
+    lambda x: ag.mean(x), lambda x: ag.transpose(x), lambda x: ag.split(x, 1),
+    lambda x: ag.log(x), lambda x: ag.tanh(x), lambda x: ag.relu(x)],
     ids=["exp", "gelu", "sum", "max", "log_softmax", "reshape", "getitem", "cross_entropy",
-         "embedding", "concatenate"])
+         "embedding", "concatenate", "neg", "power", "mean", "transpose", "split", "log",
+         "tanh", "relu"])
 def test_an_op_given_an_array_instead_of_a_tensor_says_so(call):
     # these failed deep inside with "'memoryview' object has no attribute 'max'" and the like
-    with pytest.raises(TypeError, match=r"takes a Tensor, got a ndarray; wrap an array as "
+    with pytest.raises(TypeError, match=r"takes a Tensor, got ndarray; wrap an array as "
                                         r"Tensor\(array\)"):
         call(np.ones((1, 3)))
 

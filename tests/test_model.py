@@ -442,9 +442,10 @@ def test_a_frozen_parameter_is_still_a_parameter_and_adamw_leaves_it_alone():
     (lambda: Transformer(9, 7, d_model=8.0), ValueError, "d_model must be a positive integer"),
     (lambda: Transformer(9, 7, d_model=8, heads=True), ValueError, "heads must be a positive"),
     (lambda: Transformer(9, 7, d_model=8, heads=2, seed=-1), ValueError, "seed must be an "
-                                                                          "integer >= 0")],
+                                                                          "integer >= 0"),
+    (lambda: Transformer(9, 7, d_model=8, heads=2, seed=True), ValueError, "seed must be")],
     ids=["int-rng", "zero-size", "float-size", "zero-heads", "float-d", "bool-heads",
-         "negative-seed"])
+         "negative-seed", "bool-seed"])
 def test_layers_refuse_sizes_and_seeds_that_are_not_what_they_need(make, error, says):
     # each failed deep inside NumPy (or ZeroDivisionError), or was accepted (heads=True)
     with pytest.raises(error, match=says):

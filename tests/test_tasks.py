@@ -394,7 +394,7 @@ def test_a_table_with_an_answer_outside_the_elements_is_refused(monkeypatch):
                          ids=["mask", "floats", "list", "2-D"])
 def test_sample_batch_refuses_what_is_not_an_array_of_indices(train_idx):
     # a boolean mask came back as True/False "indices", floats as floats
-    with pytest.raises(TypeError, match="train_idx must be a 1-D NumPy array of example indices"):
+    with pytest.raises(TypeError, match="train_idx must be a 1-D NumPy array of integer example"):
         sample_batch(np.random.default_rng(0), train_idx, 4)
 
 

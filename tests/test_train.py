@@ -1540,3 +1540,5 @@ def test_the_memory_guard_counts_numpy_integers_without_overflow():
     assert small == big and sum(big.values()) > 200e9
     assert TrainConfig(task="x_plus_y", p=np.int8(7)).memory_estimate() == \
         TrainConfig(task="x_plus_y", p=7).memory_estimate()
+    assert TrainConfig(batch_size=np.int16(512), eval_batch_size=np.int16(8192),
+                       d_model=np.int16(128)).memory_estimate() == TrainConfig().memory_estimate()

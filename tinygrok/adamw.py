@@ -66,8 +66,8 @@ def _is_number(value) -> bool:
 
 
 def _check_hyperparameters(lr, betas, eps, weight_decay, warmup_steps):
-    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
-        raise ValueError(f"invalid betas={betas!r}: must be a pair (beta1, beta2)")
+    if np.shape(betas) != (2,):
+        raise ValueError(f"invalid betas={betas!r}: must be two numbers (beta1, beta2)")
     b1, b2 = betas
     # Each rule states what must hold, so NaN (every comparison with it is False) fails too.
     checks = [("lr", lr, lambda x: x >= 0, "a number >= 0"),
@@ -153,9 +153,9 @@ class AdamW:
         self.step_count += 1
 
     def _check(self, i, p):
-        """Parameter ``i`` can be updated: its .data is still the array AdamW was made for
-        (same shape, dtype and layout as its moment buffers; the kernel writes through a
-        flat view), and its .grad is None or a NumPy array just like .data."""
+        """Parameter ``i`` can be updated: its .data still has the shape and dtype of its
+        moment buffers and is C-contiguous (the kernel writes through a flat view of it),
+        and its .grad is None or a NumPy array like .data."""
         data, g = p.data, p.grad
         if (not isinstance(data, np.ndarray) or data.shape != self.m[i].shape
                 or data.dtype != self.m[i].dtype or not data.flags.c_contiguous):

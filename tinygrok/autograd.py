@@ -165,14 +165,18 @@ class Tensor:
             for node in reversed(order):  # from the output back towards the leaves
                 if node._backward is not None and node.grad is not None:
                     node._backward(node.grad)
-            # Two leaves may have been handed one array (a + b sends its gradient to a and
-            # to b as it is): each gets its own, so scaling one in place leaves the other.
+            # Two leaves may have been handed one array, or views of one (a + b sends its
+            # gradient to a and to b as it is; a.reshape(...) + b a reshaped view of it):
+            # each gets its own, so scaling one in place leaves the other alone.
             held = set()
             for node in order:
                 if not node._parents and node.grad is not None:
-                    if id(node.grad) in held:
-                        node.grad = node.grad.copy()
-                    held.add(id(node.grad))
+                    grad = node.grad
+                    owner = grad if grad.base is None else grad.base
+                    if id(owner) in held:
+                        node.grad = grad = grad.copy()
+                        owner = grad
+                    held.add(id(owner))
         finally:
             for node in order:  # the arrays this pass made may now be held by anyone
                 node._own_grad = None
@@ -379,7 +383,7 @@ def _tensor(a, op: str) -> Tensor:
     """``a``, checked to be a Tensor: an array given here failed deep inside the op (a
     'memoryview' or 'requires_grad' AttributeError)."""
     if not isinstance(a, Tensor):
-        raise TypeError(f"{op} takes a Tensor, got a {type(a).__name__}; wrap an array as "
+        raise TypeError(f"{op} takes a Tensor, got {type(a).__name__}; wrap an array as "
                         f"Tensor(array) (with requires_grad=True for its gradient)")
     return a
 
@@ -722,7 +726,9 @@ def kept_for_backward(index):
     if isinstance(index, tuple):
         return tuple(kept_for_backward(part) for part in index)
     if isinstance(index, (np.ndarray, list)):
-        return np.array(index)  # a copy
+        kept = np.array(index)  # a copy
+        # NumPy reads [] in an index as no integers, but np.array([]) is float
+        return kept.astype(np.intp) if isinstance(index, list) and kept.size == 0 else kept
     return index
 
 
@@ -872,9 +878,9 @@ def check_layer_norm_eps(eps, dtype) -> None:
     """Raise ValueError unless eps is a finite number > 0 in ``dtype``: None or a string
     became NaN in the kernel, and a negative eps, or one that rounds to 0 in float32
     (1e-50), gave NaN on a constant row."""
-    is_number = isinstance(eps, (int, float, np.integer, np.floating)) and not isinstance(
-        eps, (bool, np.bool_))
-    if not (is_number and np.isfinite(eps) and np.dtype(dtype).type(eps) > 0):
+    value = np.asarray(eps)  # a number, or a 0-d array of one
+    is_number = value.ndim == 0 and value.dtype.kind in "fiu"
+    if not (is_number and np.isfinite(value) and np.dtype(dtype).type(value) > 0):
         raise ValueError(f"layer_norm's eps must be a finite number > 0 (in {np.dtype(dtype)}), "
                          f"got {eps!r}")
 

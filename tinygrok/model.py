@@ -181,8 +181,9 @@ class Transformer(Module):
                              ("max_len", max_len)):
             if not is_size(value):  # 8.0 or True failed later, deep inside NumPy
                 raise ValueError(f"{label} must be a positive integer, got {value!r}")
-        if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0):
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        if isinstance(seed, bool) or (isinstance(seed, (int, np.integer)) and seed < 0):
+            raise ValueError(f"seed must be an integer >= 0 (or anything else "
+                             f"np.random.default_rng takes), got {seed!r}")
         if np.dtype(dtype) not in (np.float32, np.float64):  # the kernels' two float types
             raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
         rng = np.random.default_rng(seed)

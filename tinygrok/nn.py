@@ -145,7 +145,6 @@ class LayerNorm(Module):
         ag.check_layer_norm_eps(eps, dtype)
         self.eps = eps
 
-
     def __call__(self, x: Tensor) -> Tensor:
         return ag.layer_norm(x, self.weight, self.bias, self.eps)
 

@@ -303,8 +303,10 @@ def sample_batch(rng, train_idx, batch_size):
         raise TypeError(f"rng must be a numpy.random.Generator (got {type(rng).__name__})")
     if not (isinstance(train_idx, np.ndarray) and train_idx.ndim == 1
             and train_idx.dtype.kind in "iu"):  # a boolean mask gave True/False "indices"
-        raise TypeError(f"train_idx must be a 1-D NumPy array of example indices (as split "
-                        f"returns), got {getattr(train_idx, 'dtype', type(train_idx).__name__)}")
+        what = (f"a {train_idx.ndim}-D {train_idx.dtype} array" if isinstance(train_idx, np.ndarray)
+                else type(train_idx).__name__)
+        raise TypeError(f"train_idx must be a 1-D NumPy array of integer example indices (as "
+                        f"split returns), got {what}")
     if len(train_idx) == 0:
         raise ValueError("cannot sample a batch from an empty training split")
     if not _is_integer(batch_size):

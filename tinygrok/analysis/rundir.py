@@ -115,8 +115,9 @@ class Run:
             raise RunDirectoryError(f"{self.path}: no attention.npz")
         layers = self.patterns.shape[1]
         if not (isinstance(layer, (int, np.integer)) and not isinstance(layer, bool)
-                and 0 <= layer < layers):
-            raise ValueError(f"layer must be an integer from 0 to {layers - 1}, got {layer!r}")
+                and -layers <= layer < layers):
+            raise ValueError(f"layer must be an integer from 0 to {layers - 1} (or from "
+                             f"-{layers}, counting from the end), got {layer!r}")
         return self.patterns[exact_index(self.attention_steps, step, "attention"), layer]
 
     def embeddings(self, step):
@@ -128,8 +129,9 @@ class Run:
 
 def exact_index(steps, step, what="logged"):
     """The position of ``step`` in ``steps``; a ValueError naming the nearest steps if absent."""
-    if not (isinstance(step, (int, np.integer)) and not isinstance(step, bool)):
-        raise ValueError(f"step must be an integer, got {step!r}")
+    if not (isinstance(step, (int, float, np.integer, np.floating))
+            and not isinstance(step, bool)):
+        raise ValueError(f"step must be a number, got {step!r}")
     steps = np.asarray(steps, dtype=np.int64)
     matches = np.flatnonzero(steps == step)
     if matches.size:
