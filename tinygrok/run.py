@@ -32,8 +32,8 @@ from tinygrok.numba_cache import DamagedKernelCache
 from tinygrok.tasks import TASK_NAMES, EmptySplit, has_modulus, is_prime
 from tinygrok.terminal import show, stop_signals
 from tinygrok.train import (CHECKPOINT, SUMMARY, CouldNotWrite, DamagedRun, Interrupted,
-                            NonFiniteLoss, OutOfMemory, Run, RunFolderGone, TrainConfig,
-                            run_state, saved_settings, train, warm_up_kernels)
+                            NonFiniteLoss, OutOfMemory, Run, RunFolderGone, StoppedByFailure,
+                            TrainConfig, run_state, saved_settings, train, warm_up_kernels)
 
 # The settings the command line exposes, with the paper's values (TrainConfig's) as defaults.
 DEFAULTS = {name: getattr(TrainConfig(), name) for name in (
@@ -451,7 +451,7 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
             signal.signal(number, handler)
 
 
-def say_how_to_go_on(failure: CouldNotWrite | OutOfMemory, out: Path, once: str) -> None:
+def say_how_to_go_on(failure: StoppedByFailure, out: Path, once: str) -> None:
     """The error that stopped the run, then how to go on from what it kept: ``once`` says
     what must change first ("Once the folder can be written again")."""
     # Each first line is whole: a sweep quotes it as the run's error.

@@ -174,42 +174,42 @@ class Interrupted(RuntimeError):
         self.step, self.signal_number = step, signal_number
 
 
-class CouldNotWrite(RuntimeError):
-    """A run file could not be written (a full disk, a folder made read-only). The run
-    stopped at ``step``; ``checkpoint_step`` is the step of the last checkpoint it saved,
-    which is kept whole (every file is written to a temporary name, then renamed), or None
-    if it had saved none yet."""
+class StoppedByFailure(RuntimeError):
+    """The run stopped at ``step`` because something outside it failed; ``problem`` says
+    what. ``checkpoint_step`` is the step of the last checkpoint it saved, kept whole
+    (every file is written to a temporary name, then renamed), or None if it had saved
+    none yet; ``once`` says what must change before it can go on from there."""
 
-    def __init__(self, error: OSError, step: int, checkpoint_step: int | None):
-        what = f"cannot write {error.filename}" if error.filename else "cannot write"
-        self.problem = f"{what}: {error.strerror or error} (at step {step})"
-        self.step, self.checkpoint_step = step, checkpoint_step
+    def __init__(self, problem: str, step: int, checkpoint_step: int | None, once: str):
+        self.problem, self.step, self.checkpoint_step = problem, step, checkpoint_step
         if checkpoint_step is None:
             kept = "no checkpoint had been saved yet: start the run again"
         else:
-            kept = (f"its checkpoint at step {checkpoint_step} is kept: once the folder can "
-                    f"be written again, continue with train(..., resume=True)")
-        super().__init__(f"{self.problem}; {kept}")
+            kept = (f"its checkpoint at step {checkpoint_step} is kept: {once}, continue "
+                    f"with train(..., resume=True)")
+        super().__init__(f"{problem}; {kept}")
 
 
-class OutOfMemory(RuntimeError):
+class CouldNotWrite(StoppedByFailure):
+    """A run file could not be written (a full disk, a folder made read-only)."""
+
+    def __init__(self, error: OSError, step: int, checkpoint_step: int | None):
+        what = f"cannot write {error.filename}" if error.filename else "cannot write"
+        super().__init__(f"{what}: {error.strerror or error} (at step {step})", step,
+                         checkpoint_step, "once the folder can be written again")
+
+
+class OutOfMemory(StoppedByFailure):
     """NumPy (or Python) could not allocate memory after ``step``, the last step the run
     completed: the machine ran short of memory, or a limit did (``ulimit -v``, as shared
-    servers set). The run stopped; ``checkpoint_step`` is the step of the last checkpoint it
-    saved, kept whole, or None if it had saved none.
+    servers set).
 
     Where the system kills a process that runs out of memory instead, as Linux's OOM killer
     does, there is no error to catch: the last checkpoint is all that is left."""
 
     def __init__(self, error: MemoryError, step: int, checkpoint_step: int | None):
-        self.problem = f"out of memory after step {step} ({str(error) or 'MemoryError'})"
-        self.step, self.checkpoint_step = step, checkpoint_step
-        if checkpoint_step is None:
-            kept = "no checkpoint had been saved yet"
-        else:
-            kept = (f"its checkpoint at step {checkpoint_step} is kept: with more memory, "
-                    f"continue with train(..., resume=True)")
-        super().__init__(f"{self.problem}; {kept}")
+        super().__init__(f"out of memory after step {step} ({str(error) or 'MemoryError'})",
+                         step, checkpoint_step, "with more memory")
 
 
 class RunFolderGone(RuntimeError):
