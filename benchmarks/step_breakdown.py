@@ -25,8 +25,6 @@ import functools
 import tempfile
 import time
 
-import numpy as np
-
 import tinygrok.autograd as ag
 import tinygrok.model as model_module
 import tinygrok.train as train_module
@@ -49,22 +47,24 @@ def timed(function, totals, label):
 
 
 def backward_by_op(totals):
-    """A Tensor.backward that does what the real one does, timing each node by its op."""
+    """Tensor.backward with a timer around each node's backward, grouped by op.
+
+    It wraps the nodes' backward functions and then calls the real ``Tensor.backward``, so
+    what is timed is exactly what training runs."""
+    real_backward = ag.Tensor.backward
+
+    def timed_node(node_backward, op):
+        def wrapper(grad_out):
+            start = time.perf_counter()
+            node_backward(grad_out)
+            totals[op] += time.perf_counter() - start
+        return wrapper
+
     def backward(self, grad=None):
-        order = self.topological_order()
-        for node in order:
-            if node._parents:
-                node.grad = None
-        try:
-            ag.accumulate_grad(self, np.ones_like(self.data) if grad is None else grad)
-            for node in reversed(order):
-                if node._backward is not None and node.grad is not None:
-                    start = time.perf_counter()
-                    node._backward(node.grad)
-                    totals[node.op] += time.perf_counter() - start
-        finally:
-            for node in order:
-                node._own_grad = None
+        for node in self.topological_order():
+            if node._backward is not None:
+                node._backward = timed_node(node._backward, node.op)
+        real_backward(self, grad)
     return backward
 
 

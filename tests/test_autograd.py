@@ -263,6 +263,16 @@ def test_backward_from_non_scalar_needs_a_gradient():
         (y * 2.0).backward(np.ones((1, 3)))
 
 
+def test_backward_keeps_its_own_copy_of_the_gradient_given():
+    x = rand(3)
+    given = np.array([1.0, 2.0, 3.0])
+    x.reshape(3).backward(given)  # reshape's backward hands the gradient on as it is
+    given[:] = 0.0  # the caller reuses its array
+    np.testing.assert_allclose(x.grad, [1.0, 2.0, 3.0])
+    x.grad *= 2.0  # and scaling the gradient leaves the caller's array alone
+    np.testing.assert_allclose(given, 0.0)
+
+
 def test_gradients_accumulate_until_cleared():
     x = rand(3)
     (x * 3.0).sum().backward()

@@ -152,7 +152,9 @@ class Tensor:
                     f"shape {self.shape}; pass grad=<array of shape {self.shape}>")
             grad = np.ones_like(self.data)
         else:
-            grad = np.asarray(grad, dtype=self.data.dtype)
+            # a copy: the array may become a leaf's .grad, which the caller's array must
+            # not change afterwards (nor an in-place update of .grad change the caller's)
+            grad = np.array(grad, dtype=self.data.dtype)
             if grad.shape != self.shape:
                 raise ValueError(
                     f"backward(grad) needs a gradient of shape {self.shape}, got {grad.shape}")
