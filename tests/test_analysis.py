@@ -363,6 +363,24 @@ def test_silhouette_chooses_the_planted_number_of_clusters():
     assert k == 3 and silhouettes[3] > 0.9
 
 
+def test_kmeans_refuses_points_it_cannot_cluster():
+    points, _ = planted_clusters()
+    points[4, 1] = np.nan
+    with pytest.raises(ValueError, match="finite"):  # was: labels from NaN distances
+        clustering.kmeans(points, 3)
+    with pytest.raises(ValueError, match=r"2-D array .*\(6,\)"):
+        clustering.kmeans(np.arange(6.0), 2)
+
+
+def test_emergence_steps_names_shapes_that_do_not_fit():
+    steps = np.array([0, 10, 20])
+    for similarities in (np.ones(3), np.ones((2, 1, 1)), np.ones((3, 2))):
+        with pytest.raises(ValueError, match=r"steps \(S,\) and similarities \(S, L, H\)"):
+            attention_metrics.emergence_steps(steps, similarities, 0.9)
+    with pytest.raises(ValueError, match="S >= 1"):
+        attention_metrics.emergence_steps([], np.ones((0, 1, 1)), 0.9)
+
+
 def test_kmeans_is_reproducible_for_a_seed():
     points, _ = planted_clusters(seed=3)
     first = clustering.kmeans(points, 4, seed=7)

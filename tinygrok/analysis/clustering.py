@@ -76,6 +76,11 @@ def lloyd(points, centers, max_iter=100):
 def kmeans(points, k, *, seed=0, restarts=10, max_iter=100):
     """The best (lowest inertia) of ``restarts`` seeded k-means++ / Lloyd runs."""
     points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2:
+        raise ValueError(f"points must be a 2-D array (points, features), got shape "
+                         f"{points.shape}")
+    if not np.isfinite(points).all():  # a NaN makes every distance NaN: labels by chance
+        raise ValueError("points must be finite numbers, got NaN or infinity")
     if not 1 <= k <= len(points):
         raise ValueError(f"k must be between 1 and the number of points ({len(points)})")
     rng = np.random.default_rng(seed)
