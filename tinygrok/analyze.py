@@ -59,7 +59,7 @@ def folder_path(ctx, param, value):
 @click.option("--no-figures", is_flag=True, help="Write analysis.json only, no PNGs.")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True),
               default=EMERGENCE_SIMILARITY, show_default=True, callback=finite,
-              help="Cosine similarity to its final pattern above which a head has emerged.")
+              help="Cosine similarity to its final pattern at or above which a head has emerged.")
 @click.option("--clusters", type=click.IntRange(min=1), default=None,
               help="Number of head clusters (default: chosen by silhouette).")
 def main(run_dir, no_figures, threshold, clusters):

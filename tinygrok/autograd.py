@@ -572,8 +572,8 @@ def linear(x, weight, bias) -> Tensor:
 def _matmul_arrays(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b, with a stack of rows times one matrix done as a single 2-D product.
 
-    NumPy runs (512, 4, 128) @ (128, 384) as 512 small products; folding the leading
-    dimensions into rows first, (2048, 128) @ (128, 384), is one large and much faster
+    NumPy runs (512, 4, 128) @ (128, 128) as 512 small products; folding the leading
+    dimensions into rows first, (2048, 128) @ (128, 128), is one large and much faster
     BLAS call with the same result.
     """
     if b.ndim == 2 and a.ndim > 2:

@@ -723,8 +723,9 @@ def needs_analysis(directory: Path) -> bool:
 
 
 def analyse(jobs: list[Job]) -> list[Outcome]:
-    """Write analysis.json into every complete run that lacks one (no figures: the report
-    draws its own, and per-run figures are one ``python -m tinygrok.analyze DIR`` away)."""
+    """Write analysis.json into every complete run that lacks an up-to-date one (none, or
+    one older than its summary.json). No figures: the report draws its own, and per-run
+    figures are one ``python -m tinygrok.analyze DIR`` away."""
     from tinygrok.analysis import analyze_run, load_run
     from tinygrok.analyze import write_json
 

@@ -63,7 +63,8 @@ def set_threads(threads: int | None = None) -> int:
 def current_threads() -> int:
     """The number of threads the matrix products use, which fixes the results: what
     ``set_threads`` chose, or else what the BLAS library uses by default (the largest
-    count if several are loaded; all cores if none is found)."""
+    count if several are loaded; if none is found, ``available_threads()``, which
+    NUMBA_NUM_THREADS may set above the cores)."""
     if _chosen is not None:
         return _chosen
     counts = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]

@@ -265,7 +265,9 @@ def evaluate(model: Transformer, inputs: np.ndarray, labels: np.ndarray, batch_s
 
 
 def weight_norm(model: Transformer) -> float:
-    """sqrt of the sum of squares of every parameter (float64 accumulation)."""
+    """sqrt of the sum of squares of every parameter. Each parameter's sum of squares is a
+    dot product in the parameter's own dtype (float32 for the default model: np.dot does not
+    widen), and the total over the parameters is added up in float64 (Python floats)."""
     return math.sqrt(sum(float(np.dot(p.data.ravel(), p.data.ravel())) for p in model.parameters()))
 
 
@@ -287,8 +289,8 @@ class Run:
         c = config
         self.task = make_task(c.task, c.p)
         self.train_idx, self.val_idx = split(self.task, c.train_frac, c.seed)
-        # Five position rows, as the paper's "sequence length 5" and DESIGN.md have it; the
-        # inputs use four, and the fifth only shrinks under weight decay.
+        # Five position rows, as in the paper's "sequence length 5"; the inputs use four,
+        # and the fifth only shrinks under weight decay.
         self.model = Transformer(len(self.task.vocab), self.task.num_classes, c.d_model,
                                  c.heads, c.layers, max_len=5, seed=c.seed)
         self.optimizer = AdamW(self.model.parameters(), lr=c.lr, betas=(0.9, 0.98), eps=1e-8,
@@ -467,7 +469,7 @@ class Run:
         train_loss, train_acc = evaluate(self.model, self.task.inputs[self.train_idx],
                                          self.task.labels[self.train_idx],
                                          self.config.eval_batch_size)
-        # The grokking step: the first logged step with val acc above 0.99. DESIGN.md's
+        # The grokking step: the first logged step with val acc above 0.99. summary.json's
         # step_val_acc_99 is that step, or the step budget for a run that never got there.
         phases = find_phases(m["step"], m["train_acc"], m["val_acc"])
         grokked = phases["grokked"]

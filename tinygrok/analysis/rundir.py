@@ -21,8 +21,8 @@ The contract
 ``metrics.csv``
     Header ``step,lr,train_loss,train_acc,val_loss,val_acc,weight_norm`` and one row per
     logged step (10, 20, ..., steps). Accuracies are fractions in [0, 1]. A ``seconds``
-    column (wall clock since the start), where DESIGN.md places it, is read too; tinygrok
-    itself writes the wall clock to timing.csv.
+    column (wall clock since the start), where the project's first design had it, is read
+    too; tinygrok itself writes the wall clock to timing.csv (below).
 
 ``timing.csv`` (optional)
     ``step,seconds``: the wall clock, kept apart so that metrics.csv depends only on the
