@@ -118,13 +118,13 @@ def emergence_steps(steps, similarities, threshold=EMERGENCE_SIMILARITY):
     if not 0 < threshold <= 1:
         raise ValueError(f"the emergence threshold must be in (0, 1], got {threshold}")
     steps = np.asarray(steps, dtype=np.int64)
-    # The last similarity is cos(v, v), which rounding can put a hair under 1.
     similarities = np.array(similarities, dtype=np.float64)
     if steps.ndim != 1 or similarities.ndim != 3 or len(similarities) != len(steps) \
             or not len(steps):
         raise ValueError(f"emergence_steps needs steps (S,) and similarities (S, L, H) for the "
                          f"same S >= 1 steps, got shapes {steps.shape} and "
                          f"{similarities.shape}")
+    # The last similarity is cos(v, v), which rounding can put a hair under 1.
     similarities[-1] = 1.0
     layers, heads = similarities.shape[1:]
     result = np.empty((layers, heads), dtype=np.int64)
