@@ -271,6 +271,14 @@ def weight_norm(model: Transformer) -> float:
     return math.sqrt(sum(float(np.dot(p.data.ravel(), p.data.ravel())) for p in model.parameters()))
 
 
+def new_model(config: TrainConfig, task) -> Transformer:
+    """The run's model at initialisation (``task`` from ``make_task``). Five position rows,
+    as in the paper's "sequence length 5"; the inputs use four, and the fifth only shrinks
+    under weight decay."""
+    return Transformer(len(task.vocab), task.num_classes, config.d_model, config.heads,
+                       config.layers, max_len=5, seed=config.seed)
+
+
 def choose_probes(train_idx, val_idx, probe_size: int, seed: int):
     """A fixed set of examples whose attention is logged: ``probe_size`` from each split."""
     rng = np.random.default_rng([seed, 2])
@@ -289,10 +297,7 @@ class Run:
         c = config
         self.task = make_task(c.task, c.p)
         self.train_idx, self.val_idx = split(self.task, c.train_frac, c.seed)
-        # Five position rows, as in the paper's "sequence length 5"; the inputs use four,
-        # and the fifth only shrinks under weight decay.
-        self.model = Transformer(len(self.task.vocab), self.task.num_classes, c.d_model,
-                                 c.heads, c.layers, max_len=5, seed=c.seed)
+        self.model = new_model(c, self.task)
         self.optimizer = AdamW(self.model.parameters(), lr=c.lr, betas=(0.9, 0.98), eps=1e-8,
                                weight_decay=c.weight_decay, warmup_steps=c.warmup)
         self.batch_rng = np.random.default_rng([c.seed, 1])
