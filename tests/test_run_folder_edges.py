@@ -176,6 +176,8 @@ def test_resume_of_a_complete_run_says_it_is_complete(tmp_path):
     train(tiny(steps=5, log_every=5, embed_every=5), out)
     result = invoke("--out", str(out), "--resume")
     assert result.exit_code == 2 and "already complete" in result.output, result.output
+    # and how to train it for longer, which --resume cannot do
+    assert "start again with --force and a larger --steps, or another --out" in result.output
 
 
 @pytest.mark.parametrize("threads", [0, -1, "2", True])
@@ -197,7 +199,8 @@ def test_resume_accepts_exactly_the_available_thread_count(tmp_path):
         set_threads(before)
         result = invoke("--out", str(out), "--resume")
         assert result.exit_code == 0, result.output
-        assert f", {available_threads()} threads ->" in result.output
+        count = available_threads()
+        assert f", {count} thread{'' if count == 1 else 's'} ->" in result.output
     finally:
         set_threads(before)
 

@@ -566,7 +566,7 @@ def test_the_first_line_names_the_run_and_a_busy_machine_gets_its_note(tmp_path,
                     "--threads", "1", "--out", str(tmp_path / "run"))
     assert result.exit_code == 0, result.output
     # no modulus for S5 (it used to print the unused default, p=97)
-    assert f"tinygrok: permutation, seed 0, 2 steps, 1 threads -> {tmp_path / 'run'}" \
+    assert f"tinygrok: permutation, seed 0, 2 steps, 1 thread -> {tmp_path / 'run'}\n" \
         in result.output
     assert "note: busy machine, 1 threads, resuming: False" in result.output
     # a resumed run keeps its thread count: the note must not suggest another
@@ -616,6 +616,9 @@ def test_command_trains_refuses_to_overwrite_and_forces(tmp_path):
     assert re.search(r"step +20/20 +train acc", result.output)  # not a terminal: plain lines
     assert "val acc > 0.99 at" in result.output
     assert run_state(out) == "complete"
+    listed = re.search(r"run directory: .*/ \((.*)\)", result.output).group(1).split(", ")
+    assert sorted(listed) == sorted(path.name for path in out.iterdir())  # every file, no more
+    assert "resum" not in result.output
     again = invoke(*TINY_CLI, "--out", str(out))
     assert again.exit_code == 2 and "--force" in again.output
     forced = invoke(*TINY_CLI, "--out", str(out), "--force", "--seed", "1")
@@ -633,6 +636,9 @@ def test_command_suggests_resume_for_an_unfinished_run(tmp_path):
     assert mismatch.exit_code == 2 and "--seed" in mismatch.output
     resumed = invoke("--out", str(out), "--resume")
     assert resumed.exit_code == 0, resumed.output
+    assert f"-> {out}, resuming from its checkpoint at step 0\n" in resumed.output
+    assert re.search(r"done in \d+ s of training, counting the time before it was resumed",
+                     resumed.output)
     assert run_state(out) == "complete"
 
 
@@ -739,7 +745,7 @@ def test_resume_starts_again_a_run_killed_before_its_first_checkpoint(tmp_path, 
         result = invoke("--out", str(out), "--resume")  # its own thread count, not this one
         assert result.exit_code == 0, result.output
         assert "starting it again from step 0 with its own settings" in result.output
-        assert ", 1 threads ->" in result.output
+        assert ", 1 thread ->" in result.output
         assert json.loads((out / "config.json").read_text())["threads"] == 1
         assert_same_run(straight, out)
     finally:
@@ -825,7 +831,7 @@ def test_resume_keeps_the_runs_thread_count(tmp_path):
         assert too_many.exit_code == 2 and "was run with 1000000 threads" in too_many.output
         (out / "config.json").write_text(json.dumps(saved))
         resumed = invoke("--out", str(out), "--resume")
-        assert resumed.exit_code == 0 and ", 1 threads ->" in resumed.output, resumed.output
+        assert resumed.exit_code == 0 and ", 1 thread ->" in resumed.output, resumed.output
     finally:
         set_threads(before)
 

@@ -118,7 +118,8 @@ def resolve_resume(ctx: click.Context, out: Path, options: dict) -> tuple[dict, 
     state = run_state(out)
     if state == "complete":
         raise click.UsageError(f"{out} is already complete (its summary.json is whole); "
-                               f"nothing to resume")
+                               f"nothing to resume. To train for more steps, start again "
+                               f"with --force and a larger --steps, or another --out")
     if state not in ("resumable", "started"):
         raise click.UsageError(f"{out} has no checkpoint to resume from: there is no run "
                                f"there; start one without --resume")
@@ -372,9 +373,12 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
     previous = {number: signal.signal(number, lambda n, _: signals.append(n))
                 for number in stop_signals()}
     try:
+        resuming = ""
         if resume:
             try:  # read every file now: a damaged run is refused before anything starts
-                Run(config, out).load_checkpoint()  # a throwaway Run; train() makes its own
+                checked = Run(config, out)  # a throwaway Run; train() makes its own
+                checked.load_checkpoint()
+                resuming = f", resuming from its checkpoint at step {checked.step}"
             except DamagedRun as damage:
                 raise click.UsageError(str(damage)) from None
             except MemoryError as error:  # as in training (train.OutOfMemory): one line
@@ -384,7 +388,7 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
                 sys.exit(1)
         modulus = f" (p={config.p})" if has_modulus(config.task) else ""
         show(f"tinygrok: {config.task}{modulus}, seed {config.seed}, {config.steps} steps, "
-             f"{used_threads} threads -> {out}")
+             f"{used_threads} thread{'' if used_threads == 1 else 's'} -> {out}{resuming}")
         note = thread_control.busy_machine_note(used_threads, resuming=resume)
         if note:
             show(note, err=True)
@@ -445,7 +449,7 @@ def start_training(config: TrainConfig, out: Path, resume: bool, force: bool,
     # The run is complete: a Ctrl-C now would only turn its last lines into "Aborted!".
     previous = {number: signal.signal(number, signal.SIG_IGN) for number in stop_signals()}
     try:
-        say_where_everything_went(summary, config, out)
+        say_where_everything_went(summary, config, out, resume)
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
@@ -472,14 +476,16 @@ def resume_command(out) -> str:
     return f"python -m tinygrok.run --out {shlex.quote(str(out))} --resume"
 
 
-def say_where_everything_went(summary: dict, config: TrainConfig, out: Path) -> None:
+def say_where_everything_went(summary: dict, config: TrainConfig, out: Path,
+                              resumed: bool) -> None:
     grok = summary["step_val_acc_99"]
     grokked = f"step {grok}" if summary["grokked"] else f"never (budget {config.steps})"
-    show(f"done in {summary['wall_seconds']:.0f} s.  val acc > 0.99 at: {grokked}")
+    before = " of training, counting the time before it was resumed" if resumed else ""
+    show(f"done in {summary['wall_seconds']:.0f} s{before}.  val acc > 0.99 at: {grokked}")
     show(f"final train acc {summary['final_train_acc']:.4f}, val acc "
          f"{summary['final_val_acc']:.4f}")
-    show(f"run directory: {out}/ (metrics.csv, attention.npz, embeddings.npz, checkpoint.npz, "
-         f"summary.json)")
+    show(f"run directory: {out}/ (config.json, metrics.csv, timing.csv, attention.npz, "
+         f"embeddings.npz, checkpoint.npz, summary.json)")
     show(f"analyse it with: python -m tinygrok.analyze {shlex.quote(str(out))}")
 
 
