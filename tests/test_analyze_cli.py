@@ -76,6 +76,17 @@ def test_no_run_can_start_in_the_folder_while_it_is_analysed(tmp_path, monkeypat
     assert (directory / "analysis.json").exists()
 
 
+def test_a_folder_of_runs_names_one_to_analyse_and_the_report(tmp_path):
+    sweep = tmp_path / "paper"
+    for seed in (1, 0):
+        write_synthetic_run(sweep, seed=seed)
+    result = invoke(sweep)
+    assert_one_line_usage_error(result, f"{sweep} holds 2 runs, not one: analyse one of them "
+                                        f"(python -m tinygrok.analyze {sweep / 'x_plus_y-s0'})")
+    assert f"python -m tinygrok.report {sweep}" in result.output
+    assert_one_line_usage_error(invoke(tmp_path), "missing config.json")  # no runs just inside
+
+
 def test_a_run_without_metrics_is_a_one_line_error(tmp_path):
     directory = write_synthetic_run(tmp_path)
     (directory / "metrics.csv").unlink()

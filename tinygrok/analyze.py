@@ -83,10 +83,27 @@ def analyze_command(run_dir, no_figures, threshold, clusters):
         raise RunDirectoryUsageError(f"{busy}; analyse it when it has finished") from None
 
 
+def runs_in(folder: Path) -> list[str]:
+    """The names of the run folders inside ``folder``, if it is not a run itself."""
+    try:
+        if not folder.is_dir() or (folder / "config.json").exists():
+            return []
+        return sorted(child.name for child in folder.iterdir()
+                      if (child / "config.json").is_file())
+    except OSError:  # unreadable: load_run says what is wrong
+        return []
+
+
 def analyze_folder(run_dir, no_figures, threshold, clusters):
     """Check, load, analyse, write, print."""
     if not no_figures and (problem := matplotlib_problem()) is not None:
         raise RunDirectoryUsageError(f"{problem} (or analyse with --no-figures)")
+    runs_inside = runs_in(run_dir)
+    if runs_inside:  # a sweep's folder, say: runs/paper instead of runs/paper/x_div_y-s0
+        raise RunDirectoryUsageError(
+            f"{run_dir} holds {len(runs_inside)} runs, not one: analyse one of them (python -m "
+            f"tinygrok.analyze {shlex.quote(str(run_dir / runs_inside[0]))}), or see them "
+            f"side by side with python -m tinygrok.report {shlex.quote(str(run_dir))}")
     try:
         run = load_run(run_dir)
     except RunDirectoryError as error:
