@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -89,7 +90,14 @@ def make_parser(doc: str | None, full_help: str) -> argparse.ArgumentParser:
 
 
 def parse(parser: argparse.ArgumentParser) -> argparse.Namespace:
-    """The command line's options; in a notebook, where there is none, the defaults."""
+    """The command line's options; in a notebook, where there is none, the defaults.
+
+    Run as a script, an example whose output goes to a pipe that closes early
+    (``python 03_train_and_grok.py | head``) then ends quietly, as Unix tools do, instead
+    of in a BrokenPipeError traceback. A run it was training resumes from its last
+    checkpoint the next time."""
+    if not in_notebook() and hasattr(signal, "SIGPIPE"):  # Windows has none
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = parser.parse_args([] if in_notebook() else None)
     try:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -73,6 +73,18 @@ def test_help_lists_the_options_and_accepts_full(name, tmp_path):
     assert not list(tmp_path.iterdir()), "--help must not write anything"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no SIGPIPE")
+def test_an_example_piped_into_head_ends_without_a_traceback(tmp_path):
+    example = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "01_autograd_by_hand.py"), "--out", str(tmp_path),
+         "--threads", "1"], cwd=tmp_path, env={**os.environ, "MPLBACKEND": "Agg"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    example.stdout.readline()  # as `| head -1` does: one line, then the pipe closes
+    example.stdout.close()
+    _, errors = example.communicate(timeout=300)
+    assert "Traceback" not in errors and "BrokenPipeError" not in errors, errors
+
+
 @pytest.mark.parametrize("name", QUICK)
 def test_quick_example_runs(name, tmp_path):
     run_example(name, tmp_path)
