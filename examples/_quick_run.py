@@ -14,8 +14,8 @@ Two configurations:
   seed 0 gave 1,280 with two threads too). With one thread its 1,500 steps take about
   5 s on the 2-core AVX-512 machine (27-35 s on the older machine it was tuned on).
 - ``FULL``: the paper's experiment, x / y mod 97, d_model 128, 7,500 steps of batch 512
-  (``TrainConfig()``'s defaults). Minutes to an hour on a laptop CPU; the examples use it
-  with ``--full``.
+  (``TrainConfig()``'s defaults). About 4 to 9 minutes with both cores of a 2-core
+  machine, longer on a slower or busy one; the examples use it with ``--full``.
 
 Why the fast configuration differs from the paper. With p = 23 there are only 529 pairs,
 and at the paper's learning rate (1e-3) and weight decay (0.5) the model memorises them
