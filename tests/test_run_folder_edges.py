@@ -176,8 +176,24 @@ def test_resume_of_a_complete_run_says_it_is_complete(tmp_path):
     train(tiny(steps=5, log_every=5, embed_every=5), out)
     result = invoke("--out", str(out), "--resume")
     assert result.exit_code == 2 and "already complete" in result.output, result.output
-    # and how to train it for longer, which --resume cannot do
-    assert "start again with --force and a larger --steps, or another --out" in result.output
+
+
+def test_resume_of_a_complete_run_gives_the_command_that_trains_it_longer(tmp_path):
+    out = tmp_path / "run"
+    made = invoke("--task", "permutation", "--seed", "3", "--steps", "4", "--batch-size", "8",
+                  "--d-model", "8", "--heads", "2", "--layers", "1", "--log-every", "2",
+                  "--probe-size", "2", "--lr", "0.002", "--threads", "1", "--out", str(out))
+    assert made.exit_code == 0, made.output
+    result = invoke("--out", str(out), "--resume")
+    assert result.exit_code == 2 and "nothing to resume" in result.output, result.output
+    hint = " ".join(result.output.split())  # click may wrap the line
+    command = hint.split("python -m tinygrok.run ")[1].split()
+    assert command[-2:] == ["--out", str(tmp_path / "run-longer")]
+    longer = invoke(*command)  # every setting from the run, twice the steps, a new folder
+    assert longer.exit_code == 0, longer.output
+    before = json.loads((out / "config.json").read_text())
+    after = json.loads((tmp_path / "run-longer" / "config.json").read_text())
+    assert after == {**before, "steps": 8}
 
 
 @pytest.mark.parametrize("threads", [0, -1, "2", True])

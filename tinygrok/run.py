@@ -108,6 +108,26 @@ def logged_rows(metrics: Path) -> bool:
         return False
 
 
+def longer_run_hint(ctx: click.Context, out: Path) -> str:
+    """For a complete run: the command that trains it again with twice the steps, into a
+    new folder (a run's step count is one of its settings, so --resume cannot extend it).
+    Every option is taken from its config.json, so that nothing falls back to a default."""
+    try:
+        saved = saved_settings(json.loads((out / "config.json").read_text()))
+        parts = [f"--task {saved['task']}", f"--seed {saved['seed']}"]
+        for param in ctx.command.params:  # the other settings the command line can give
+            name = param.name
+            if name in saved and name not in ("task", "seed", "steps") \
+                    and saved[name] != param.default:
+                parts.append(f"{param.opts[0]} {saved[name]}")
+        parts.append(f"--steps {2 * saved['steps']}")
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):  # a hand-edited file
+        return ""
+    longer = out.with_name(f"{out.name}-longer")
+    return (f". To train it for more steps, train it again into another folder, e.g. "
+            f"python -m tinygrok.run {' '.join(parts)} --out {shlex.quote(str(longer))}")
+
+
 def resolve_resume(ctx: click.Context, out: Path, options: dict) -> tuple[dict, int]:
     """With --resume, every setting and the thread count come from the run's config.json;
     options given on the command line must agree with it. (Another thread count would
@@ -118,8 +138,7 @@ def resolve_resume(ctx: click.Context, out: Path, options: dict) -> tuple[dict, 
     state = run_state(out)
     if state == "complete":
         raise click.UsageError(f"{out} is already complete (its summary.json is whole); "
-                               f"nothing to resume. To train for more steps, start again "
-                               f"with --force and a larger --steps, or another --out")
+                               f"nothing to resume{longer_run_hint(ctx, out)}")
     if state not in ("resumable", "started"):
         raise click.UsageError(f"{out} has no checkpoint to resume from: there is no run "
                                f"there; start one without --resume")
