@@ -85,6 +85,17 @@ def test_a_folder_of_runs_names_one_to_analyse_and_the_report(tmp_path):
                                         f"(python -m tinygrok.analyze {sweep / 'x_plus_y-s0'})")
     assert f"python -m tinygrok.report {sweep}" in result.output
     assert_one_line_usage_error(invoke(tmp_path), "missing config.json")  # no runs just inside
+    # a finished run is the one suggested, and another project's config.json is no run
+    (sweep / "x_plus_y-s0" / "summary.json").unlink()
+    (sweep / "notes").mkdir()
+    (sweep / "notes" / "config.json").write_text('{"editor": "vim"}')
+    assert_one_line_usage_error(invoke(sweep), f"{sweep} holds 2 runs, not one: analyse one of "
+                                               f"them (python -m tinygrok.analyze "
+                                               f"{sweep / 'x_plus_y-s1'})")
+    (sweep / "x_plus_y-s1" / "config.json").unlink()
+    assert_one_line_usage_error(invoke(sweep), f"{sweep} is not a run but holds one: analyse it "
+                                               f"with python -m tinygrok.analyze "
+                                               f"{sweep / 'x_plus_y-s0'}")
 
 
 def test_a_run_without_metrics_is_a_one_line_error(tmp_path):

@@ -27,8 +27,8 @@ from tinygrok.analysis.attention_metrics import EMERGENCE_SIMILARITY
 from tinygrok.analysis.claims import CLAIM_TITLES, verdict_word
 from tinygrok.analysis.run_analysis import phase_end_name
 from tinygrok.matplotlib_check import matplotlib_problem
-from tinygrok.runfiles import (FolderInUse, check_writable, reading_run_folder,
-                               write_atomically)
+from tinygrok.runfiles import (FolderInUse, check_writable, is_summary, read_json_object,
+                               reading_run_folder, write_atomically)
 from tinygrok.tasks import has_modulus
 
 class RunDirectoryUsageError(click.ClickException):
@@ -83,15 +83,21 @@ def analyze_command(run_dir, no_figures, threshold, clusters):
         raise RunDirectoryUsageError(f"{busy}; analyse it when it has finished") from None
 
 
-def runs_in(folder: Path) -> list[str]:
-    """The names of the run folders inside ``folder``, if it is not a run itself."""
+def runs_in(folder: Path) -> dict[str, bool]:
+    """The runs just inside ``folder``, if it is not a run itself: {name: complete?}. A run
+    is a folder whose config.json a run wrote (it names the task and tinygrok's version)."""
     try:
         if not folder.is_dir() or (folder / "config.json").exists():
-            return []
-        return sorted(child.name for child in folder.iterdir()
-                      if (child / "config.json").is_file())
+            return {}
+        children = sorted(folder.iterdir())
     except OSError:  # unreadable: load_run says what is wrong
-        return []
+        return {}
+    runs = {}
+    for child in children:  # read_json_object: None for a missing or unreadable file
+        config = read_json_object(child / "config.json")
+        if config is not None and {"task", "version"} <= config.keys():
+            runs[child.name] = is_summary(read_json_object(child / "summary.json"))
+    return runs
 
 
 def analyze_folder(run_dir, no_figures, threshold, clusters):
@@ -100,10 +106,15 @@ def analyze_folder(run_dir, no_figures, threshold, clusters):
         raise RunDirectoryUsageError(f"{problem} (or analyse with --no-figures)")
     runs_inside = runs_in(run_dir)
     if runs_inside:  # a sweep's folder, say: runs/paper instead of runs/paper/x_div_y-s0
+        complete = [name for name, finished in runs_inside.items() if finished]
+        example = shlex.quote(str(run_dir / (complete or list(runs_inside))[0]))
+        if len(runs_inside) == 1:
+            raise RunDirectoryUsageError(f"{run_dir} is not a run but holds one: analyse it "
+                                         f"with python -m tinygrok.analyze {example}")
         raise RunDirectoryUsageError(
             f"{run_dir} holds {len(runs_inside)} runs, not one: analyse one of them (python -m "
-            f"tinygrok.analyze {shlex.quote(str(run_dir / runs_inside[0]))}), or see them "
-            f"side by side with python -m tinygrok.report {shlex.quote(str(run_dir))}")
+            f"tinygrok.analyze {example}), or see them side by side with python -m "
+            f"tinygrok.report {shlex.quote(str(run_dir))}")
     try:
         run = load_run(run_dir)
     except RunDirectoryError as error:
