@@ -38,8 +38,15 @@ def test_the_loaded_model_is_the_one_the_run_ended_with(run_dir):
 
 
 def test_a_folder_without_a_checkpoint_or_with_a_damaged_one_is_named(run_dir, tmp_path):
-    with pytest.raises(FileNotFoundError, match="holds no config.json"):
+    with pytest.raises(FileNotFoundError, match="no such run folder"):
+        load_model(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="holds no config.json: it is not a run's"):
         load_model(tmp_path)
+    (tmp_path / "config.json").write_text("{}")  # not a run's: it used to build a default model
+    (tmp_path / "checkpoint.npz").write_bytes((run_dir / "checkpoint.npz").read_bytes())
+    with pytest.raises(ValueError, match="names no task and version"):
+        load_model(tmp_path)
+    (tmp_path / "checkpoint.npz").unlink()
     (tmp_path / "config.json").write_bytes((run_dir / "config.json").read_bytes())
     with pytest.raises(FileNotFoundError, match="holds no checkpoint.npz"):
         load_model(tmp_path)
