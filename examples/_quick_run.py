@@ -128,7 +128,8 @@ def use_the_runs_threads(out: Path) -> bool:
     if saved == threads.current_threads():
         return True
     if isinstance(saved, int) and 1 <= saved <= threads.available_threads():
-        print(f"resuming with the {saved} threads the run was made with")
+        print(f"resuming with the {saved} thread{'' if saved == 1 else 's'} the run was "
+              f"made with")
         threads.set_threads(saved)
         return True
     print(f"the run in {out} was made with {saved} threads, more than this machine has: "
