@@ -26,8 +26,8 @@ first run, which compiles the kernels); far longer if another program holds a co
 you do not pass --threads 1.
 ``--full`` trains with the paper's setup instead: x / y mod 97, d_model 128, 7,500 steps of batch
 512 (about 4 to 9 minutes with both cores of a 2-core machine; longer on a slower or busy
-one). Either run is kept in
-<out>/runs/ and reused by examples 04-06; run this again and it is loaded, not retrained.
+one). Either run is kept in <out>/runs/ and reused by examples 04-06; run this again and
+it is loaded, not retrained.
 """
 
 # %% Imports and options
