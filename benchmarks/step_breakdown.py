@@ -14,7 +14,9 @@ for ``--steps`` steps and times the parts its loop calls (steps, evaluation, att
 probes, embeddings, checkpoints), per step, with no op wrappers.
 
 Steps and evaluations run with the Numba kernels on one thread, as in the training loop
-(``tinygrok.threads.kernels_on_one_thread``). The wrappers replace functions in
+(``tinygrok.threads.kernels_on_one_thread``), and the matrix products on one thread per
+core, or on ``--threads N`` (fewer when another program keeps a core busy: two threads
+sharing a busy core make every product wait). The wrappers replace functions in
 ``tinygrok.autograd`` for this process only; ops that call each other are not nested in
 the listed ops (the model calls them one by one).
 """
@@ -28,7 +30,7 @@ import time
 import tinygrok.autograd as ag
 import tinygrok.model as model_module
 import tinygrok.train as train_module
-from tinygrok.threads import kernels_on_one_thread
+from tinygrok.threads import kernels_on_one_thread, set_threads
 from tinygrok.train import Run, TrainConfig, warm_up_kernels
 
 OPS = ("linear", "layer_norm", "gelu", "add", "getitem", "reshape", "transpose",
@@ -96,8 +98,15 @@ def main():
     what.add_argument("--eval", action="store_true",
                       help="the whole-split evaluation, op by op")
     what.add_argument("--loop", action="store_true", help="the parts of the training loop")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for the matrix products (default: one per core, as the "
+                             "run command); fewer if other programs keep a core busy")
     args = parser.parse_args()
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
 
+    threads = set_threads(args.threads)
+    print(f"{threads} thread{'' if threads == 1 else 's'} for the matrix products")
     warm_up_kernels()
     folder = tempfile.TemporaryDirectory()  # removed when the script ends
     if args.loop:

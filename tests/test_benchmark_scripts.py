@@ -30,6 +30,14 @@ def test_step_breakdown_reports_every_part(mode, expected):
         assert "backward" not in result.stdout and "AdamW" not in result.stdout
 
 
+def test_step_breakdown_takes_a_thread_count():
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "step_breakdown.py"),
+                             "--steps", "2", "--threads", "1"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("1 thread for the matrix products\n"), result.stdout
+
+
 def test_launch_overhead_reports_one_and_two_threads():
     import numba
     if numba.config.NUMBA_NUM_THREADS < 2:
