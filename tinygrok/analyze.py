@@ -27,8 +27,8 @@ from tinygrok.analysis.attention_metrics import EMERGENCE_SIMILARITY
 from tinygrok.analysis.claims import CLAIM_TITLES, verdict_word
 from tinygrok.analysis.run_analysis import phase_end_name
 from tinygrok.matplotlib_check import matplotlib_problem
-from tinygrok.runfiles import (FolderInUse, check_writable, is_summary, read_json_object,
-                               reading_run_folder, write_atomically)
+from tinygrok.runfiles import (FolderInUse, check_writable, is_run_config, is_summary,
+                               read_json_object, reading_run_folder, write_atomically)
 from tinygrok.tasks import has_modulus
 
 class RunDirectoryUsageError(click.ClickException):
@@ -94,8 +94,7 @@ def runs_in(folder: Path) -> dict[str, bool]:
         return {}
     runs = {}
     for child in children:  # read_json_object: None for a missing or unreadable file
-        config = read_json_object(child / "config.json")
-        if config is not None and {"task", "version"} <= config.keys():
+        if is_run_config(read_json_object(child / "config.json")):
             runs[child.name] = is_summary(read_json_object(child / "summary.json"))
     return runs
 

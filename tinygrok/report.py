@@ -42,6 +42,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from tinygrok import runfiles
 from tinygrok.runfiles import read_json_object
 from tinygrok.tasks import TASK_NAMES
 
@@ -174,9 +175,9 @@ def other_config_folders(folder: Path) -> list[Path]:
 
 
 def is_run_config(config) -> bool:
-    """What a run's config.json holds (train.run_state's rule, plus an integer seed)."""
-    return (isinstance(config, dict) and {"task", "version"} <= config.keys()
-            and isinstance(config.get("seed"), int) and not isinstance(config["seed"], bool))
+    """What a run's config.json holds (``runfiles.is_run_config``), with an integer seed."""
+    return (runfiles.is_run_config(config) and isinstance(config.get("seed"), int)
+            and not isinstance(config["seed"], bool))
 
 
 def read_run(path: Path) -> RunRecord:

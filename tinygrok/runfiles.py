@@ -120,6 +120,12 @@ def is_summary(saved) -> bool:
             and is_a(saved["step_val_acc_99"], int) and is_a(saved["steps"], int))
 
 
+def is_run_config(config) -> bool:
+    """Is ``config`` (a parsed config.json, or None) one that a tinygrok run wrote, not some
+    other project's? A run's names its task and the package version."""
+    return isinstance(config, dict) and {"task", "version"} <= config.keys()
+
+
 def read_json_object(path: Path) -> dict | None:
     """The JSON object ({...}) in ``path``; None if it is missing, damaged or not an object."""
     try:

@@ -519,7 +519,8 @@ def run_state(out_dir: Path) -> str:
     out = Path(out_dir)
     if not out.is_dir() or all(_is_leftover(path) for path in out.iterdir()):
         return "missing"
-    if not _is_run_config(out / "config.json"):  # a run writes config.json before anything
+    # A run writes its config.json before anything else.
+    if not runfiles.is_run_config(runfiles.read_json_object(out / "config.json")):
         return "foreign"
     if runfiles.is_summary(runfiles.read_json_object(out / SUMMARY)):
         return "complete"
@@ -533,12 +534,6 @@ def _is_leftover(path: Path) -> bool:
     a run killed in the middle of its very first write leaves. It holds nothing to keep."""
     name = path.name
     return name.startswith(".") and name.endswith(".tmp") and name[1:-len(".tmp")] in RUN_FILES
-
-
-def _is_run_config(path: Path) -> bool:
-    """Is ``path`` a config.json that a run wrote (not some other project's)?"""
-    saved = runfiles.read_json_object(path)
-    return saved is not None and {"task", "version"} <= saved.keys()
 
 
 _TRAINING_HERE: set[Path] = set()  # folders that this process's train() calls write in now

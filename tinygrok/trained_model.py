@@ -43,7 +43,7 @@ def load_model(run_dir) -> tuple[Transformer, int]:
                                 f"checkpoint_every steps and at its end)")
     try:
         saved = json.loads(config_path.read_text())
-        if not {"task", "version"} <= saved.keys():  # as every run's config.json holds
+        if not runfiles.is_run_config(saved):
             raise ValueError("config.json names no task and version, as a run's does")
         names = {field.name for field in dataclasses.fields(TrainConfig)}
         config = TrainConfig(**{k: v for k, v in saved_settings(saved).items() if k in names})
