@@ -152,3 +152,38 @@ def test_an_unknown_matplotlib_backend_is_one_line_before_any_work(tmp_path, com
     assert result.stderr.startswith("Error: MPLBACKEND='nonsense' is not a backend matplotlib "
                                     "knows (Agg is one); unset it")
     assert listing(tmp_path) == before  # nothing written, nothing removed
+
+
+def test_run_files_that_are_named_pipes_are_not_read(tmp_path):
+    """Opening a named pipe waits for a writer forever: a FIFO called summary.json made the
+    report hang, and one called config.json or metrics.csv in --out hung the run command.
+    Each is now taken for a file that is not there. Fresh interpreters with a timeout, so
+    that the old behaviour fails the test instead of hanging the suite."""
+    import subprocess
+    import sys
+
+    complete = write_synthetic_run(tmp_path / "runs", seed=0)
+    pipe_summary = write_synthetic_run(tmp_path / "runs", seed=1)
+    (pipe_summary / "summary.json").unlink()
+    os.mkfifo(pipe_summary / "summary.json")
+    pipe_config = write_synthetic_run(tmp_path / "other", seed=0)
+    (pipe_config / "config.json").unlink()
+    os.mkfifo(pipe_config / "config.json")
+    pipe_metrics = write_synthetic_run(tmp_path / "started", seed=0)
+    (pipe_metrics / "summary.json").unlink()
+    (pipe_metrics / "metrics.csv").unlink()
+    os.mkfifo(pipe_metrics / "metrics.csv")
+
+    def command(*arguments):
+        return subprocess.run([sys.executable, "-m", *arguments], capture_output=True,
+                              text=True, timeout=60)
+
+    result = command("tinygrok.report", str(complete.parent))
+    assert result.returncode == 0, result.stderr
+    assert "1 complete and 1 incomplete run(s)" in result.stdout, result.stdout
+    result = command("tinygrok.run", *TINY, "--out", str(pipe_config))
+    assert result.returncode == 2, result.stderr
+    assert "holds no tinygrok run" in result.stderr.splitlines()[-1], result.stderr
+    result = command("tinygrok.run", *TINY, "--out", str(pipe_metrics))
+    assert result.returncode == 2, result.stderr
+    assert "stopped before its first checkpoint" in result.stderr.splitlines()[-1], result.stderr

@@ -101,7 +101,10 @@ def remove_run_files(out: Path) -> None:
 
 
 def logged_rows(metrics: Path) -> bool:
-    """Does a metrics.csv hold any logged step (more than its header line)?"""
+    """Does a metrics.csv hold any logged step (more than its header line)? (Not read if it
+    is not a regular file: a named pipe would wait for a writer forever.)"""
+    if not metrics.is_file():
+        return False
     try:
         return len(metrics.read_text().splitlines()) > 1
     except OSError:

@@ -127,7 +127,10 @@ def is_run_config(config) -> bool:
 
 
 def read_json_object(path: Path) -> dict | None:
-    """The JSON object ({...}) in ``path``; None if it is missing, damaged or not an object."""
+    """The JSON object ({...}) in ``path``; None if it is missing, damaged or not an object,
+    or not a regular file (reading a named pipe would wait for a writer forever)."""
+    if not path.is_file():
+        return None
     try:
         saved = json.loads(path.read_text())
     except (OSError, ValueError):

@@ -80,7 +80,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import os
 import re
 import shlex
@@ -320,13 +319,6 @@ def run_command(job: Job, threads: int, extra: list[str], directory: Path | None
     return command
 
 
-def read_summary(directory: Path) -> dict | None:
-    try:
-        return json.loads((directory / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def error_in_log(path: Path) -> str:
     """What a failed run's log says went wrong in its last attempt (the log gathers every
     attempt, each after a "# date command" line of the sweep's): the last line that starts
@@ -378,7 +370,9 @@ def finished_line(count: str, outcome: Outcome) -> str:
     job = outcome.job
     if not outcome.ok:
         return f"{count} {job.name} FAILED after {outcome.seconds:.0f} s: {outcome.message}"
-    summary = read_summary(job.directory) or {}
+    from tinygrok.runfiles import read_json_object
+
+    summary = read_json_object(job.directory / "summary.json") or {}
     if not summary.get("grokked"):
         return (f"{count} {job.name} done in {outcome.seconds:.0f} s: val acc never above "
                 f"0.99 in {summary.get('steps')} steps (did not grok)")

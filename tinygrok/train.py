@@ -524,7 +524,7 @@ def run_state(out_dir: Path) -> str:
         return "foreign"
     if runfiles.is_summary(runfiles.read_json_object(out / SUMMARY)):
         return "complete"
-    if (out / CHECKPOINT).exists():
+    if (out / CHECKPOINT).is_file():
         return "resumable"
     return "started"
 
