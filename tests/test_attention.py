@@ -468,8 +468,9 @@ def test_rows_read_in_place_give_the_copied_rows_numbers(Tq, dtype):
     """Plain contiguous inputs are read where they are; any other layout is copied into
     scratch rows first. The arithmetic after that is the same, so every mix of the two
     (q, k, v and the output gradient g each contiguous or not) must give the numbers of
-    all four copied, bit for bit, forward and backward. (g is a writeable view, so it
-    reaches the backward kernel as it is: autograd copies only read-only gradients.)"""
+    all four copied, bit for bit, forward and backward. (``backward(g)`` would copy g into
+    a contiguous array, so a g "apart" comes through a transpose, whose backward hands on
+    a transposed view: the kernel then gets it with its rows not end to end.)"""
     rng = np.random.default_rng(9)
     T = 5
     q = rng.standard_normal((3, 2, Tq, 8)).astype(dtype)
@@ -477,11 +478,15 @@ def test_rows_read_in_place_give_the_copied_rows_numbers(Tq, dtype):
     grad = rng.standard_normal(q.shape).astype(dtype)
 
     def numbers(apart):
-        q_, k_, v_, g = (spaced(x) if name in apart else x.copy()
-                         for name, x in zip("qkvg", (q, k, v, grad)))
+        q_, k_, v_ = (spaced(x) if name in apart else x.copy()
+                      for name, x in zip("qkv", (q, k, v)))
         leaves = [Tensor(x, requires_grad=True) for x in (q_, k_, v_)]
         out, probs = attention(*leaves, causal=True)
-        out.backward(g)
+        if "g" in apart:  # sum(out^T * grad^T): out's gradient is grad, as a transposed view
+            grad_t = np.ascontiguousarray(grad.transpose(0, 1, 3, 2))
+            (out.transpose(0, 1, 3, 2) * grad_t).sum().backward()
+        else:
+            (out * grad).sum().backward()
         return [out.data, probs] + [t.grad for t in leaves]
 
     expected = numbers("qkvg")
