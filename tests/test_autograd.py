@@ -273,6 +273,21 @@ def test_backward_keeps_its_own_copy_of_the_gradient_given():
     np.testing.assert_allclose(given, 0.0)
 
 
+@pytest.mark.parametrize("reduce", ["sum", "mean", "plus_a_number"])
+def test_a_leaf_gets_a_whole_writable_gradient_even_from_a_broadcast(reduce):
+    """The backward of sum or mean hands its input np.broadcast_to of the output's
+    gradient: one number seen through zero strides, read-only. A student who then scales
+    the gradient in place (``x.grad *= 0.5``, as a hand-written optimiser would) must not
+    get "output array is read-only", so the leaf keeps a whole copy."""
+    x = rand(2, 3)
+    loss = {"sum": lambda: x.sum(), "mean": lambda: x.mean(),
+            "plus_a_number": lambda: (x + 1.0).sum()}[reduce]()
+    loss.backward()
+    assert x.grad.flags.writeable and 0 not in x.grad.strides, x.grad.strides
+    x.grad *= 0.5
+    np.testing.assert_allclose(x.grad, 0.5 if reduce != "mean" else 0.5 / 6)
+
+
 def test_gradients_accumulate_until_cleared():
     x = rand(3)
     (x * 3.0).sum().backward()
