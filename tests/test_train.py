@@ -1103,10 +1103,11 @@ def test_ctrl_c_after_the_run_finished_changes_nothing(tmp_path, monkeypatch):
         real_say(*args)
 
     monkeypatch.setattr(run_module, "say_where_everything_went", ctrl_c_then_say)
+    before = signal.getsignal(signal.SIGINT)  # SIG_IGN when pytest runs as `pytest &`
     result = invoke(*TINY_CLI, "--out", str(tmp_path / "run"))
     assert result.exit_code == 0 and "Aborted" not in result.output, result.output
     assert "analyse it with" in result.output and run_state(tmp_path / "run") == "complete"
-    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # put back afterwards
+    assert signal.getsignal(signal.SIGINT) is before  # put back afterwards
 
 
 # -- what the summary and the probes are made of (each test written against a mutant of the
@@ -1124,6 +1125,23 @@ def test_probes_are_distinct_and_each_from_the_split_it_is_labelled_with():
         assert set(probes[split_of == 1].tolist()) <= set(val_idx.tolist())
     _, split_of = choose_probes(np.arange(3), np.arange(3, 13), 5, 0)  # a small train split
     assert split_of.tolist() == [0, 0, 0, 1, 1, 1, 1, 1]
+
+
+def test_the_learning_rate_logged_is_the_one_each_step_used(tmp_path):
+    """During the warm-up the rate changes every step, so reading it after AdamW's update
+    would log the next step's. Step s (counting from 1) uses lr * (s - 1) / warmup: the
+    first update has rate 0 and leaves the parameters as they were."""
+    config = tiny(warmup=50, steps=20, log_every=10)
+    run = Run(config, tmp_path / "steps")
+    before = [p.data.copy() for p in run.model.parameters()]
+    assert run.train_step() == 0.0
+    assert all(np.array_equal(p.data, b) for p, b in zip(run.model.parameters(), before))
+    assert run.train_step() == pytest.approx(config.lr / 50, rel=1e-12)
+    assert not all(np.array_equal(p.data, b) for p, b in zip(run.model.parameters(), before))
+    train(config, tmp_path / "run")
+    logged = runfiles.read_csv(tmp_path / "run" / "metrics.csv")
+    assert [row["lr"] for row in logged] == pytest.approx(
+        [config.lr * 9 / 50, config.lr * 19 / 50], rel=1e-12)
 
 
 def run_with_logged_rows(folder, val_acc):
