@@ -128,6 +128,27 @@ def test_first_block_projects_each_distinct_prefix_and_suffix_once():
     assert rows_projected == [(3, 2)] * 3 + [(4, 2)] * 3 + [(40, 4)] * 3
 
 
+def test_the_shortcuts_attend_with_the_fewest_queries_and_keys(monkeypatch):
+    """The shortcuts give the plain logits, so a test of values alone cannot tell whether
+    one of them still saves its work. This one counts the attention calls' queries and
+    keys: the prefix [x, o] once in the first block; then [y, =] attending to the cached
+    prefix in the first block; and in the last block only the "=" query."""
+    import tinygrok.model as model_module
+
+    calls, real_attention = [], model_module.attention
+
+    def counting_attention(q, k, v, causal, past=None):
+        calls.append((q.shape[2], k.shape[2], 0 if past is None else past[0].shape[2]))
+        return real_attention(q, k, v, causal=causal, past=past)
+
+    monkeypatch.setattr(model_module, "attention", counting_attention)
+    model = small_model()
+    with no_grad():
+        model(tokens_for(20))
+    # (queries, new keys, cached keys) per call
+    assert calls == [(2, 2, 0), (2, 2, 2), (1, 2, 2)]
+
+
 def test_repeated_examples_run_once_and_each_draw_gets_its_logits():
     # 12 draws of 5 different examples, as a batch drawn with replacement holds repeats
     model = small_model(seed=14)
