@@ -1144,6 +1144,28 @@ def test_the_learning_rate_logged_is_the_one_each_step_used(tmp_path):
         [config.lr * 9 / 50, config.lr * 19 / 50], rel=1e-12)
 
 
+def test_the_whole_split_evaluation_batches_and_builds_no_graph(tmp_path, monkeypatch):
+    """evaluate() gives the mean over every example whatever the batch size, and runs
+    under no_grad: with a graph the numbers are the same, but every batch would keep its
+    activations for a backward that never comes."""
+    from tinygrok.train import evaluate
+
+    run = Run(tiny(), tmp_path / "run")
+    losses, real_loss = [], run.model.loss
+
+    def loss_seen(tokens, labels):
+        loss, logits = real_loss(tokens, labels)
+        losses.append(loss)
+        return loss, logits
+
+    monkeypatch.setattr(run.model, "loss", loss_seen)
+    whole = evaluate(run.model, run.val_inputs, run.val_labels, len(run.val_labels))
+    batched = evaluate(run.model, run.val_inputs, run.val_labels, 3)
+    assert len(losses) == 1 + -(-len(run.val_labels) // 3)
+    assert not any(loss.requires_grad for loss in losses)
+    assert batched[1] == whole[1] and batched[0] == pytest.approx(whole[0], rel=1e-6)
+
+
 def run_with_logged_rows(folder, val_acc):
     from tinygrok.train import Run
 
