@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -1050,3 +1051,139 @@ def test_pattern_and_analyze_run_name_a_bad_argument(tmp_path):
         analyze_run(None)
     with pytest.raises(TypeError, match="settings must be a Settings"):
         analyze_run(run, {"grokked_val_acc": 0.9})
+
+
+# -- numbers and checks of the run reader and the report that a second mutation run found
+# -- unpinned: each test below failed on a mutant that every other test let through -------
+
+
+def test_gini_first_and_final_are_the_first_and_last_snapshots_spectra(grokking_run):
+    run = load_run(grokking_run)
+    report = analyze_run(run).report["fourier"]
+
+    def gini_of(snapshot):
+        grouped = fourier.group_embeddings(run.token_embeddings[snapshot], "x_plus_y", 11)
+        return fourier.gini(fourier.wave_norms(fourier.frequency_norms(grouped)))
+
+    assert report["gini_first"] == pytest.approx(gini_of(0), rel=1e-12)
+    assert report["gini_final"] == pytest.approx(gini_of(-1), rel=1e-12)
+    assert gini_of(0) != pytest.approx(gini_of(1), rel=1e-12)  # so the test can tell them apart
+
+
+def test_the_transition_snapshot_is_the_one_nearest_the_middle_of_the_transition():
+    from types import SimpleNamespace
+
+    from tinygrok.analysis.run_analysis import fourier_snapshot_indices
+
+    spectrum = SimpleNamespace(steps=np.arange(0, 1001, 100))
+    phases = {"transition": {"start": 200, "end": 800}}
+    assert fourier_snapshot_indices(spectrum, phases) == [("start", 0), ("transition", 5),
+                                                          ("end", 10)]
+    assert fourier_snapshot_indices(spectrum, {"transition": None}) == [("start", 0),
+                                                                       ("end", 10)]
+
+
+def test_a_nan_weight_norm_row_is_left_out_of_the_maximum(tmp_path):
+    directory = write_synthetic_run(tmp_path)
+    rows = (directory / "metrics.csv").read_text().splitlines()
+    column = rows[0].split(",").index("weight_norm")
+    cells = rows[5].split(",")
+    cells[column] = "nan"
+    rows[5] = ",".join(cells)
+    (directory / "metrics.csv").write_text("\n".join(rows) + "\n")
+    run = load_run(directory)
+    norms = run.metrics["weight_norm"]
+    assert np.isnan(norms[4])
+    assert analyze_run(run).report["weight_norm"]["max"] == pytest.approx(np.nanmax(norms))
+
+
+def test_json_ready_turns_nan_and_infinities_into_none():
+    from tinygrok.analysis.run_analysis import json_ready
+
+    ready = json_ready({"a": float("nan"), "b": [np.float32("inf"), -math.inf, 1.5],
+                        "c": np.array([np.nan, 2.0])})
+    assert ready == {"a": None, "b": [None, None, 1.5], "c": [None, 2.0]}
+    json.dumps(ready, allow_nan=False)  # what analyze writes analysis.json with
+
+
+def test_nearest_index_takes_the_earlier_step_on_a_tie():
+    from tinygrok.analysis.rundir import nearest_index
+
+    assert nearest_index([0, 10, 20], 5) == 0
+    assert nearest_index([0, 10, 20], 15) == 1
+    assert nearest_index([0, 10, 20], 16) == 2
+
+
+def test_the_clock_fit_of_points_on_a_line_is_one_over_root_two():
+    angles = 2 * np.pi * 4 * np.arange(23) / 23
+    on_a_line = np.outer(np.cos(angles) + np.sin(angles), [1.0, 2.0, -1.0])
+    _, fit = fourier.clock(on_a_line, 4)
+    assert fit == pytest.approx(1 / math.sqrt(2), rel=1e-9)
+
+
+def test_a_damaged_summary_makes_load_run_see_an_unfinished_run(tmp_path):
+    directory = write_synthetic_run(tmp_path, curve="fail")
+    (directory / "summary.json").write_text("{}")
+    run = load_run(directory)
+    assert not run.complete
+    report = analyze_run(run).report
+    assert report["claims"]["failed_run_stays_chaotic"]["holds"] is None
+    assert report["final"]["step_val_acc_99"] is None
+
+
+def test_seconds_in_metrics_csv_take_precedence_and_timing_rows_match_by_step(tmp_path):
+    directory = write_synthetic_run(tmp_path)
+    timing = (directory / "timing.csv").read_text().splitlines()
+    (directory / "timing.csv").write_text("\n".join(timing[:3] + timing[4:]) + "\n")
+    seconds = load_run(directory).metrics["seconds"]  # the third logged step has no time
+    assert len(seconds) == len(timing) - 1 and np.isnan(seconds[2])
+    assert not np.isnan(np.delete(seconds, 2)).any()
+    np.testing.assert_allclose(seconds[3], float(timing[4].split(",")[1]))
+    rows = (directory / "metrics.csv").read_text().splitlines()
+    with_seconds = [rows[0] + ",seconds"] + [row + ",7.5" for row in rows[1:]]
+    (directory / "metrics.csv").write_text("\n".join(with_seconds) + "\n")
+    np.testing.assert_array_equal(load_run(directory).metrics["seconds"], 7.5)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda arrays: {**arrays, "steps": arrays["steps"][:-1]}, "expected (S="),
+    (lambda arrays: {**arrays, "probe_inputs": arrays["probe_inputs"][:-1]},
+     "disagree on N"),
+], ids=["one-step-short", "one-probe-short"])
+def test_an_attention_log_whose_arrays_disagree_is_refused(tmp_path, damage, message):
+    directory = write_synthetic_run(tmp_path)
+    with np.load(directory / "attention.npz") as saved:
+        arrays = {name: saved[name] for name in saved.files}
+    np.savez(directory / "attention.npz", **damage(arrays))
+    with pytest.raises(RunDirectoryError, match=re.escape(message)):
+        load_run(directory)
+
+
+def test_one_attention_log_is_too_few_for_the_attention_analysis(tmp_path):
+    directory = write_synthetic_run(tmp_path)
+    with np.load(directory / "attention.npz") as saved:
+        arrays = {name: saved[name] for name in saved.files}
+    np.savez(directory / "attention.npz", **{**arrays, "steps": arrays["steps"][:1],
+                                              "patterns": arrays["patterns"][:1]})
+    report = analyze_run(load_run(directory)).report
+    assert "at least two" in report["attention"]["skipped"]
+    assert all(claim["holds"] is None for claim in report["claims"].values())
+
+
+def test_claim_two_says_when_the_transition_is_shorter_than_a_log_interval():
+    transition = {**GROKKED["transition"], "start": 30, "end": 30, "completed": True}
+    timeline = any_timeline(np.zeros((2, 2)), np.ones((2, 2)), np.zeros(4), np.ones(3))
+    result = claims.clean_patterns_in_transition({**GROKKED, "transition": transition},
+                                                 timeline)
+    assert result["holds"] is None
+    assert result["reason"] == "the transition is shorter than one log interval"
+
+
+def test_claim_three_of_an_unfinished_run_that_grokked_says_it_grokked(grokking_run, tmp_path):
+    import shutil
+
+    unfinished = tmp_path / grokking_run.name
+    shutil.copytree(grokking_run, unfinished)
+    (unfinished / "summary.json").unlink()
+    claim = analyze_run(load_run(unfinished)).report["claims"]["failed_run_stays_chaotic"]
+    assert claim["holds"] is None and claim["reason"].startswith("the run grokked at step")
