@@ -774,3 +774,15 @@ def test_an_op_given_an_array_instead_of_a_tensor_says_so(call):
 def test_concatenate_of_nothing_says_so():
     with pytest.raises(ValueError, match="at least one Tensor"):
         ag.concatenate([])
+
+
+def test_gradcheck_checks_only_the_inputs_that_require_a_gradient():
+    """A constant input (a mask, the targets, a frozen weight) has no gradient to check; a
+    call where no input wants one would pass without checking anything, so it is refused.
+    (Both written against mutants that a mutation run found alive.)"""
+    rng = np.random.default_rng(3)
+    weight = Tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    constant = Tensor(rng.standard_normal((3, 4)))
+    assert gradcheck(lambda w, c: (w * c).tanh(), [weight, constant]) is True
+    with pytest.raises(ValueError, match="nothing to check"):
+        gradcheck(lambda c: c * 2.0, [Tensor(rng.standard_normal(3))])

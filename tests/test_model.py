@@ -279,6 +279,19 @@ def test_state_dict_round_trip_and_refusals():
     assert all(np.array_equal(b.state_dict()[k], before[k]) for k in before)
 
 
+def test_load_state_dict_refuses_booleans_as_weights():
+    """np.asarray(True) is a number to NumPy, but a bool array is no trained weight (a mask
+    saved under a parameter's name, say): it would load as zeros and ones."""
+    model = small_model()
+    state = model.state_dict()
+    state["head.bias"] = np.ones(state["head.bias"].shape, dtype=bool)
+    before = model.state_dict()
+    with pytest.raises(ValueError, match=r"not numbers: head.bias \(bool\)"):
+        model.load_state_dict(state)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[name])
+
+
 def test_float32_model_stays_float32():
     model = small_model(dtype=np.float32, seed=11)
     loss, logits = model.loss(tokens_for(4), np.array([0, 1, 2, 3]))

@@ -353,6 +353,8 @@ def test_table_notes_are_silent_for_runs_that_do_not_warrant_a_warning():
 def test_a_setting_missing_from_one_config_counts_as_differing():
     assert differing_settings([{"seed": 0, "weight_decay": 0.5}, {"seed": 1}]) == \
         {"weight_decay": [0.5, None]}
+    assert differing_settings([{"seed": 0}, {"seed": 1, "warmup": 10}]) == \
+        {"warmup": [None, 10]}  # missing from the first seed's (an older version's) config
     assert grokked_count([{}]) == "0/1 seeds grokked"  # no "grokked" key: not grokked
 
 

@@ -55,6 +55,7 @@ def test_a_summary_missing_any_key_is_not_complete(tmp_path, missing):
 
 
 @pytest.mark.parametrize("key, value", [("step_val_acc_99", "x"), ("steps", 40.5),
+                                        ("step_val_acc_99", 4393.5),
                                         ("grokked", 1), ("final_val_acc", None),
                                         ("final_train_acc", True), ("steps", False)])
 def test_a_summary_with_a_value_of_the_wrong_type_is_not_complete(tmp_path, key, value):

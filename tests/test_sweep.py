@@ -49,6 +49,10 @@ def swept(tmp_path_factory):
 def test_seeds_take_lists_and_ranges():
     assert parse_seeds("0,1,2") == [0, 1, 2]
     assert parse_seeds("0-2,7,1") == [0, 1, 2, 7]
+    assert parse_seeds("4-4") == [4]
+    for empty in ("5-4", "0-2,5-4"):  # a typo is named, never silently dropped
+        with pytest.raises(sweep_module.SweepUsageError, match="the range '5-4' is empty"):
+            parse_seeds(empty)
 
 
 def test_tasks_are_checked_against_the_registry():
