@@ -262,3 +262,95 @@ def test_figure_functions_name_a_wrong_argument(tmp_path):
         attention_metrics_figure(None, analysis.phases)
     with pytest.raises(ValueError, match="no spectrum"):
         fourier_figure(None, analysis.phases)
+
+
+# -- what each figure draws, read back from its matplotlib objects. Before these, a figure
+# -- could plot the wrong column or the wrong step and every test passed: a mutation run
+# -- found ten such changes alive (a validation curve drawn from train_acc, every heatmap
+# -- at the last step, the mean panel showing one probe, the Gini curve reversed, ...) ------
+
+
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory):
+    """A grokking run with a dip, its analysis, and its figures by name (not saved)."""
+    from tinygrok import plots
+
+    run = load_run(write_synthetic_run(tmp_path_factory.mktemp("drawn"), curve="dip"))
+    analysis = analyze_run(run)
+    figures, real_save = {}, plots.save_figure
+
+    def keep(figure, path, dpi=100):
+        figures[os.path.splitext(os.path.basename(path))[0]] = figure
+        return path
+
+    plots.save_figure = keep
+    try:
+        make_figures(run, analysis)
+    finally:
+        plots.save_figure = real_save
+    return run, analysis, figures
+
+
+def lines_by_label(axes):
+    return {line.get_label(): line for line in axes.lines}
+
+
+def test_the_accuracy_figure_draws_both_curves_the_grokking_step_a_dip_and_the_phases(drawn):
+    from tinygrok.analysis.phases import phase_bands
+
+    run, analysis, figures = drawn
+    axes = figures["accuracy"].axes[0]
+    lines = lines_by_label(axes)
+    np.testing.assert_array_equal(lines["train"].get_ydata(), run.metrics["train_acc"])
+    np.testing.assert_array_equal(lines["validation"].get_ydata(), run.metrics["val_acc"])
+    assert axes.get_title() == "Accuracy"
+    assert f"val acc > 0.99 at step {analysis.phases['grok_step']}" in lines
+    dip = analysis.phases["dips"][0]
+    lowest = lines["lowest point of a dip after grokking"]
+    assert (lowest.get_xdata()[0], lowest.get_ydata()[0]) == (dip["min_step"], dip["min_val_acc"])
+    assert len(axes.patches) == len(phase_bands(analysis.phases)) == 3  # one band a phase
+
+
+def test_the_loss_figure_draws_the_validation_loss(drawn):
+    run, _, figures = drawn
+    lines = lines_by_label(figures["loss"].axes[0])
+    np.testing.assert_array_equal(lines["validation"].get_ydata(), run.metrics["val_loss"])
+    np.testing.assert_array_equal(lines["train"].get_ydata(), run.metrics["train_loss"])
+
+
+def test_each_phase_heatmap_shows_its_own_step_one_val_probe_and_the_mean(drawn):
+    from tinygrok import plots
+    from tinygrok.analysis.run_analysis import phase_end_steps
+    from tinygrok.analysis.rundir import nearest_index
+
+    run, analysis, figures = drawn
+    probe = plots.example_probe(run)
+    assert run.probe_split[probe] == 1 and probe_description(run, probe).endswith("(val)")
+    for label, step in phase_end_steps(analysis.phases):
+        i = nearest_index(run.attention_steps, step)
+        one, mean = figures[f"attention_{label}"].axes[:2]
+        np.testing.assert_array_equal(one.images[0].get_array().filled(np.nan),
+                                      plots.pattern_mosaic(run.patterns[i][:, :, probe]))
+        np.testing.assert_allclose(mean.images[0].get_array().filled(np.nan),
+                                   plots.pattern_mosaic(run.patterns[i].mean(axis=2)))
+
+
+def test_the_attention_metrics_figure_gives_each_layer_its_own_column(drawn):
+    _, analysis, figures = drawn
+    timeline = analysis.timeline
+    assert timeline.layers > 1
+    layer_1 = figures["attention_metrics"].axes[1]  # first row, second layer
+    np.testing.assert_array_equal(layer_1.lines[0].get_ydata(), timeline.entropy_last[:, 1, 0])
+
+
+def test_the_fourier_figure_draws_each_snapshots_spectrum_and_the_gini_curve(drawn):
+    from tinygrok.analysis.run_analysis import fourier_snapshot_indices
+
+    _, analysis, figures = drawn
+    spectrum, axes = analysis.fourier, figures["fourier"].axes
+    np.testing.assert_array_equal(axes[-1].lines[0].get_ydata(), spectrum.gini)
+    snapshots = fourier_snapshot_indices(spectrum, analysis.phases)
+    assert len({i for _, i in snapshots}) > 1  # the snapshots differ, so a mix-up shows
+    for panel, (_, i) in zip(axes, snapshots):
+        np.testing.assert_allclose([bar.get_height() for bar in panel.patches],
+                                   spectrum.norms[i, 1:])
