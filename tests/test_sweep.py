@@ -669,3 +669,87 @@ def test_a_cluster_run_is_not_written_back_into_a_folder_another_process_trains_
                                              "code": 0, "files": {"config.json": b"{}"}})
     assert outcome.ok is False and "its files were not written back" in outcome.message
     assert list(folder.iterdir()) == []
+
+
+# -- the sweep's running parts, each written against a mutant that a mutation run found
+# -- alive ------------------------------------------------------------------------------------
+
+
+def test_the_error_of_a_failed_run_is_its_last_attempts_last_line(tmp_path):
+    log = tmp_path / "x_plus_y-s0.log"
+    log.write_text("# 2026-01-01 12:00:00 python -m tinygrok.run ...\nError: an old problem\n"
+                   "# 2026-01-02 12:00:00 python -m tinygrok.run ...\ntinygrok: x_plus_y\n"
+                   "Traceback (most recent call last):\n  File \"x\", line 1\nValueError: new\n")
+    assert sweep_module.error_in_log(log) == "ValueError: new"
+
+
+def test_a_lock_held_on_another_host_counts_as_alive():
+    """On a shared filesystem the other machine's processes cannot be seen: taking its lock
+    over would train the same runs twice at once."""
+    assert sweep_module.holder_is_alive(f"not-{socket.gethostname()} 1")
+
+
+def test_at_most_jobs_runs_train_at_once(monkeypatch, tmp_path):
+    running, most = [], [0]
+
+    class FakeRun:  # stands for a run's process: it finishes at its second poll
+        def __init__(self, job, threads, extra):
+            self.job, self.polls = job, 0
+            running.append(self)
+            most[0] = max(most[0], len(running))
+            self.process = SimpleNamespace(poll=self.poll)
+
+        def poll(self):
+            self.polls += 1
+            if self.polls < 2:
+                return None
+            if self in running:
+                running.remove(self)
+            return 0
+
+        def outcome(self):
+            return sweep_module.Outcome(self.job, True, 0.0)
+
+    monkeypatch.setattr(sweep_module, "Running", FakeRun)
+    monkeypatch.setattr(sweep_module, "finished_line", lambda count, outcome: "")
+    monkeypatch.setattr(sweep_module.time, "sleep", lambda seconds: None)
+    jobs = [sweep_module.Job("x_plus_y", seed, tmp_path / f"x_plus_y-s{seed}", "start")
+            for seed in range(3)]
+    for parallel in (1, 2):
+        most[0] = 0
+        assert len(sweep_module.run_locally(jobs, parallel, 1, [])) == 3
+        assert most[0] == parallel
+
+
+def test_an_analysis_older_than_its_summary_is_done_again(tmp_path):
+    from synthetic_run import write_synthetic_run
+
+    directory = write_synthetic_run(tmp_path)
+    (directory / "analysis.json").write_text("{}")
+    finished = (directory / "summary.json").stat().st_mtime
+    os.utime(directory / "analysis.json", (finished + 100, finished + 100))
+    assert not sweep_module.needs_analysis(directory)
+    os.utime(directory / "analysis.json", (finished - 100, finished - 100))
+    assert sweep_module.needs_analysis(directory)
+
+
+def cluster_result(code):
+    """What a dask worker sends back for a run: its exit code, log and files."""
+    return {"log": "the worker's log\n", "files": {"config.json": b"{}\n"}, "code": code,
+            "seconds": 1.0}
+
+
+def test_a_run_restarted_on_the_cluster_replaces_the_stale_files(tmp_path):
+    directory = tmp_path / "x_plus_y-s0"
+    directory.mkdir()
+    (directory / "analysis.json").write_text("{}")
+    (directory / "embeddings.npz").write_text("from the run that died")
+    job = sweep_module.Job("x_plus_y", 0, directory, "restart")
+    assert sweep_module.receive(job, cluster_result(0)).ok
+    assert sorted(path.name for path in directory.iterdir()) == ["config.json"]
+
+
+def test_a_run_interrupted_on_the_cluster_is_not_counted_done(tmp_path):
+    job = sweep_module.Job("x_plus_y", 0, tmp_path / "x_plus_y-s0", "start")
+    assert not sweep_module.receive(job, cluster_result(130)).ok
+    assert sweep_module.receive(job, cluster_result(0)).ok
