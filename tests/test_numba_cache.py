@@ -92,3 +92,15 @@ def test_a_damaged_cached_kernel_is_one_line_that_says_what_to_delete(tmp_path, 
                            timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert index.stat().st_size > 20  # compiled and cached again
+
+
+def test_a_folder_where_no_file_can_be_made_is_not_writable(tmp_path, monkeypatch):
+    """The test must make a file: a folder can exist, and even look writable by its mode
+    bits to root, and still refuse one (a read-only mount). Otherwise Numba, told the
+    folder is fine, fails later with "no locator available"."""
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    assert numba_cache.can_write_into(tmp_path)
+    monkeypatch.setattr(numba_cache.tempfile, "TemporaryFile", refuse)
+    assert not numba_cache.can_write_into(tmp_path)

@@ -129,3 +129,52 @@ def test_the_default_count_is_one_per_core_even_where_numba_may_use_more(monkeyp
     finally:
         monkeypatch.undo()
         threads.set_threads(before)
+
+
+# -- each written against a mutant that a mutation run found alive --------------------------
+
+
+def test_kernels_on_one_thread_puts_back_a_count_below_the_maximum():
+    """On a 2-core machine the count before is usually the maximum, which hid a version that
+    restored NUMBA_NUM_THREADS instead of the count there was (after --threads 1, say)."""
+    before = threads.current_threads()
+    try:
+        threads.set_threads(1)
+        with threads.kernels_on_one_thread():
+            pass
+        assert numba.get_num_threads() == 1
+    finally:
+        threads.set_threads(before)
+
+
+def test_a_refused_count_names_its_limit_and_changes_no_thread_count():
+    before = threads.current_threads()
+    with pytest.raises(ValueError, match=r"\((NUMBA_NUM_THREADS|the cores of this machine)\)"):
+        threads.set_threads(threads.available_threads() + 1)
+    assert all(pool["num_threads"] == before for pool in threadpool_info()
+               if pool["user_api"] == "blas")
+
+
+def test_other_running_threads_takes_the_fewest_of_its_samples(tmp_path, monkeypatch):
+    """A thread that runs for a moment must not look like a busy machine; the samples are
+    /proc/loadavg's running count (4th field, this process's thread included)."""
+    samples = iter(["0.5 0.4 0.3 5/400 1\n", "0.5 0.4 0.3 1/400 1\n", "0.5 0.4 0.3 4/400 1\n"])
+    loadavg = tmp_path / "loadavg"
+
+    def next_sample(*args, **kwargs):
+        loadavg.write_text(next(samples))
+        return real_open(*args, **kwargs)
+
+    real_open = open
+    monkeypatch.setattr(threads, "open", next_sample, raising=False)
+    assert threads.other_running_threads(str(loadavg), samples=3, interval=0) == 0
+    loadavg.write_text("1.0 2.0\n")  # not what Linux writes: no answer rather than a crash
+    monkeypatch.undo()
+    assert threads.other_running_threads(str(loadavg), samples=1) is None
+
+
+def test_the_busy_machine_note_for_more_threads_than_cores_and_more_programs_than_cores():
+    assert threads.busy_machine_note(3, others=0, cores=2).startswith(
+        "note: 3 threads on this machine's 2 cores")
+    assert "keep 2 of this machine's 2 cores busy" in threads.busy_machine_note(2, others=3,
+                                                                                 cores=2)

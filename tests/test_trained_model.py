@@ -53,3 +53,14 @@ def test_a_folder_without_a_checkpoint_or_with_a_damaged_one_is_named(run_dir, t
     (tmp_path / "checkpoint.npz").write_bytes((run_dir / "checkpoint.npz").read_bytes()[:100])
     with pytest.raises(ValueError, match="cannot load the model of .*damaged"):
         load_model(tmp_path)
+
+
+def test_the_step_is_the_checkpoints_not_the_runs_budget(tmp_path):
+    """An unfinished run's checkpoint is from before its last step (a mutant that returned
+    config.steps passed, since the only other test loads a finished run)."""
+    train(TrainConfig(task="x_plus_y", p=7, steps=10, batch_size=8, d_model=8, heads=2,
+                      layers=1, log_every=5, probe_size=2), tmp_path)
+    arrays = runfiles.read_npz(tmp_path / "checkpoint.npz")
+    arrays["step"] = np.array(5)
+    runfiles.write_npz(tmp_path / "checkpoint.npz", **arrays)
+    assert load_model(tmp_path)[1] == 5
