@@ -403,3 +403,70 @@ def test_analyze_run_takes_a_path(tmp_path):
 
     directory = write_synthetic_run(tmp_path)
     assert analyze_run(str(directory)).report["run"]["name"] == directory.name
+
+
+# -- the printed summary's branches and the command's checks, each written against a mutant
+# -- that a mutation run found alive (only the grokking run's summary had been read) ---------
+
+
+def test_the_summary_marks_late_heads_open_phases_unrecovered_dips_and_two_of_three_keys():
+    from tinygrok.analyze import _dips_line, _emergence_lines, _fourier_line, _phases_line
+
+    lines = _emergence_lines({"last_logged_step": 1000, "emergence_threshold": 0.9,
+                              "emergence_step_by_layer_head": [[120, 1000]],
+                              "clusters_at_phase_ends": {}})
+    assert lines[1] == "  layer 0: 120 1000*"
+    assert ": 1, 2 (Gini" in _fourier_line({"key_frequencies_final": [1, 2],
+                                           "norms_final": [0, 1, 1, 1], "group": "Z_7",
+                                           "gini_first": 0.1, "gini_final": 0.2})
+    assert _dips_line([{"start": 800, "end": 1000, "recovered": False, "min_val_acc": 0.5,
+                        "min_step": 900}]).startswith("dips after grokking: 800-end (not "
+                                                      "recovered)")
+    assert "transition 500-900 (not completed)" in _phases_line(
+        {"memorization": {"start": 100, "end": 500},
+         "transition": {"start": 500, "end": 900, "completed": False},
+         "post_grokking": None})
+
+
+def test_a_failed_run_gets_its_note_and_the_closing_line_counts_the_figures(tmp_path):
+    failed = invoke(write_synthetic_run(tmp_path / "failed", curve="fail"))
+    assert "note: val_acc never exceeded" in failed.output, failed.output
+    directory = write_synthetic_run(tmp_path / "dip", curve="dip")
+    result = invoke(directory)
+    assert (f"wrote {directory / 'analysis.json'} and 9 figures in "
+            f"{directory / 'figures'}") in result.output, result.output
+
+
+def test_a_file_named_figures_is_refused_before_the_analysis_runs(tmp_path, monkeypatch):
+    directory = write_synthetic_run(tmp_path)
+    (directory / "figures").write_text("mine")
+    monkeypatch.setattr("tinygrok.analyze.analyze_run",
+                        lambda *args: pytest.fail("analysed before the check"))
+    result = invoke(directory)
+    assert result.exit_code == 2, result.output
+
+
+def test_the_command_suggested_for_a_folder_of_runs_can_be_pasted(tmp_path):
+    import shlex
+
+    folder = tmp_path / "my runs"
+    write_synthetic_run(folder)
+    said = " ".join(invoke(folder).output.split())
+    assert shlex.split(said.split("with ")[1]) == ["python", "-m", "tinygrok.analyze",
+                                                   str(folder / "x_plus_y-s0")]
+
+
+def test_a_run_folder_with_another_run_inside_is_analysed_as_a_run(tmp_path):
+    directory = write_synthetic_run(tmp_path)
+    write_synthetic_run(directory, seed=1)
+    result = invoke(directory, "--no-figures")
+    assert result.exit_code == 0, result.output
+
+
+def test_an_analysis_beside_another_reader_is_not_refused(tmp_path):
+    from lock_holder import locked_by_another_process
+
+    directory = write_synthetic_run(tmp_path)
+    with locked_by_another_process(directory, shared=True):
+        result = invoke(directory, "--no-figures")
+    assert result.exit_code == 0, result.output
