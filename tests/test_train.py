@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -599,8 +600,6 @@ def test_unwritable_output_folder(tmp_path):
 
 
 def test_plain_progress_lines_come_every_500_steps_whatever_the_log_interval(capsys):
-    from types import SimpleNamespace
-
     progress = run_module.Progress(total=2000)  # pytest's stdout is not a terminal
     run = SimpleNamespace(config=SimpleNamespace(log_every=30))
     for step in [*range(30, 2000, 30), 2000]:
@@ -1164,6 +1163,51 @@ def test_the_whole_split_evaluation_batches_and_builds_no_graph(tmp_path, monkey
     assert len(losses) == 1 + -(-len(run.val_labels) // 3)
     assert not any(loss.requires_grad for loss in losses)
     assert batched[1] == whole[1] and batched[0] == pytest.approx(whole[0], rel=1e-6)
+
+
+def test_after_a_resume_the_plain_progress_lines_start_at_the_next_multiple(capsys):
+    """Resumed at step 5000 with rows every 30 steps, the first row (5030) is not a new
+    multiple of 500: the first line is at 5510 (a mutant that took the first row for step 0
+    printed one at 5030 too)."""
+    progress = run_module.Progress(total=7500)
+    run = SimpleNamespace(config=SimpleNamespace(log_every=30))
+    for step in range(5030, 5600, 30):
+        progress(run, {"step": step, "train_acc": 0.5, "val_acc": 0.25})
+    printed = [line.split()[1] for line in capsys.readouterr().out.splitlines()]
+    assert printed == ["5510/7500"]
+
+
+def test_a_run_that_did_not_grok_names_its_budget(tmp_path):
+    result = invoke(*TINY_CLI, "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    assert "val acc > 0.99 at: never (budget 20)" in result.output, result.output
+
+
+def test_the_longer_run_hint_can_be_pasted_for_a_path_with_a_space(tmp_path):
+    import shlex
+
+    out = tmp_path / "my run"
+    assert invoke(*TINY_CLI, "--out", str(out)).exit_code == 0
+    result = invoke("--out", str(out), "--resume")
+    hint = " ".join(result.output.split()).split("e.g. ")[1]
+    assert shlex.split(hint)[-2:] == ["--out", str(tmp_path / "my run-longer")], result.output
+
+
+def test_a_run_whose_folder_was_moved_names_where_to_resume_it(tmp_path, monkeypatch):
+    from tinygrok.adamw import AdamW
+
+    out, moved = tmp_path / "run", tmp_path / "moved"
+    real_step = AdamW.step
+
+    def step_then_move(self):
+        real_step(self)
+        if self.step_count == 12 and out.exists():
+            out.rename(moved)
+
+    monkeypatch.setattr(AdamW, "step", step_then_move)
+    result = invoke(*TINY_CLI, "--out", str(out))
+    assert result.exit_code == 1, result.output
+    assert f"--out {moved} --resume" in result.output, result.output
 
 
 def run_with_logged_rows(folder, val_acc):
