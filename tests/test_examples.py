@@ -199,3 +199,63 @@ def test_an_example_that_cannot_go_on_says_so_in_one_line(tmp_path, monkeypatch,
     else:
         assert said == ("error: out of memory after step 11 (Unable to allocate 9.09 MiB); run "
                         "the example again to carry on (once there is memory or room)")
+
+
+# -- get_run's reuse rules and its exits, each written against a mutant that a mutation run
+# -- found alive ------------------------------------------------------------------------------
+
+
+def small_config(**changes):
+    from tinygrok.train import TrainConfig
+
+    return TrainConfig(**{**dict(task="x_plus_y", p=7, steps=10, batch_size=16, d_model=8,
+                                 heads=2, log_every=5, probe_size=3), **changes})
+
+
+def test_a_saved_run_with_other_steps_or_another_seed_is_trained_again(tmp_path, monkeypatch,
+                                                                        capsys):
+    import json
+
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    from _quick_run import get_run
+
+    get_run(small_config(), tmp_path, name="run")
+    get_run(small_config(steps=20), tmp_path, name="run")
+    assert "reusing" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 20
+    get_run(small_config(steps=20, seed=1), tmp_path, name="run")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 1
+
+
+def test_an_examples_run_prints_a_progress_line_every_tenth_of_its_steps(tmp_path,
+                                                                         monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    from _quick_run import get_run
+
+    get_run(small_config(steps=100), tmp_path, name="run")
+    assert capsys.readouterr().out.count("  step ") == 10
+
+
+def test_an_example_stopped_by_sigterm_exits_143(tmp_path, monkeypatch):
+    import signal
+
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import _quick_run
+
+    from tinygrok.train import Interrupted
+
+    def stopped(*args, **kwargs):
+        raise Interrupted(10, signal.SIGTERM)
+
+    monkeypatch.setattr(_quick_run, "train", stopped)
+    with pytest.raises(SystemExit) as stop:
+        _quick_run.get_run(small_config(), tmp_path, name="run")
+    assert stop.value.code == 128 + signal.SIGTERM
+
+
+def test_an_example_given_more_threads_than_it_may_use_takes_the_most_it_may(tmp_path):
+    result = subprocess.run([sys.executable, str(EXAMPLES / "01_autograd_by_hand.py"),
+                             "--out", str(tmp_path), "--threads", "99"], cwd=tmp_path,
+                            env={**os.environ, "MPLBACKEND": "Agg"}, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
