@@ -24,8 +24,10 @@ def test_nothing_changes_where_numba_can_cache(numba_settings):
 def test_a_temporary_folder_where_nothing_else_can_be_written(numba_settings, tmp_path):
     numba_settings.setattr(numba_cache, "can_write_into", lambda folder: False)
     numba_settings.setattr(numba_cache.tempfile, "gettempdir", lambda: str(tmp_path))
+    numba_settings.setenv("USER", "alice")
     folder = numba_cache.use_a_temporary_cache_if_needed()
     assert folder is not None and os.path.dirname(folder) == str(tmp_path)
+    assert "alice" in os.path.basename(folder)  # one per user: another's may not be writable
     assert os.environ["NUMBA_CACHE_DIR"] == numba.core.config.CACHE_DIR == folder
 
 

@@ -68,11 +68,20 @@ def test_another_program_run_with_dash_m_keeps_pythons_ctrl_c(tmp_path):
     (["python", "-X", "importtime", "-m", "tinygrok.analyze"], True),
     (["python", "-m", "tinygrok.plots"], False),  # not one of the commands
     (["python", "-m", "mylab.exp", "-m", "tinygrok.run"], False),  # the program's arguments
+    (["python", "--check-hash-based-pycs", "default", "-m", "tinygrok.run"], True),
 ])
 def test_which_command_lines_start_a_command(monkeypatch, typed, expected):
     monkeypatch.setattr(sys, "argv", ["-m"])  # as while Python looks for the module
     monkeypatch.setattr(sys, "orig_argv", typed)
     assert startup_signals.starting_a_command() is expected
+
+
+def test_a_script_given_dash_m_as_its_argument_is_not_a_command(monkeypatch):
+    """sys.argv[0] is "-m" only while Python looks for a module; a script's argv[0] is its
+    path, whatever its arguments say."""
+    monkeypatch.setattr(sys, "argv", ["script.py", "-m", "tinygrok.run"])
+    monkeypatch.setattr(sys, "orig_argv", ["python", "script.py", "-m", "tinygrok.run"])
+    assert startup_signals.starting_a_command() is False
 
 
 def test_restore_puts_the_handlers_back_and_honours_a_signal_python_dropped(monkeypatch):
