@@ -187,3 +187,16 @@ def test_run_files_that_are_named_pipes_are_not_read(tmp_path):
     result = command("tinygrok.run", *TINY, "--out", str(pipe_metrics))
     assert result.returncode == 2, result.stderr
     assert "stopped before its first checkpoint" in result.stderr.splitlines()[-1], result.stderr
+
+
+def test_a_folder_name_too_long_in_bytes_though_not_in_letters_is_refused_first(tmp_path):
+    """Linux limits a name to 255 bytes: 200 letters "é" are 400 bytes in UTF-8. Counted in
+    letters, the name passed the check and failed after the kernels had compiled."""
+    import click
+
+    from tinygrok import runfiles
+
+    with pytest.raises(click.BadParameter) as refused:
+        runfiles.check_writable(tmp_path / "new" / ("é" * 200))
+    assert "at most 255 bytes" in refused.value.message
+    assert not (tmp_path / "new").exists()
