@@ -159,13 +159,12 @@ def test_other_running_threads_takes_the_fewest_of_its_samples(tmp_path, monkeyp
     """A thread that runs for a moment must not look like a busy machine; the samples are
     /proc/loadavg's running count (4th field, this process's thread included)."""
     samples = iter(["0.5 0.4 0.3 5/400 1\n", "0.5 0.4 0.3 1/400 1\n", "0.5 0.4 0.3 4/400 1\n"])
-    loadavg = tmp_path / "loadavg"
+    loadavg, real_open = tmp_path / "loadavg", open
 
-    def next_sample(*args, **kwargs):
+    def next_sample(*args, **kwargs):  # each sample opens the file anew: a new reading
         loadavg.write_text(next(samples))
         return real_open(*args, **kwargs)
 
-    real_open = open
     monkeypatch.setattr(threads, "open", next_sample, raising=False)
     assert threads.other_running_threads(str(loadavg), samples=3, interval=0) == 0
     loadavg.write_text("1.0 2.0\n")  # not what Linux writes: no answer rather than a crash
