@@ -13,15 +13,18 @@ if not allocator.keep_freed_memory():
                 allow_module_level=True)
 
 
+def fresh_python(code: str, **environment) -> str:
+    """What ``code`` prints in a new Python, with none of this process's own malloc settings
+    (MALLOC_*) and with ``environment`` added."""
+    own = {name: value for name, value in os.environ.items() if not name.startswith("MALLOC_")}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, env=dict(own, **environment)).stdout.strip()
+
+
 def applied_in_a_fresh_interpreter(**environment) -> bool:
     """Whether the setting is on in a new Python that only imports the package (importing
     ``tinygrok.allocator`` runs the package's ``__init__`` first, and nothing else)."""
-    own = {name: value for name, value in os.environ.items()  # none of the caller's own
-           if not name.startswith("MALLOC_")}                  # malloc settings
-    out = subprocess.run([sys.executable, "-c", "import tinygrok.allocator as a; print(a._done)"],
-                         capture_output=True, text=True, check=True,
-                         env=dict(own, **environment)).stdout.strip()
-    return out == "True"
+    return fresh_python("import tinygrok.allocator as a; print(a._done)", **environment) == "True"
 
 
 def test_importing_tinygrok_sets_the_allocator():
@@ -53,7 +56,4 @@ def test_a_freed_8_mb_array_stays_in_the_heap_for_the_next_one():
             "before = libc.mallinfo2().hblkhd\n"
             "block = libc.malloc(8 << 20)\n"
             "print(libc.mallinfo2().hblkhd - before)")
-    own = {name: value for name, value in os.environ.items() if not name.startswith("MALLOC_")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env=own).stdout.strip()
-    assert out == "0"
+    assert fresh_python(code) == "0"

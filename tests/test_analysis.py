@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from synthetic_run import write_synthetic_run
 
+from tinygrok import runfiles
 from tinygrok.analysis import (
     RunDirectoryError,
     analyze_run,
@@ -1152,8 +1153,7 @@ def test_seconds_in_metrics_csv_take_precedence_and_timing_rows_match_by_step(tm
 ], ids=["one-step-short", "one-probe-short"])
 def test_an_attention_log_whose_arrays_disagree_is_refused(tmp_path, damage, message):
     directory = write_synthetic_run(tmp_path)
-    with np.load(directory / "attention.npz") as saved:
-        arrays = {name: saved[name] for name in saved.files}
+    arrays = runfiles.read_npz(directory / "attention.npz")
     np.savez(directory / "attention.npz", **damage(arrays))
     with pytest.raises(RunDirectoryError, match=re.escape(message)):
         load_run(directory)
@@ -1161,8 +1161,7 @@ def test_an_attention_log_whose_arrays_disagree_is_refused(tmp_path, damage, mes
 
 def test_one_attention_log_is_too_few_for_the_attention_analysis(tmp_path):
     directory = write_synthetic_run(tmp_path)
-    with np.load(directory / "attention.npz") as saved:
-        arrays = {name: saved[name] for name in saved.files}
+    arrays = runfiles.read_npz(directory / "attention.npz")
     np.savez(directory / "attention.npz", **{**arrays, "steps": arrays["steps"][:1],
                                               "patterns": arrays["patterns"][:1]})
     report = analyze_run(load_run(directory)).report
