@@ -12,13 +12,15 @@ first) calls ``exit_quietly_on_signals``: SIGINT and SIGTERM then exit at once w
 128 + the signal's number (130, 143) and no traceback. Each command calls
 ``restore_handlers`` once its imports are done and before it starts, so that its own
 handling of Ctrl-C (saving a checkpoint, stopping a sweep's runs) sees Python's usual
-KeyboardInterrupt. Any other program that imports tinygrok keeps Python's Ctrl-C.
+KeyboardInterrupt. Any other program that imports tinygrok keeps Python's Ctrl-C. The
+``tinygrok`` console script (``__main__.main``) does the same around its own imports.
 """
 
 import signal
 import sys
 
-COMMANDS = ("tinygrok.run", "tinygrok.analyze", "tinygrok.report", "tinygrok.sweep")
+COMMANDS = ("tinygrok.run", "tinygrok.analyze", "tinygrok.report", "tinygrok.sweep",
+            "tinygrok")  # the last: python -m tinygrok run ... (__main__.py)
 
 _received = []  # signals that arrived while the quiet handlers were in place
 _previous = {}
