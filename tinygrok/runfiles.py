@@ -6,7 +6,7 @@ the old complete file or the new complete file, never half of one.
 
 The files (the contract with ``tinygrok.analysis``, which only reads them):
 
-    config.json      every setting, the package version
+    config.json      every setting of the run command, the thread count, the package version
     metrics.csv      step, lr, train_loss, train_acc, val_loss, val_acc, weight_norm
     timing.csv       step, seconds (wall clock since the run started)
     attention.npz    steps (S,), probe_inputs (N, T), probe_split (N,),
