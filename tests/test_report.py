@@ -400,3 +400,23 @@ def test_the_claims_tally_counts_only_the_runs_where_a_claim_applies(tmp_path):
     assert "- Claim 3 (" in text
     assert [line for line in text.splitlines() if line.startswith("- Claim 3 (")][0].endswith(
         "holds in 1 of 1 runs where it applies.")
+
+
+def test_the_report_never_imports_the_training_loop(sweep_folder, tmp_path):
+    """DESIGN.md: analysis reads run directories and plain arrays only. The report once
+    imported the run command for the paper's settings, and with it the model, the kernels
+    and Numba; the settings now live in tinygrok/config.py."""
+    import subprocess
+    script = ("import sys, runpy\n"
+              "sys.argv = ['report', sys.argv[1], '--out', sys.argv[2]]\n"
+              "try:\n"
+              "    runpy.run_module('tinygrok.report', run_name='__main__')\n"
+              "except SystemExit as stop:\n"
+              "    assert not stop.code, stop.code\n"
+              "print(sorted(m for m in ('numba', 'tinygrok.train', 'tinygrok.model',\n"
+              "                         'tinygrok.run', 'tinygrok.autograd') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", script, str(sweep_folder), str(tmp_path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "report.md").is_file()
+    assert result.stdout.splitlines()[-1] == "[]"

@@ -11,6 +11,7 @@ The pieces, in the order data flows through them:
 - ``nn``, ``model`` : the paper's 2-layer transformer
 - ``adamw``     : AdamW with decoupled weight decay and a linear warm-up
 - ``tasks``     : x+y, x-y, x/y mod p and permutation composition in S5
+- ``config``    : ``TrainConfig``, every setting of a run, and the run command's defaults
 - ``train``, ``run`` : the training loop and its command line
 - ``trained_model`` : a run's trained model back from its folder (``load_model``)
 - ``analysis``, ``plots`` : what a run directory tells about grokking

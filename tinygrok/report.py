@@ -43,6 +43,7 @@ import click
 import numpy as np
 
 from tinygrok import runfiles
+from tinygrok.config import DEFAULTS, saved_settings
 from tinygrok.runfiles import read_json_object
 from tinygrok.tasks import TASK_NAMES
 
@@ -277,9 +278,6 @@ def table_1(groups: dict[str, list[RunRecord]]) -> str:
 
 def table_notes(groups: dict[str, list[RunRecord]]) -> list[str]:
     """Warnings under Table 1: seeds of one task trained differently, settings off the paper's."""
-    from tinygrok.run import DEFAULTS
-    from tinygrok.train import saved_settings
-
     notes = []
     for task, records in groups.items():
         configs = [saved_settings(r.config) for r in records if r.complete]

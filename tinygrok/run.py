@@ -28,6 +28,7 @@ import click
 
 from tinygrok import runfiles
 from tinygrok import threads as thread_control
+from tinygrok.config import DEFAULTS
 from tinygrok.numba_cache import DamagedKernelCache
 from tinygrok.tasks import TASK_NAMES, EmptySplit, has_modulus, is_prime
 from tinygrok.terminal import show, stop_signals
@@ -36,9 +37,6 @@ from tinygrok.train import (CHECKPOINT, SUMMARY, CouldNotWrite, DamagedRun, Inte
                             TrainConfig, run_state, saved_settings, train, warm_up_kernels)
 
 # The settings the command line exposes, with the paper's values (TrainConfig's) as defaults.
-DEFAULTS = {name: getattr(TrainConfig(), name) for name in (
-    "task", "seed", "steps", "batch_size", "lr", "weight_decay", "warmup", "train_frac", "p",
-    "d_model", "heads", "layers", "log_every", "probe_size")}
 POSITIVE = click.IntRange(min=1)
 NOTHING_WRITTEN = "interrupted before training started; nothing was written"
 NO_MODULUS = ("permutation composes the elements of S5 and has no modulus; --p applies to the "

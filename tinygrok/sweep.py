@@ -196,7 +196,7 @@ def run_settings(task: str, seed: int, extra: list[str]) -> dict:
     """
     from tinygrok.run import DEFAULTS, check_settings, main as run_main
     from tinygrok.tasks import has_modulus
-    from tinygrok.train import TrainConfig
+    from tinygrok.config import TrainConfig
 
     given = [arg for arg in extra if arg.split("=")[0] in SET_BY_SWEEP]
     if given:
@@ -256,7 +256,7 @@ def directory_state(directory: Path) -> str:
 def settings_differ(directory: Path, expected: dict) -> list[str]:
     """The settings in which the run in ``directory`` differs from ``expected``."""
     from tinygrok.runfiles import read_json_object
-    from tinygrok.train import saved_settings
+    from tinygrok.config import saved_settings
 
     config_path = directory / "config.json"
     if not config_path.is_file():
