@@ -5,7 +5,10 @@
 results) and returns an :class:`Analysis`: the JSON-ready ``report`` plus the arrays
 (phases, attention timeline, Fourier timeline) the figures are drawn from.
 
-Sections of the report: ``run`` (identity), ``settings``, ``final`` (last logged metrics),
+Sections of the report: ``run`` (identity), ``settings``, ``final`` (metrics.csv's last
+row: its train_acc and train_loss are the running values over the batches of the last
+log window, which summary.json's ``final_train_acc``, measured on the whole train split
+after the last step, need not equal),
 ``phases`` (see ``phases``), ``weight_norm``, ``attention`` (per-head emergence, position
 score, entropy, consistency, and head clusters at the end of each phase), ``fourier``
 (modular tasks only), and ``claims`` (see ``claims``). A section that cannot be computed is
