@@ -246,6 +246,28 @@ def test_force_deletes_the_summary_before_anything_else(tmp_path, monkeypatch):
     assert order[0] == "summary.json"
 
 
+@pytest.mark.parametrize("name", ["checkpoint.npz", "metrics.csv", "analysis.json"])
+def test_force_refuses_a_folder_under_a_run_files_name_and_deletes_nothing(tmp_path, name):
+    """A folder named like a run's file is someone's, not the run's. --force once tried to
+    unlink it, after compiling the kernels, and died with IsADirectoryError's traceback."""
+    out = tmp_path / "run"
+    assert invoke("--task", "x_plus_y", "--p", "7", "--steps", "10", "--batch-size", "8",
+                  "--d-model", "8", "--heads", "2", "--probe-size", "2", "--threads", "1",
+                  "--out", str(out)).exit_code == 0
+    (out / name).unlink(missing_ok=True)  # a run writes no analysis.json
+    (out / name).mkdir()
+    (out / name / "mine.txt").write_text("keep me")
+    before = sorted(p.name for p in out.iterdir())
+    result = invoke("--task", "x_plus_y", "--steps", "10", "--threads", "1", "--out", str(out),
+                    "--force")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.rstrip().splitlines()[-1] == (
+        f"Error: {out / name} is a folder, not a file a run writes, and --force deletes only "
+        f"a run's own files; move it out of {out} or choose another --out")
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert (out / name / "mine.txt").read_text() == "keep me"
+
+
 # ---- sweep ------------------------------------------------------------------------------
 
 SWEEP_TINY = ["--p", "7", "--steps", "40", "--batch-size", "16", "--d-model", "8",

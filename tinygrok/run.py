@@ -90,12 +90,26 @@ def check_settings(config: TrainConfig, p_given: bool = False) -> None:
         raise click.UsageError(str(error)) from None
 
 
+FORCE_DELETES = (SUMMARY, CHECKPOINT, "metrics.csv", "timing.csv", "attention.npz",
+                 "embeddings.npz", "config.json", "analysis.json")  # and the figures/ folder
+
+
 def remove_run_files(out: Path) -> None:
     """--force: delete a previous run's files, summary first so it never looks complete."""
-    for name in (SUMMARY, CHECKPOINT, "metrics.csv", "timing.csv", "attention.npz",
-                 "embeddings.npz", "config.json", "analysis.json"):
+    for name in FORCE_DELETES:
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / "figures", ignore_errors=True)
+
+
+def check_force_can_delete(out: Path) -> None:
+    """--force deletes a run's files, each a file: a folder under one of their names is not
+    a run's (someone made it), and deleting it is not --force's to do."""
+    for name in FORCE_DELETES:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            raise click.UsageError(f"{path} is a folder, not a file a run writes, and --force "
+                                   f"deletes only a run's own files; move it out of {out} or "
+                                   f"choose another --out")
 
 
 def logged_rows(metrics: Path) -> bool:
@@ -356,6 +370,8 @@ def checked_folder(ctx, out, resume, force, threads, options) -> tuple[TrainConf
         raise click.UsageError(f"{out} holds a run that stopped before its first checkpoint; "
                                f"start it again with --resume (its own settings) or --force "
                                f"(these options)")
+    if force:
+        check_force_can_delete(out)
     config = TrainConfig(**options)
     if resume:  # the run's own settings: errors name them as config.json does
         try:
