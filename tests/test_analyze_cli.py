@@ -470,3 +470,26 @@ def test_an_analysis_beside_another_reader_is_not_refused(tmp_path):
     with locked_by_another_process(directory, shared=True):
         result = invoke(directory, "--no-figures")
     assert result.exit_code == 0, result.output
+
+
+def test_a_run_given_as_dot_is_named_by_its_folder(tmp_path, monkeypatch):
+    """``analyze .`` inside the run folder: Path(".").name is "", which was the run's name
+    in the summary line, in analysis.json and in the report's claims table."""
+    directory = write_synthetic_run(tmp_path, task="permutation", curve="fail")
+    monkeypatch.chdir(directory)
+    result = invoke(".", "--no-figures")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("permutation-s0: permutation, seed 0")
+    assert json.loads((directory / "analysis.json").read_text())["run"]["name"] == "permutation-s0"
+    from tinygrok.report import RunRecord
+    assert RunRecord(directory / "..", {}, None, None).name == tmp_path.name
+
+
+def test_a_loaded_run_prints_as_one_short_line(tmp_path):
+    """In a notebook, ``run`` after ``run = load_run(...)`` printed every array: 112,000
+    characters for a short run."""
+    from tinygrok.analysis import load_run
+    run = load_run(write_synthetic_run(tmp_path, curve="dip"))
+    text = repr(run)
+    assert "\n" not in text and len(text) < 200, text
+    assert text.startswith(f"Run({str(run.path)!r}: x_plus_y, seed 0, ") and "complete)" in text

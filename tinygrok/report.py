@@ -35,6 +35,7 @@ Figures are ``matplotlib.figure.Figure`` objects, never pyplot, and this module 
 from __future__ import annotations
 
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,7 +148,7 @@ class RunRecord:
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return Path(os.path.abspath(self.path)).name  # "." names the folder it is
 
     @property
     def task(self) -> str:

@@ -67,6 +67,7 @@ attributes are None and the analyses that need them are skipped.
 
 import csv
 import json
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,17 @@ class Run:
 
     @property
     def name(self):
-        return self.path.name
+        """The folder's own name, also for a path such as "." or "runs/x/.." (made absolute
+        first, symbolic links left as they are)."""
+        return Path(os.path.abspath(self.path)).name
+
+    def __repr__(self):
+        """One line, not the arrays (the default would print every one of them)."""
+        attention = (f"{len(self.attention_steps)} attention snapshots"
+                     if self.has_attention else "no attention")
+        return (f"Run({str(self.path)!r}: {self.config.get('task')}, seed "
+                f"{self.config.get('seed')}, {len(self.metrics.get('step', ()))} logged steps, "
+                f"{attention}, {'complete' if self.complete else 'incomplete'})")
 
     @property
     def complete(self):
