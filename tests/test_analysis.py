@@ -1186,3 +1186,20 @@ def test_claim_three_of_an_unfinished_run_that_grokked_says_it_grokked(grokking_
     (unfinished / "summary.json").unlink()
     claim = analyze_run(load_run(unfinished)).report["claims"]["failed_run_stays_chaotic"]
     assert claim["holds"] is None and claim["reason"].startswith("the run grokked at step")
+
+
+def test_claims_one_and_three_do_not_apply_to_a_run_that_never_learnt_its_training_set(
+        tmp_path):
+    """A 20-step run came out "a failed run keeps chaotic attention: true" (a student's
+    walkthrough): a run that neither memorised nor grokked is not the paper's failure."""
+    short = analyze_run(load_run(write_synthetic_run(tmp_path / "short", curve="fail",
+                                                     steps=50))).report
+    assert short["phases"]["memorization"] is None and not short["phases"]["grokked"]
+    for name in ("position_patterns_first", "failed_run_stays_chaotic"):
+        assert short["claims"][name]["holds"] is None
+        assert short["claims"][name]["reason"].startswith(
+            "the run neither memorised its training set nor grokked")
+    failed = analyze_run(load_run(write_synthetic_run(tmp_path / "long", curve="fail"))).report
+    assert failed["phases"]["memorization"] is not None  # the same curve, memorised later
+    assert failed["claims"]["failed_run_stays_chaotic"]["holds"] is True
+    assert failed["claims"]["position_patterns_first"]["holds"] is not None

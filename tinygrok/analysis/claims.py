@@ -13,6 +13,7 @@ always reported too.
    half (most positional) has an earlier mean emergence step than the bottom half (with an
    odd number of heads the middle one is left out; when the scores tie across the split,
    test (b) does not apply). The claim holds if every test that applies holds.
+   Not applicable to a run that never learnt its training set (see below).
 2. *Clean patterns form during the transition*: between the start and the end of the
    transition phase the entropy of the last query row ("=", the row that produces the
    answer; mean over heads and probes) falls and the consistency (mean over heads of the
@@ -25,6 +26,13 @@ always reported too.
    ln T, is >= ``chaotic_entropy_fraction`` (high entropy) and the mean consistency is
    < ``stable_consistency`` (unstable). (The paper says "throughout training"; we test the
    end of training, where "keeps" is decided.)
+
+Claims 1 and 3 are about runs that learnt their training set: ones that grokked, or that
+memorised (train acc > 0.99 with val acc < 0.5) and then failed to generalise. A run that
+did neither (20 steps, say, or a learning rate too small) is not the failure the paper
+describes, and the patterns it ends with are not ones it settled on, so neither claim
+applies to it (``holds`` None). Without this, a 20-step run came out "a failed run keeps
+chaotic attention: true".
 """
 
 import numpy as np
@@ -74,8 +82,23 @@ def evaluate_claims(
     }
 
 
+def never_learnt(phases):
+    """Why claims 1 and 3 do not apply to this run, or None if they do: the run neither
+    grokked nor memorised its training set (the module docstring says why)."""
+    if phases["grokked"] or phases["memorization"] is not None:
+        return None
+    thresholds = phases["thresholds"]
+    return (f"the run neither memorised its training set nor grokked: at no logged step was "
+            f"train acc > {thresholds['memorized_train_acc']} with val acc < "
+            f"{thresholds['memorization_max_val_acc']}; the claim is about runs that learnt "
+            f"their training set")
+
+
 def position_patterns_first(phases, timeline):
     """Claim 1: do the first layer and the most positional heads settle first?"""
+    if never_learnt(phases):
+        return {"holds": None, "reason": never_learnt(phases),
+                "thresholds": {"emergence_similarity": timeline.emergence_threshold}}
     emergence = timeline.emergence_step.astype(np.float64)
     layer_means = emergence.mean(axis=1)
     layers_test = None
@@ -171,6 +194,9 @@ def failed_run_stays_chaotic(
     if phases["grokked"]:
         result["reason"] = (f"the run grokked at step {phases['grok_step']}; "
                             "the claim is about runs that fail")
+        return result
+    if never_learnt(phases):
+        result["reason"] = never_learnt(phases)
         return result
     steps = len(timeline.steps)
     first = min(int(np.floor(steps * (1 - final_fraction))), steps - 2)
