@@ -617,6 +617,10 @@ def test_command_trains_refuses_to_overwrite_and_forces(tmp_path):
     assert run_state(out) == "complete"
     listed = re.search(r"run directory: .*/ \((.*)\)", result.output).group(1).split(", ")
     assert sorted(listed) == sorted(path.name for path in out.iterdir())  # every file, no more
+    summary = json.loads((out / "summary.json").read_text())
+    assert (f"final train acc {summary['final_train_acc']:.4f} (the whole train split; the "
+            f"progress lines show the last batches'), val acc {summary['final_val_acc']:.4f}\n"
+            in result.output)  # two train accuracies, each said to be what it is
     assert "resum" not in result.output
     again = invoke(*TINY_CLI, "--out", str(out))
     assert again.exit_code == 2 and "--force" in again.output

@@ -518,8 +518,8 @@ def say_where_everything_went(summary: dict, config: TrainConfig, out: Path,
     grokked = f"step {grok}" if summary["grokked"] else f"never (budget {config.steps})"
     before = " of training, counting the time before it was resumed" if resumed else ""
     show(f"done in {summary['wall_seconds']:.0f} s{before}.  val acc > 0.99 at: {grokked}")
-    show(f"final train acc {summary['final_train_acc']:.4f}, val acc "
-         f"{summary['final_val_acc']:.4f}")
+    show(f"final train acc {summary['final_train_acc']:.4f} (the whole train split; the "
+         f"progress lines show the last batches'), val acc {summary['final_val_acc']:.4f}")
     show(f"run directory: {out}/ (config.json, metrics.csv, timing.csv, attention.npz, "
          f"embeddings.npz, checkpoint.npz, summary.json)")
     show(f"analyse it with: python -m tinygrok.analyze {shlex.quote(str(out))}")
