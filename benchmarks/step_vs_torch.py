@@ -14,9 +14,9 @@ own defaults and the same thread count.
 
 Needs a virtualenv with both torch and tinygrok (see benchmarks/README.md):
 
-    /work/torchvenv/bin/pip install -e ".[test]"
+    ../torchvenv/bin/pip install -e ".[test]"
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
-        /work/torchvenv/bin/python benchmarks/step_vs_torch.py --threads 2
+        ../torchvenv/bin/python benchmarks/step_vs_torch.py --threads 2
 """
 
 import argparse

@@ -20,7 +20,7 @@ the cost of a step does not change over a run. Only the loop is timed: unlike
 (benchmarks/README.md):
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
-        /work/torchvenv/bin/python benchmarks/torch_full_run.py --eval whole
+        ../torchvenv/bin/python benchmarks/torch_full_run.py --eval whole
 """
 
 import argparse

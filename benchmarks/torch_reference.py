@@ -3,7 +3,7 @@
 PyTorch is a comparison tool only; tinygrok never imports this file. Run it from a separate
 virtualenv that has torch (see benchmarks/README.md):
 
-    /work/torchvenv/bin/python benchmarks/torch_reference.py --threads 2 [--json OUT]
+    ../torchvenv/bin/python benchmarks/torch_reference.py --threads 2 [--json OUT]
 
 It prints the median wall time of one training step (forward, cross-entropy, backward, AdamW
 step, zero_grad) at batch 512 in float32: the denominator of the speed floor
