@@ -39,7 +39,15 @@ def test_a_missing_directory_is_a_one_line_error(tmp_path):
 
 def test_an_incomplete_run_is_a_one_line_error(tmp_path):
     directory = write_synthetic_run(tmp_path, complete=False)
-    assert_one_line_usage_error(invoke(directory), "incomplete run")
+    result = invoke(directory)
+    assert_one_line_usage_error(result, "incomplete run")
+    assert "tinygrok.analysis.analyze_run(load_run(path)) writes no file" in result.output
+    # ... and what it names does that: an analysis of the run as far as it went
+    from tinygrok.analysis import analyze_run, load_run
+    report = analyze_run(load_run(directory)).report
+    assert report["run"]["complete"] is False
+    assert any("the run is not finished" in note for note in report["phases"]["notes"])
+    assert not (directory / "analysis.json").exists()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no folder locks")

@@ -121,7 +121,9 @@ def analyze_folder(run_dir, no_figures, threshold, clusters):
     if not run.complete:
         raise RunDirectoryUsageError(
             f"{run_dir}: incomplete run (no readable summary.json); let it finish or resume "
-            f"it first (python -m tinygrok.run --out {shlex.quote(str(run_dir))} --resume)"
+            f"it first (python -m tinygrok.run --out {shlex.quote(str(run_dir))} --resume), "
+            f"or look at it as far as it went from Python: tinygrok.analysis.analyze_run("
+            f"load_run(path)) writes no file and says what is unfinished"
         )
     try:  # before the analysis, which takes a while: analysis.json and figures/ go here
         check_writable(run.path)
