@@ -195,6 +195,11 @@ def test_resume_of_a_complete_run_gives_the_command_that_trains_it_longer(tmp_pa
     before = json.loads((out / "config.json").read_text())
     after = json.loads((tmp_path / "run-longer" / "config.json").read_text())
     assert after == {**before, "steps": 8}
+    # With --steps typed, the hint keeps it when it is more than the run's (a student typed
+    # --resume --steps 2000 on a 1,200-step run and was told --steps 2400); else it doubles.
+    for typed, suggested in (("20", "--steps 20"), ("3", "--steps 8")):
+        said = invoke("--out", str(out), "--resume", "--steps", typed)
+        assert said.exit_code == 2 and suggested in " ".join(said.output.split()), said.output
 
 
 @pytest.mark.parametrize("threads", [0, -1, "2", True])

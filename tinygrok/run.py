@@ -124,9 +124,10 @@ def logged_rows(metrics: Path) -> bool:
 
 
 def longer_run_hint(ctx: click.Context, out: Path) -> str:
-    """For a complete run: the command that trains it again with twice the steps, into a
-    new folder (a run's step count is one of its settings, so --resume cannot extend it).
-    Every option is taken from its config.json, so that nothing falls back to a default."""
+    """For a complete run: the command that trains it again with more steps (the --steps
+    typed with --resume if that is more, else twice the run's), into a new folder (a run's
+    step count is one of its settings, so --resume cannot extend it). Every other option
+    is taken from its config.json, so that nothing falls back to a default."""
     try:
         saved = saved_settings(json.loads((out / "config.json").read_text()))
         parts = [f"--task {saved['task']}", f"--seed {saved['seed']}"]
@@ -135,7 +136,11 @@ def longer_run_hint(ctx: click.Context, out: Path) -> str:
             if name in saved and name not in ("task", "seed", "steps") \
                     and saved[name] != param.default:
                 parts.append(f"{param.opts[0]} {saved[name]}")
-        parts.append(f"--steps {2 * saved['steps']}")
+        typed = ctx.params.get("steps")
+        if ctx.get_parameter_source("steps") == click.core.ParameterSource.DEFAULT \
+                or not typed > saved["steps"]:
+            typed = 2 * saved["steps"]
+        parts.append(f"--steps {typed}")
     except (OSError, ValueError, TypeError, KeyError, AttributeError):  # a hand-edited file
         return ""
     longer = out.with_name(f"{out.name}-longer")
