@@ -1198,8 +1198,24 @@ def test_claims_one_and_three_do_not_apply_to_a_run_that_never_learnt_its_traini
     for name in ("position_patterns_first", "failed_run_stays_chaotic"):
         assert short["claims"][name]["holds"] is None
         assert short["claims"][name]["reason"].startswith(
-            "the run neither memorised its training set nor grokked")
+            "the run neither learnt its training set nor grokked")
     failed = analyze_run(load_run(write_synthetic_run(tmp_path / "long", curve="fail"))).report
     assert failed["phases"]["memorization"] is not None  # the same curve, memorised later
     assert failed["claims"]["failed_run_stays_chaotic"]["holds"] is True
     assert failed["claims"]["position_patterns_first"]["holds"] is not None
+
+
+def test_a_run_that_fit_its_training_set_without_memorising_still_gets_claims_one_and_three():
+    """Train acc reaches 1 while val acc is already 0.9, and the run never groks: no
+    memorization phase (val acc was never < 0.5), but it learnt its training set and failed
+    to generalise, which is what claim 3 is about (a review's case)."""
+    steps = np.arange(10, 110, 10)
+    train = np.minimum(1.0, steps / 30)
+    val = np.full(len(steps), 0.9)
+    phases = find_phases(steps, train, val)
+    assert phases["memorization"] is None and not phases["grokked"]
+    assert phases["fit_training_set"] is True
+    assert claims.never_learnt(phases) is None
+    short = find_phases(steps[:2], train[:2], val[:2])
+    assert short["fit_training_set"] is False
+    assert claims.never_learnt(short).startswith("the run neither learnt its training set")

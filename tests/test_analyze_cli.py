@@ -41,10 +41,13 @@ def test_an_incomplete_run_is_a_one_line_error(tmp_path):
     directory = write_synthetic_run(tmp_path, complete=False)
     result = invoke(directory)
     assert_one_line_usage_error(result, "incomplete run")
-    assert "tinygrok.analysis.analyze_run(load_run(path)) writes no file" in result.output
-    # ... and what it names does that: an analysis of the run as far as it went
-    from tinygrok.analysis import analyze_run, load_run
-    report = analyze_run(load_run(directory)).report
+    python = result.output.rstrip().split("which writes no file: ")[1]
+    assert python == (f"from tinygrok.analysis import analyze_run, load_run; "
+                      f"report = analyze_run(load_run({str(directory)!r})).report")
+    # ... and that line, pasted, analyses the run as far as it went
+    scope = {}
+    exec(python, scope)
+    report = scope["report"]
     assert report["run"]["complete"] is False
     assert any("the run is not finished" in note for note in report["phases"]["notes"])
     assert not (directory / "analysis.json").exists()

@@ -1,11 +1,14 @@
-"""The kernels' own tests again, with Numba checking every index (DESIGN.md, Numba pitfalls).
+"""The kernels' own tests again, with Numba checking every index (the design notes,
+../shared/DESIGN.md, "Numba pitfalls").
 
 Compiled code does not check array bounds: an index one past the end reads whatever lies
 there, and a wrong result may pass unnoticed. ``NUMBA_BOUNDSCHECK=1`` compiles every
-kernel with checks that raise IndexError instead. It applies when a kernel is compiled, so
-the kernels' tests run in a fresh Python with the variable set and a cache folder of their
-own (one shared with the unchecked kernels would hand back unchecked machine code). The
-first run compiles every kernel, about 30 s; later runs load them from that folder.
+kernel with checks that raise IndexError instead. It applies when a kernel is compiled,
+and Numba's cache does not tell checked machine code from unchecked: so the kernels' tests
+run in a fresh Python with the variable set and a cache folder of their own, and the test
+first makes sure that this Python checks bounds and caches there (were that folder not
+writable, Numba would quietly take the package's own cache of unchecked kernels). The
+first run compiles every kernel, about a minute on a 2-core machine; later runs load them.
 
 The SIMD intrinsics of lanes.py and softmax_exp.py read memory through pointers, which no
 check sees; their tests compare every element, and every length up to two vectors.
@@ -25,13 +28,25 @@ KERNEL_TESTS = ["test_attention.py", "test_kernels.py", "test_adamw.py", "test_l
 
 
 def checked_kernel_cache() -> Path:
-    """A cache folder for bounds-checked kernels only, kept between test runs (per user)."""
+    """A cache folder for bounds-checked kernels only, kept between test runs: inside
+    NUMBA_CACHE_DIR where that is set (CI sets it), else in the temporary folder, per user."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return Path(os.environ["NUMBA_CACHE_DIR"]) / "boundscheck"
     return Path(tempfile.gettempdir()) / f"tinygrok-boundscheck-cache-{os.getuid()}"
 
 
 def test_the_kernels_tests_pass_with_every_index_checked():
     here = Path(__file__).parent
-    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(checked_kernel_cache())}
+    cache = checked_kernel_cache()
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(cache)}
+    # The Python that runs the tests checks bounds, and keeps its kernels in that folder.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import numba; from tinygrok.numba_cache import "
+         "kernel_cache_folder as f; print(numba.config.BOUNDSCHECK, f())"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=here.parent)
+    assert probe.returncode == 0, probe.stderr
+    checks, folder = probe.stdout.split(maxsplit=1)
+    assert checks == "1" and Path(folder.strip()).is_relative_to(cache), probe.stdout
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
          *[str(here / name) for name in KERNEL_TESTS]],

@@ -403,9 +403,9 @@ def test_the_claims_tally_counts_only_the_runs_where_a_claim_applies(tmp_path):
 
 
 def test_the_report_never_imports_the_training_loop(sweep_folder, tmp_path):
-    """DESIGN.md: analysis reads run directories and plain arrays only. The report once
-    imported the run command for the paper's settings, and with it the model, the kernels
-    and Numba; the settings now live in tinygrok/config.py."""
+    """The design notes (../shared/DESIGN.md): analysis reads run directories and plain
+    arrays only. The report once imported the run command for the paper's settings, and
+    with it the model, the kernels and Numba; the settings now live in tinygrok/config.py."""
     import subprocess
     script = ("import sys, runpy\n"
               "sys.argv = ['report', sys.argv[1], '--out', sys.argv[2]]\n"

@@ -1,18 +1,26 @@
 """The ``tinygrok`` command (``tinygrok/__main__.py``): the four commands under one name,
 as the console script pip installs and as ``python -m tinygrok``."""
 
+import configparser
 import importlib.metadata
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
+from pathlib import Path
 
 import click
 import pytest
 
 from tinygrok import __main__ as tinygrok_command
+from tinygrok import startup_signals
 
+# pip puts the script beside this Python (a virtualenv's bin/), or on PATH (--user)
 SCRIPT = os.path.join(sysconfig.get_path("scripts"), "tinygrok")
+if not os.path.exists(SCRIPT):
+    SCRIPT = shutil.which("tinygrok") or SCRIPT
 SPELLINGS = {"tinygrok": [SCRIPT], "python -m tinygrok": [sys.executable, "-m", "tinygrok"]}
 
 
@@ -22,9 +30,37 @@ def tinygrok(spelling, *args, cwd=None):
 
 
 def test_the_console_script_is_declared_and_installed():
-    scripts = importlib.metadata.entry_points(group="console_scripts")
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).parents[1] / "setup.cfg")
+    declared = setup["options.entry_points"]["console_scripts"].split()
+    assert declared == ["tinygrok", "=", "tinygrok.__main__:main"]
+    scripts = importlib.metadata.entry_points(group="console_scripts")  # as installed
     assert [s.value for s in scripts if s.name == "tinygrok"] == ["tinygrok.__main__:main"]
     assert os.access(SCRIPT, os.X_OK), f"pip installs the tinygrok script at {SCRIPT}"
+
+
+def test_the_command_runs_with_pythons_own_ctrl_c(monkeypatch):
+    """The quiet exit on Ctrl-C lasts only while the commands are imported: once a command
+    runs, Ctrl-C must reach its own handling (a run saves a checkpoint)."""
+    during, real_getsignal = [], signal.getsignal
+    group = click.Group("tinygrok")
+    group.add_command(click.Command("probe", callback=lambda: during.append(
+        real_getsignal(signal.SIGINT))))
+    monkeypatch.setattr(tinygrok_command, "command_group", lambda: group)
+    monkeypatch.setattr(sys, "argv", ["tinygrok", "probe"])
+    # as at a fresh start, whatever pytest has installed: Python's default handling
+    monkeypatch.setattr(startup_signals.signal, "getsignal", lambda number: {
+        signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}[number])
+    before = real_getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            tinygrok_command.main()
+    finally:
+        monkeypatch.setattr(startup_signals.signal, "getsignal", real_getsignal)
+        startup_signals.restore_handlers()  # whatever main left, put back
+        signal.signal(signal.SIGINT, before)
+    assert stop.value.code == 0
+    assert during and during[0] is not startup_signals._exit_quietly
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)

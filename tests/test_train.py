@@ -618,8 +618,9 @@ def test_command_trains_refuses_to_overwrite_and_forces(tmp_path):
     listed = re.search(r"run directory: .*/ \((.*)\)", result.output).group(1).split(", ")
     assert sorted(listed) == sorted(path.name for path in out.iterdir())  # every file, no more
     summary = json.loads((out / "summary.json").read_text())
-    assert (f"final train acc {summary['final_train_acc']:.4f} (the whole train split; the "
-            f"progress lines show the last batches'), val acc {summary['final_val_acc']:.4f}\n"
+    assert (f"final train acc {summary['final_train_acc']:.4f} (over the whole train split; "
+            f"the progress lines' is over the last batches), val acc "
+            f"{summary['final_val_acc']:.4f}\n"
             in result.output)  # two train accuracies, each said to be what it is
     assert "resum" not in result.output
     again = invoke(*TINY_CLI, "--out", str(out))

@@ -122,8 +122,9 @@ def analyze_folder(run_dir, no_figures, threshold, clusters):
         raise RunDirectoryUsageError(
             f"{run_dir}: incomplete run (no readable summary.json); let it finish or resume "
             f"it first (python -m tinygrok.run --out {shlex.quote(str(run_dir))} --resume), "
-            f"or look at it as far as it went from Python: tinygrok.analysis.analyze_run("
-            f"load_run(path)) writes no file and says what is unfinished"
+            f"or look at it as far as it went in Python, which writes no file: from "
+            f"tinygrok.analysis import analyze_run, load_run; "
+            f"report = analyze_run(load_run({str(run_dir)!r})).report"
         )
     try:  # before the analysis, which takes a while: analysis.json and figures/ go here
         check_writable(run.path)

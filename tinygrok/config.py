@@ -1,8 +1,8 @@
 """The settings of a run: ``TrainConfig``, every one the training loop takes.
 
 Its own small module, apart from the training loop, so that what only reads a run's
-settings (the report comparing seeds with the paper, the sweep planning runs) does not
-import the model and its kernels to do so. ``tinygrok.train`` re-exports ``TrainConfig``.
+settings (the report, comparing seeds with one another and with the paper) does not import
+the model and its kernels to do so. ``tinygrok.train`` re-exports ``TrainConfig``.
 """
 
 from __future__ import annotations

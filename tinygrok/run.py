@@ -28,7 +28,7 @@ import click
 
 from tinygrok import runfiles
 from tinygrok import threads as thread_control
-from tinygrok.config import DEFAULTS
+from tinygrok.config import DEFAULTS  # the options' defaults: the paper's (TrainConfig's)
 from tinygrok.numba_cache import DamagedKernelCache
 from tinygrok.tasks import TASK_NAMES, EmptySplit, has_modulus, is_prime
 from tinygrok.terminal import show, stop_signals
@@ -36,7 +36,6 @@ from tinygrok.train import (CHECKPOINT, SUMMARY, CouldNotWrite, DamagedRun, Inte
                             NonFiniteLoss, OutOfMemory, Run, RunFolderGone, StoppedByFailure,
                             TrainConfig, run_state, saved_settings, train, warm_up_kernels)
 
-# The settings the command line exposes, with the paper's values (TrainConfig's) as defaults.
 POSITIVE = click.IntRange(min=1)
 NOTHING_WRITTEN = "interrupted before training started; nothing was written"
 NO_MODULUS = ("permutation composes the elements of S5 and has no modulus; --p applies to the "
@@ -523,8 +522,8 @@ def say_where_everything_went(summary: dict, config: TrainConfig, out: Path,
     grokked = f"step {grok}" if summary["grokked"] else f"never (budget {config.steps})"
     before = " of training, counting the time before it was resumed" if resumed else ""
     show(f"done in {summary['wall_seconds']:.0f} s{before}.  val acc > 0.99 at: {grokked}")
-    show(f"final train acc {summary['final_train_acc']:.4f} (the whole train split; the "
-         f"progress lines show the last batches'), val acc {summary['final_val_acc']:.4f}")
+    show(f"final train acc {summary['final_train_acc']:.4f} (over the whole train split; the "
+         f"progress lines' is over the last batches), val acc {summary['final_val_acc']:.4f}")
     show(f"run directory: {out}/ (config.json, metrics.csv, timing.csv, attention.npz, "
          f"embeddings.npz, checkpoint.npz, summary.json)")
     show(f"analyse it with: python -m tinygrok.analyze {shlex.quote(str(out))}")

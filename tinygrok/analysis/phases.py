@@ -27,6 +27,10 @@ A phase that never happens is None, never a guess: a run that never groks has no
 0.99 before it ever memorised has a grokking step but no memorization and no transition
 (it generalised without a delay, which the ``notes`` say).
 
+``fit_training_set`` says whether train_acc exceeded 0.99 at any logged step, memorization
+or not: a run that fits its training set while val_acc is already >= 0.5 has no
+memorization phase, yet it learnt its training set (claims.py asks).
+
 Dips: after g, validation accuracy can fall back. A dip is a maximal run of logged steps
 with val_acc <= 0.99 (the grokked condition no longer holds). For each dip we report its
 ``start`` (first step at or below the threshold), ``end`` (the first step above it again,
@@ -88,6 +92,8 @@ def find_phases(
         "last_step": step(last),
         "grok_step": step(grok),
         "grokked": grok is not None,
+        # the training set was learnt at some logged step, memorised or not (claims.py)
+        "fit_training_set": bool(np.any(train_acc > memorized_train_acc)),
         "memorization": None,
         "transition": None,
         "post_grokking": None,

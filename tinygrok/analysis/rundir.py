@@ -107,7 +107,7 @@ class Run:
 
     def __repr__(self):
         """One line, not the arrays (the default would print every one of them)."""
-        attention = (f"{len(self.attention_steps)} attention snapshots"
+        attention = (f"{len(self.patterns)} attention snapshots"
                      if self.has_attention else "no attention")
         return (f"Run({str(self.path)!r}: {self.config.get('task')}, seed "
                 f"{self.config.get('seed')}, {len(self.metrics.get('step', ()))} logged steps, "
