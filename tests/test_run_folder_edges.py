@@ -18,7 +18,8 @@ from lock_holder import locked_by_another_process
 from tinygrok import runfiles
 from tinygrok.run import main as run_command, remove_run_files
 from tinygrok.sweep import (Job, SweepUsageError, failure_message, needs_analysis, parse_seeds,
-                            parse_tasks, plan_job, plan_sweep, saved_threads, share_cores)
+                            parse_tasks, plan_job, plan_sweep, run_settings, saved_threads,
+                            share_cores)
 from tinygrok.train import TrainConfig, log_steps, run_state, train
 
 TINY = dict(task="x_plus_y", p=7, steps=40, batch_size=16, d_model=8, heads=2, layers=2,
@@ -387,3 +388,29 @@ def test_conflicts_do_not_count_as_runs_to_share_the_cores_with(tmp_path):
                                          None, 4)
     assert [j.action for j in plan] == ["start", "conflict", "conflict", "conflict"]
     assert (parallel, threads) == (1, 4)
+
+
+def test_a_probe_size_typed_above_a_splits_size_is_refused_and_the_default_is_cut(tmp_path):
+    """--probe-size 100000 was quietly cut to the split's 4,656, while config.json and the
+    report went on saying 100000. A number typed is refused; the default, 64, is still cut
+    to a small task's split (p = 7: 24 training pairs), as it always was."""
+    refused = invoke("--probe-size", "25", "--p", "7", "--task", "x_plus_y",
+                     "--out", str(tmp_path / "refused"))
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    assert refused.output.rstrip().splitlines()[-1] == (
+        "Error: Invalid value for --probe-size: 25 probes are taken from each split, and the "
+        "smaller split holds 24 examples: at most 24")
+    assert not (tmp_path / "refused").exists()
+    exact = invoke("--probe-size", "24", "--p", "7", "--task", "x_plus_y", "--steps", "10",
+                   "--threads", "1", "--out", str(tmp_path / "exact"))
+    assert exact.exit_code == 0, exact.output
+    default = invoke("--p", "7", "--task", "x_plus_y", "--steps", "10", "--threads", "1",
+                     "--out", str(tmp_path / "default"))
+    assert default.exit_code == 0, default.output
+    probes = runfiles.read_npz(tmp_path / "default" / "attention.npz")["probe_inputs"]
+    assert len(probes) == 24 + 25  # 64 asked of each split, of 24 and 25 pairs
+
+
+def test_a_sweep_refuses_a_probe_size_above_a_splits_size():
+    with pytest.raises(SweepUsageError, match=r"x_plus_y: .*at most 24"):
+        run_settings("x_plus_y", 0, ["--p", "7", "--probe-size", "30"])

@@ -30,7 +30,7 @@ from tinygrok import runfiles
 from tinygrok import threads as thread_control
 from tinygrok.config import DEFAULTS  # the options' defaults: the paper's (TrainConfig's)
 from tinygrok.numba_cache import DamagedKernelCache
-from tinygrok.tasks import TASK_NAMES, EmptySplit, has_modulus, is_prime
+from tinygrok.tasks import TASK_NAMES, EmptySplit, has_modulus, is_prime, make_task, split
 from tinygrok.terminal import show, stop_signals
 from tinygrok.train import (CHECKPOINT, SUMMARY, CouldNotWrite, DamagedRun, Interrupted,
                             NonFiniteLoss, OutOfMemory, Run, RunFolderGone, StoppedByFailure,
@@ -57,12 +57,16 @@ def finite(ctx, param, value):
     return value
 
 
-def check_settings(config: TrainConfig, p_given: bool = False) -> None:
+def check_settings(config: TrainConfig, p_given: bool = False,
+                   probe_given: bool = False) -> None:
     """Refuse settings that cannot run, naming the option where one is to blame.
 
     Memory comes first, before anything builds the task's table (with --p 100000 that
     alone would need 1 TB) or tests a huge p for primality (trial division: hours).
     ``p_given``: --p was on the command line (permutation has no modulus to give).
+    ``probe_given``: so was --probe-size. The default, 64, is quietly cut to a smaller
+    split's size (a task with p = 7 has 24 training pairs); a number typed is refused
+    instead, since config.json would record probes the run never logs.
     """
     try:
         config.check_memory()
@@ -87,6 +91,13 @@ def check_settings(config: TrainConfig, p_given: bool = False) -> None:
                                  param_hint="--train-frac") from None
     except ValueError as error:
         raise click.UsageError(str(error)) from None
+    if probe_given:
+        sides = split(make_task(config.task, config.p), config.train_frac, config.seed)
+        smaller = min(len(side) for side in sides)
+        if config.probe_size > smaller:
+            raise click.BadParameter(f"{config.probe_size} probes are taken from each split, "
+                                     f"and the smaller split holds {smaller} examples: at "
+                                     f"most {smaller}", param_hint="--probe-size")
 
 
 FORCE_DELETES = (SUMMARY, CHECKPOINT, "metrics.csv", "timing.csv", "attention.npz",
@@ -285,7 +296,8 @@ class Progress:
 @click.option("--log-every", type=POSITIVE, default=DEFAULTS["log_every"],
               help="Steps between metrics rows (whole validation split) and attention logs.")
 @click.option("--probe-size", type=POSITIVE, default=DEFAULTS["probe_size"],
-              help="Examples from each split whose attention is logged.")
+              help="Examples from each split whose attention is logged (at most a split's "
+                   "size; the default is cut to a smaller split's).")
 @click.option("--out", type=click.Path(), default=None,
               help="Run directory.  [default: runs/<task>-s<seed>]")
 @click.option("--resume", is_flag=True,
@@ -333,7 +345,8 @@ def checked_settings(ctx, out, resume, force, threads,
     out = Path(out) if out else Path("runs") / f"{options['task']}-s{options['seed']}"
     p_given = ctx.get_parameter_source("p") != click.core.ParameterSource.DEFAULT
     if not resume:  # a resumed run's settings are its config.json's, checked below
-        check_settings(TrainConfig(**options), p_given)
+        probe_given = ctx.get_parameter_source("probe_size") != click.core.ParameterSource.DEFAULT
+        check_settings(TrainConfig(**options), p_given, probe_given)
     if resume and force:
         raise click.UsageError("--resume and --force contradict each other; choose one")
     runfiles.check_writable(out)

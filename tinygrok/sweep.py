@@ -210,8 +210,10 @@ def run_settings(task: str, seed: int, extra: list[str]) -> dict:
                               f"{error.format_message()}") from None
     settings = {name: context.params[name] for name in DEFAULTS}
     p_given = context.get_parameter_source("p") != click.core.ParameterSource.DEFAULT
+    probe_given = (context.get_parameter_source("probe_size")
+                   != click.core.ParameterSource.DEFAULT)
     try:  # the checks the run command makes (memory, prime p, heads, ...), in its order
-        check_settings(TrainConfig(**settings), p_given)
+        check_settings(TrainConfig(**settings), p_given, probe_given)
     except click.ClickException as error:
         advice = ""
         if p_given and not has_modulus(task):  # the options go to every run of the sweep
