@@ -414,3 +414,18 @@ def test_a_probe_size_typed_above_a_splits_size_is_refused_and_the_default_is_cu
 def test_a_sweep_refuses_a_probe_size_above_a_splits_size():
     with pytest.raises(SweepUsageError, match=r"x_plus_y: .*at most 24"):
         run_settings("x_plus_y", 0, ["--p", "7", "--probe-size", "30"])
+
+
+def test_an_out_that_the_shell_left_with_its_tilde_means_the_home_folder(tmp_path, monkeypatch):
+    """--out=~/runs reaches the command unexpanded (the shell expands ~ only at the start of
+    a word); the run went into a folder named ~ in the current one."""
+    home, here = tmp_path / "home", tmp_path / "here"
+    home.mkdir(), here.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(here)
+    result = invoke("--task", "x_plus_y", "--p", "7", "--steps", "10", "--threads", "1",
+                    "--out=~/runs/a")
+    assert result.exit_code == 0, result.output
+    assert run_state(home / "runs" / "a") == "complete"
+    assert not (here / "~").exists()
+    assert runfiles.checked_out_folder("~/report") == home / "report"  # the sweep's, the report's

@@ -342,7 +342,8 @@ def checked_settings(ctx, out, resume, force, threads,
     (``claim_for_training``)."""
     if out == "":
         raise click.BadParameter("must name a folder, not be empty", param_hint="--out")
-    out = Path(out) if out else Path("runs") / f"{options['task']}-s{options['seed']}"
+    default = Path("runs") / f"{options['task']}-s{options['seed']}"
+    out = runfiles.home_expanded(out) if out else default
     p_given = ctx.get_parameter_source("p") != click.core.ParameterSource.DEFAULT
     if not resume:  # a resumed run's settings are its config.json's, checked below
         probe_given = ctx.get_parameter_source("probe_size") != click.core.ParameterSource.DEFAULT

@@ -153,15 +153,22 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 # ---- output folders a command writes into ---------------------------------------------------
 
 
+def home_expanded(out: str) -> Path:
+    """An --out as typed, with a leading ~ made the home folder, as the shell does at the
+    start of a word. ``--out=~/runs`` is not one: the shell hands it over unexpanded, and a
+    folder named ~ in the current one is never what was meant."""
+    return Path(os.path.expanduser(out))
+
+
 def checked_out_folder(out: str) -> Path:
-    """An --out given on the command line, as a Path; click.BadParameter if it is empty or
-    cannot be created or written (the run command checks its --out with
+    """An --out given on the command line, as a Path (``home_expanded``); click.BadParameter
+    if it is empty or cannot be created or written (the run command checks its --out with
     ``check_writable``; the sweep and the report check theirs with this, and the report
     its FOLDER too when it writes there)."""
     if out == "":
         raise click.BadParameter("must name a folder, not be empty", param_hint="--out")
-    check_writable(Path(out))
-    return Path(out)
+    check_writable(home_expanded(out))
+    return home_expanded(out)
 
 
 def check_writable(out: Path) -> None:
