@@ -8,9 +8,11 @@ about 0.5 at step 1,030); then it shoots past 0.99 (step 1,280): it has *general
 after the training loss stopped telling it anything new. That delay is grokking.
 
 The figure (03_grokking.png) shows, on a log step axis with the phases shaded:
-accuracy, loss, and the norm of all weights. Weight decay pulls the norm down while the
-training pairs are learnt (in the fast run from 36 to about 19 by step 600); it then grows
-again, to 22 by the time validation accuracy takes off. (The shaded "memorization" phase
+accuracy, loss, and the norm of all weights. Weight decay pulls the norm down, and most of
+the fall comes after the training pairs are learnt (in the fast run from 36 to 27.7 by
+step 170, when they are, then on to about 19 by step 500 at full training accuracy); it
+grows again, to 22 by step 1,030, as validation accuracy takes off, and is back to 20.5
+when the run groks. (The shaded "memorization" phase
 ends when validation accuracy passes 0.5, analysis/phases.py.) The fast run's curves also
 have sharp spikes, where accuracy drops for a step or two and recovers: its large learning
 rate makes Adam overshoot now and then. (The paper's setup, ``--full``, has such spikes too,

@@ -2,7 +2,8 @@
 
 The maths, for one (batch, head) pair
 -------------------------------------
-Queries Q (Tq, d), keys K (Tk, d), values V (Tk, d), and scale = 1 / sqrt(d):
+Queries Q (Tq, d), keys K (Tk, d), values V (Tk, d), and scale = 1 / sqrt(d). Here d is
+one head's width, d_model / H: 32 in the paper's model, so the scale is 1 / sqrt(32).
 
     S = scale * Q K^T            (Tq, Tk)  S_ij: how well query i matches key j
     P = softmax(S), row by row   (Tq, Tk)  row i: how query i spreads its attention
