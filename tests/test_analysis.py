@@ -1191,7 +1191,8 @@ def test_claim_three_of_an_unfinished_run_that_grokked_says_it_grokked(grokking_
 def test_claims_one_and_three_do_not_apply_to_a_run_that_never_learnt_its_training_set(
         tmp_path):
     """A 20-step run came out "a failed run keeps chaotic attention: true" (a student's
-    walkthrough): a run that neither memorised nor grokked is not the paper's failure."""
+    walkthrough): a run that neither learnt its training set nor grokked is not the
+    paper's failure."""
     short = analyze_run(load_run(write_synthetic_run(tmp_path / "short", curve="fail",
                                                      steps=50))).report
     assert short["phases"]["memorization"] is None and not short["phases"]["grokked"]
