@@ -83,7 +83,7 @@ def test_each_listed_command_is_its_modules_own_click_command():
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
-def test_a_bad_option_is_one_error_line_under_the_commands_own_name(spelling):
+def test_a_bad_option_is_a_usage_error_under_the_commands_own_name(spelling):
     result = tinygrok(spelling, "run", "--task", "x_times_y")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result
     assert result.stderr.startswith(f"Usage: {spelling} run [OPTIONS]\n")
